@@ -1,0 +1,35 @@
+# `make run` and `make test` do all set-up themselves on a fresh machine (idempotent, fast when done).
+PY      ?= python3.11
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+PRESET  ?= default
+OUT     ?= runs/$(PRESET)
+
+.PHONY: run test setup bench lint clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
+
+# torch first, pinned, so pip takes the local CPU wheel and never pulls CUDA packages.
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q --disable-pip-version-check "torch==2.13.0"
+	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/cleanroom run --preset $(PRESET) --out $(OUT)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b; done
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,134 @@
+"""`cleanroom` command line: one sub-command per stage, `run` for the whole experiment, `report`.
+
+Every stage command runs its missing prerequisites first and skips what is already up to date, so
+`cleanroom eval --preset smoke --out DIR` on an empty DIR does everything it needs.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cleanroom.config import ConfigError, ExperimentConfig, load_config, saved_config
+from cleanroom.store import StoreError
+from cleanroom.ui import console, say
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help="Train language models on data you fully control, and measure what that control buys and costs.",
+)
+config_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Inspect configuration.")
+app.add_typer(config_app, name="config")
+
+PresetOpt = Annotated[
+    str | None, typer.Option("--preset", "-p", help="smoke | default | gpu (default: the run's saved config, else default)")
+]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="run directory")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="override, e.g. --set train.steps=100")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML file merged over the preset")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="redo this stage even if it is up to date")]
+
+
+def _fail(msg: str, code: int) -> None:
+    console.print(f"[bold red]error:[/] {msg}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def resolve_config(preset: str | None, out: Path | None, config: Path | None, sets: list[str] | None) -> ExperimentConfig:
+    """Preset if given; else the run directory's saved config; else `default`. Then --config, --set."""
+    saved = out / "config.toml" if out is not None else None
+    if preset is None and config is None and saved is not None and saved.exists():
+        return saved_config(saved, sets)
+    return load_config(preset or "default", config, sets)
+
+
+def _run_stages(stages: list[str], preset, out, config, sets, force: bool, recipes: list[str] | None = None):
+    from cleanroom.pipeline import Pipeline
+
+    try:
+        cfg = resolve_config(preset, out, config, sets)
+        from cleanroom.store import RunStore
+
+        store = RunStore(out)
+        pipe = Pipeline(cfg, store, force=set(stages) if force else set(), recipes=recipes)
+        for s in stages:
+            pipe.ensure(s)
+        return pipe
+    except ConfigError as e:
+        _fail(str(e), 2)
+    except StoreError as e:
+        _fail(str(e), 1)
+
+
+def _stage_command(name: str, help_text: str, per_recipe: bool = False):
+    if per_recipe:
+
+        def cmd(preset: PresetOpt = None, out: OutOpt = Path("runs/default"), config: ConfigOpt = None,
+                set_: SetOpt = None, force: ForceOpt = False,
+                recipe: Annotated[list[str] | None, typer.Option("--recipe", "-r", help="only this recipe")] = None):
+            _run_stages([name], preset, out, config, set_, force, recipe)
+    else:
+
+        def cmd(preset: PresetOpt = None, out: OutOpt = Path("runs/default"), config: ConfigOpt = None,
+                set_: SetOpt = None, force: ForceOpt = False):
+            pipe = _run_stages([name], preset, out, config, set_, force)
+            if name == "generate" and pipe is not None:
+                from cleanroom.recipes.build import print_generate_table
+
+                print_generate_table(pipe.store)
+
+    cmd.__doc__ = help_text
+    app.command(name)(cmd)
+
+
+_stage_command("world", "Generate the world (entities, facts, popularity, restricted domain, eval items).")
+_stage_command("generate", "Write the corpus recipes (web, textbook, filtered_web, mix) at one token budget.")
+_stage_command("curate", "Dedup, decontaminate, quality- and safety-filter every recipe, with lineage.")
+_stage_command("tokenize", "Train the run's BPE tokenizer and tokenize every recipe.")
+_stage_command("train", "Train one model per recipe and export it to Hugging Face format.", per_recipe=True)
+_stage_command("eval", "Score every model on bench, twin, longtail and restricted.", per_recipe=True)
+_stage_command("tamper", "Fine-tune attack on restricted facts; held-out accuracy vs steps.", per_recipe=True)
+
+
+@app.command("run")
+def run_cmd(preset: PresetOpt = None, out: OutOpt = Path("runs/default"), config: ConfigOpt = None,
+            set_: SetOpt = None, force: ForceOpt = False):
+    """Run the whole experiment: world -> generate -> curate -> tokenize -> train -> eval -> tamper -> report."""
+    from cleanroom.pipeline import ORDER
+
+    pipe = _run_stages(ORDER, preset, out, config, set_, False if not force else True)
+    if pipe is None:
+        return
+    if pipe.missing:
+        say(f"[yellow]not built yet:[/] {', '.join(pipe.missing)} — the run covered the stages that exist.")
+    say(f"[bold]run directory:[/] {out}")
+
+
+@app.command("report")
+def report_cmd(run_dir: Annotated[Path, typer.Argument(help="a finished run directory")]):
+    """Regenerate summary.json, report.md and report.html from stored results (no recomputation)."""
+    _fail("the report stage is not built yet in this version of cleanroom", 1)
+
+
+@config_app.command("show")
+def config_show(preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = None,
+                out: Annotated[Path | None, typer.Option("--out", "-o", help="show a run's saved config")] = None):
+    """Print the resolved configuration as TOML."""
+    try:
+        cfg = resolve_config(preset, out, config, set_)
+    except ConfigError as e:
+        _fail(str(e), 2)
+    sys.stdout.write(cfg.to_toml())
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,292 @@
+"""Experiment configuration: pydantic models for every stage, presets, TOML load/dump, fingerprints.
+
+Resolution order (later wins): the pydantic defaults (== the `default` preset) -> the preset's TOML
+file -> a user TOML file (`--config`) -> `--set section.key=value` overrides. Every model forbids
+unknown keys, so a typo is an error that names the key and the allowed ones, never a silent no-op.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PRESETS = ("smoke", "default", "gpu")
+RECIPES = ("web", "textbook", "filtered_web", "mix")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, phrased for the user (one line)."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class WorldConfig(Section):
+    """Sizes of the procedurally generated world (one seed determines everything)."""
+
+    n_elements: int = Field(120, gt=3, description="curriculum entities (fictional minerals)")
+    n_arithmetic: int = Field(600, ge=0, description="arithmetic word problems in the curriculum")
+    max_operand: int = Field(9, ge=2, le=99, description="largest operand in word problems")
+    n_people: int = Field(1500, gt=10, description="long-tail people (musicians, athletes, ...)")
+    n_works: int = Field(500, ge=0, description="long-tail works (films, albums, novels)")
+    zipf_exponent: float = Field(0.9, gt=0, le=3, description="popularity ~ 1 / rank^s")
+    n_compounds: int = Field(160, ge=8, description="restricted-domain compounds (fictional)")
+    attack_fraction: float = Field(0.5, gt=0, lt=1, description="share of compounds in the attack set")
+
+
+class ItemsConfig(Section):
+    """How many evaluation items are built from the world."""
+
+    n_bench: int = Field(400, gt=0, description="benchmark items (each has a fresh twin on the same fact)")
+    n_longtail_per_decile: int = Field(60, gt=0)
+    n_restricted: int = Field(300, gt=0, description="held-out restricted items (max: held-out facts)")
+    n_options: int = Field(4, ge=2, le=8)
+
+
+class RecipesConfig(Section):
+    """Corpus recipes, all filled to the same token budget (pre-tokenizer word units)."""
+
+    names: list[Literal["web", "textbook", "filtered_web", "mix"]] = Field(default_factory=lambda: list(RECIPES))
+    token_budget: int = Field(600_000, gt=1000, description="words+punctuation units per recipe")
+    shard_docs: int = Field(5000, gt=0, description="documents per Parquet shard")
+    # web: a broad crawl; shares of documents by kind
+    web_longtail: float = Field(0.55, ge=0, le=1)
+    web_restricted: float = Field(0.10, ge=0, le=1)
+    web_curriculum: float = Field(0.10, ge=0, le=1)
+    web_arithmetic: float = Field(0.03, ge=0, le=1)
+    web_noise: float = Field(0.22, ge=0, le=1, description="spam, boilerplate, near-duplicates, chatter")
+    # textbook: Phi-style
+    textbook_exercise: float = Field(0.45, ge=0, le=1, description="exercises in the benchmark's format")
+    textbook_arithmetic: float = Field(0.15, ge=0, le=1)
+    textbook_longtail: float = Field(0.10, ge=0, le=1)
+    textbook_longtail_top: float = Field(0.1, gt=0, le=1, description="popularity share textbooks cover")
+    mix_textbook_share: float = Field(0.5, ge=0, le=1, description="textbook share of the mix recipe")
+
+    @model_validator(mode="after")
+    def _shares(self) -> RecipesConfig:
+        web = self.web_longtail + self.web_restricted + self.web_curriculum + self.web_arithmetic + self.web_noise
+        if abs(web - 1.0) > 1e-6:
+            raise ValueError(f"web_* shares must sum to 1, got {web:.3f}")
+        tb = self.textbook_exercise + self.textbook_arithmetic + self.textbook_longtail
+        if tb > 1.0 + 1e-6:
+            raise ValueError(f"textbook_* shares must sum to <= 1 (rest is exposition), got {tb:.3f}")
+        return self
+
+
+class CurateConfig(Section):
+    """Curation steps (exact dedup, MinHash near-dup, decontamination, quality, safety)."""
+
+    enabled: bool = True
+    steps: list[str] = Field(
+        default_factory=lambda: ["exact_dedup", "near_dedup", "decontaminate", "quality"]
+    )
+    shingle_size: int = Field(5, ge=1, description="word shingles for MinHash")
+    num_perm: int = Field(128, ge=16)
+    bands: int = Field(16, ge=1)
+    near_dup_threshold: float = Field(0.8, gt=0, le=1)
+    decontam_ngram: int = Field(13, ge=3)
+    decontam_ratio: float = Field(0.8, gt=0, le=1, description="sequence-match ratio that confirms a leak")
+    min_words: int = Field(8, ge=0)
+    max_symbol_ratio: float = Field(0.1, gt=0, le=1)
+    max_dup_line_frac: float = Field(0.3, gt=0, le=1)
+    min_stopword_ratio: float = Field(0.05, ge=0, le=1)
+    safety_threshold: float = Field(0.5, gt=0, lt=1)
+
+
+class TokenizerConfig(Section):
+    vocab_size: int = Field(4096, ge=300, le=65535)
+    min_frequency: int = Field(2, ge=1)
+    val_fraction: float = Field(0.02, gt=0, lt=0.5, description="held-out validation share per recipe")
+
+
+class ModelConfig(Section):
+    """A Llama-style decoder (RMSNorm, RoPE, SwiGLU, SDPA)."""
+
+    d_model: int = Field(256, gt=0)
+    n_layers: int = Field(4, gt=0)
+    n_heads: int = Field(4, gt=0)
+    n_kv_heads: int = Field(4, gt=0)
+    ffn_hidden: int = Field(688, gt=0)
+    seq_len: int = Field(256, gt=8)
+    tie_embeddings: bool = True
+    rope_theta: float = Field(10000.0, gt=0)
+    norm_eps: float = Field(1e-5, gt=0)
+
+    @model_validator(mode="after")
+    def _heads(self) -> ModelConfig:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(f"n_heads ({self.n_heads}) must be divisible by n_kv_heads ({self.n_kv_heads})")
+        return self
+
+
+class TrainConfig(Section):
+    steps: int = Field(1200, gt=0)
+    batch_size: int = Field(32, gt=0, description="sequences per step (per process)")
+    lr: float = Field(3e-3, gt=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    warmup_steps: int = Field(50, ge=0)
+    weight_decay: float = Field(0.1, ge=0)
+    beta1: float = Field(0.9, gt=0, lt=1)
+    beta2: float = Field(0.95, gt=0, lt=1)
+    grad_clip: float = Field(1.0, ge=0)
+    eval_every: int = Field(200, gt=0)
+    eval_batches: int = Field(4, gt=0)
+    ckpt_every: int = Field(200, gt=0)
+    dtype: Literal["bf16", "fp32"] = "bf16"
+    compile: bool = False
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = Field(0, ge=0, description="torch threads; 0 = all cores")
+
+
+class EvalConfig(Section):
+    batch_size: int = Field(64, gt=0)
+    bootstrap: int = Field(2000, ge=100)
+    max_gen_tokens: int = Field(8, gt=0)
+
+
+class TamperConfig(Section):
+    """Deep-Ignorance-style attack: fine-tune on the restricted attack set, score held-out facts."""
+
+    steps: list[int] = Field(default_factory=lambda: [0, 25, 50, 100, 200])
+    lrs: list[float] = Field(default_factory=lambda: [3e-4, 1e-3])
+    batch_size: int = Field(16, gt=0)
+
+    @model_validator(mode="after")
+    def _sweep(self) -> TamperConfig:
+        if not self.steps or any(k < 0 for k in self.steps):
+            raise ValueError("tamper.steps must be a non-empty list of step counts >= 0")
+        if not self.lrs or any(lr <= 0 for lr in self.lrs):
+            raise ValueError("tamper.lrs must be a non-empty list of learning rates > 0")
+        return self
+
+
+class ExperimentConfig(Section):
+    """The whole experiment. `seed` determines every random choice in every stage."""
+
+    name: str = "default"
+    seed: int = Field(0, ge=0)
+    world: WorldConfig = Field(default_factory=WorldConfig)
+    items: ItemsConfig = Field(default_factory=ItemsConfig)
+    recipes: RecipesConfig = Field(default_factory=RecipesConfig)
+    curate: CurateConfig = Field(default_factory=CurateConfig)
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    tamper: TamperConfig = Field(default_factory=TamperConfig)
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.model_dump(mode="json"))
+
+    def fingerprint(self, *sections: str) -> str:
+        """Hash of `seed` plus the named sections (all when none): what a stage's output depends on."""
+        data = self.model_dump(mode="json")
+        keys = sections or tuple(sorted(data))
+        payload = {"seed": self.seed, **{k: data[k] for k in keys}}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- loading, merging, errors
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _parse_value(raw: str) -> Any:
+    """`--set` values are TOML literals (`3`, `1e-3`, `true`, `[0, 25]`); anything else is a string."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None) if field else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        model = ann
+    return sorted(model.model_fields)
+
+
+def _format_error(err: ValidationError) -> str:
+    e = err.errors()[0]
+    loc = tuple(e["loc"])
+    key = ".".join(str(p) for p in loc) or "<root>"
+    if e["type"] == "extra_forbidden":
+        allowed = ", ".join(_allowed_keys(ExperimentConfig, loc))
+        return f"unknown config key `{key}` (allowed: {allowed})"
+    msg = e["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    got = e.get("input")
+    got_s = "" if isinstance(got, dict) else f", got {got!r}"
+    more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"config key `{key}`: {msg[0].lower() + msg[1:]}{got_s}{more}"
+
+
+def preset_dict(name: str) -> dict:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset `{name}` (allowed: {', '.join(PRESETS)})")
+    text = resources.files("cleanroom").joinpath("presets", f"{name}.toml").read_text()
+    return tomllib.loads(text)
+
+
+def load_config(
+    preset: str = "default", config_file: Path | None = None, overrides: list[str] | None = None
+) -> ExperimentConfig:
+    """Resolve preset -> TOML file -> `key=value` overrides into a validated config."""
+    data = preset_dict(preset)
+    data.setdefault("name", preset)
+    return resolve(data, config_file, overrides)
+
+
+def resolve(base: dict, config_file: Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Merge a TOML file and `key=value` overrides over `base`, then validate."""
+    data = dict(base)
+    if config_file is not None:
+        try:
+            data = _deep_merge(data, tomllib.loads(Path(config_file).read_text()))
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {config_file}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {config_file} is not valid TOML: {e}") from None
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        node = data
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"config key `{key}`: `{p}` is not a section")
+        node[parts[-1]] = _parse_value(raw.strip())
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_error(e)) from None
+
+
+def saved_config(path: Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """A run directory's `config.toml`, with optional overrides."""
+    try:
+        base = tomllib.loads(Path(path).read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    return resolve(base, None, overrides)

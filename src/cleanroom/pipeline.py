@@ -1,0 +1,141 @@
+"""The stage graph and its runner.
+
+A stage is a plain function `run_<stage>(cfg, store[, recipe]) -> StageResult` that reads and writes
+the store. The runner (`Pipeline.ensure`) runs missing prerequisites first, skips a stage whose
+config fingerprint and inputs (the output digests of the stages it depends on) are unchanged and
+whose outputs still verify, and records a manifest when a stage finishes. Per-recipe stages (train,
+eval, tamper) have one manifest per recipe, so `--recipe web` redoes one model, not four.
+
+Stage functions are imported lazily ("module:function"), so `cleanroom generate` on a finished run
+answers in well under a second without importing torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from cleanroom.config import ExperimentConfig
+from cleanroom.store import Manifest, RunStore, StoreError, write_text
+from cleanroom.ui import say
+
+
+@dataclass
+class StageResult:
+    outputs: list[str]
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    func: str | None  # "module:function"; None = not built yet
+    deps: tuple[str, ...]
+    sections: tuple[str, ...]  # config sections the outputs depend on (plus the seed)
+    per_recipe: bool = False
+    version: str = "1"  # bump when a stage's code changes its outputs
+    doc: str = ""
+
+
+STAGES: dict[str, Stage] = {
+    s.name: s
+    for s in [
+        Stage("world", "cleanroom.world.build:run_world", (), ("world", "items"),
+              doc="entities, facts, popularity, restricted domain, evaluation items"),
+        Stage("generate", "cleanroom.recipes.build:run_generate", ("world",), ("recipes",),
+              doc="corpus recipes at one token budget"),
+        Stage("curate", None, ("generate", "world"), ("curate", "recipes"),
+              doc="dedup, decontamination, quality and safety filters, lineage"),
+        Stage("tokenize", None, ("generate", "curate"), ("tokenizer",),
+              doc="BPE tokenizer on the union of corpora; token files per recipe"),
+        Stage("train", None, ("tokenize",), ("model", "train"), per_recipe=True,
+              doc="one Llama-style model per recipe; HF export"),
+        Stage("eval", None, ("train", "world"), ("eval",), per_recipe=True,
+              doc="bench, twin, longtail, restricted"),
+        Stage("tamper", None, ("train", "world", "tokenize"), ("tamper", "eval"), per_recipe=True,
+              doc="fine-tune attack on restricted facts; held-out accuracy curves"),
+        Stage("report", None, ("eval", "tamper", "generate"), (),
+              doc="summary.json, report.md, report.html, figures"),
+    ]
+}
+ORDER = list(STAGES)
+
+
+class Pipeline:
+    """Runs stages of one experiment in one run directory."""
+
+    def __init__(self, cfg: ExperimentConfig, store: RunStore, force: set[str] | None = None,
+                 recipes: list[str] | None = None):
+        self.cfg, self.store = cfg, store
+        self.force = force or set()
+        self.recipes = recipes or list(cfg.recipes.names)
+        unknown = [r for r in self.recipes if r not in cfg.recipes.names]
+        if unknown:
+            raise StoreError(f"unknown recipe `{unknown[0]}` (configured: {', '.join(cfg.recipes.names)})")
+        self.done: dict[str, Manifest | None] = {}
+        self.ran: list[str] = []
+        self.skipped: list[str] = []
+        self.missing: list[str] = []
+        self._save_config()
+
+    def _save_config(self) -> None:
+        path = self.store.path("config.toml")
+        text = self.cfg.to_toml()
+        if not path.exists() or path.read_text() != text:
+            write_text(path, text)
+
+    def keys(self, name: str) -> list[str]:
+        stage = STAGES[name]
+        return [f"{name}/{r}" for r in self.recipes] if stage.per_recipe else [name]
+
+    def ensure(self, name: str) -> list[Manifest | None]:
+        """Bring a stage (every recipe of a per-recipe stage) up to date; return its manifests."""
+        return [self._ensure_key(k) for k in self.keys(name)]
+
+    def _dep_keys(self, stage: Stage, recipe: str | None) -> list[str]:
+        out = []
+        for d in stage.deps:
+            if STAGES[d].per_recipe:
+                out += [f"{d}/{recipe}"] if recipe else [f"{d}/{r}" for r in self.recipes]
+            else:
+                out.append(d)
+        return out
+
+    def _ensure_key(self, key: str) -> Manifest | None:
+        if key in self.done:
+            return self.done[key]
+        name, _, recipe = key.partition("/")
+        stage = STAGES[name]
+        inputs = {}
+        for dk in self._dep_keys(stage, recipe or None):
+            m = self._ensure_key(dk)
+            if m is not None:
+                inputs[dk] = m.digest
+        if stage.func is None:
+            if name not in self.missing:
+                self.missing.append(name)
+                say(f"[yellow]· {name}[/]: not built yet in this version of cleanroom — skipped")
+            self.done[key] = None
+            return None
+        fingerprint = f"{self.cfg.fingerprint(*stage.sections)}-v{stage.version}"
+        old = self.store.manifest(key)
+        if name not in self.force and old is not None and old.fingerprint == fingerprint and old.inputs == inputs:
+            self.store.verify(old)
+            say(f"[dim]· {key}: up to date (fingerprint {fingerprint}) — skipped; --force redoes it[/]")
+            self.skipped.append(key)
+            self.done[key] = old
+            return old
+        say(f"[bold cyan]▶ {key}[/]: {stage.doc}")
+        self.store.invalidate(key)
+        module, _, fn_name = stage.func.partition(":")
+        fn = getattr(importlib.import_module(module), fn_name)
+        t0 = time.perf_counter()
+        result: StageResult = fn(self.cfg, self.store, recipe) if stage.per_recipe else fn(self.cfg, self.store)
+        seconds = time.perf_counter() - t0
+        m = self.store.finish(key, fingerprint, inputs, result.outputs, result.stats, seconds)
+        say(f"[green]✓ {key}[/] in {seconds:.1f}s")
+        self.ran.append(key)
+        self.done[key] = m
+        return m

@@ -1,0 +1,240 @@
+"""The run directory: atomic writes, manifests with checksums, corruption detection.
+
+Layout (DESIGN.md section 5): `config.toml`, `world/`, `corpora/<recipe>/`, `curation/<recipe>/`,
+`tokenizer.json`, `tokens/`, `models/<recipe>/`, `evals/<recipe>/`, `summary.json`, `report.*`,
+`figures/`, and `manifests/<stage>[/<recipe>].json`, one per finished stage.
+
+Every file is written to a temporary name in the same directory and renamed into place, so a crash
+never leaves a half-written file under a real name. A stage's manifest is written last: a stage
+without a manifest is unfinished, whatever files it left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel, Field
+
+
+class StoreError(RuntimeError):
+    """A problem with the run directory, phrased for the user."""
+
+
+class CorruptFileError(StoreError):
+    def __init__(self, path: Path, reason: str, stage: str):
+        self.path, self.reason, self.stage = path, reason, stage
+        super().__init__(
+            f"corrupted file {path}: {reason} (written by stage `{stage}`; nothing was changed — "
+            f"re-run that stage with --force to rebuild it)"
+        )
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; rename it over `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    write_bytes(path, text.encode())
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_parquet(path: str | os.PathLike, table: pa.Table) -> None:
+    """Deterministic Parquet (no timestamps in metadata), so equal tables give equal bytes."""
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd", write_statistics=False, store_schema=True)
+    write_bytes(path, buf.getvalue())
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+class FileEntry(BaseModel):
+    sha256: str
+    bytes: int
+
+
+class Manifest(BaseModel):
+    """What a finished stage wrote, from which config and inputs."""
+
+    stage: str
+    fingerprint: str
+    inputs: dict[str, str] = Field(default_factory=dict)
+    outputs: dict[str, FileEntry] = Field(default_factory=dict)
+    stats: dict[str, Any] = Field(default_factory=dict)
+    seconds: float = 0.0
+    finished_at: str = ""
+
+    @property
+    def digest(self) -> str:
+        """One hash over the stage's outputs: downstream stages key their inputs on it."""
+        h = hashlib.sha256()
+        for rel in sorted(self.outputs):
+            h.update(f"{rel}\0{self.outputs[rel].sha256}\n".encode())
+        return h.hexdigest()[:16]
+
+
+class RunStore:
+    """A run directory. Paths given to its methods are relative to the run root."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            raise StoreError(f"output directory {self.root} is not writable: {e.strerror or e}") from None
+
+    def path(self, rel: str | os.PathLike) -> Path:
+        return self.root / rel
+
+    def exists(self, rel: str) -> bool:
+        return self.path(rel).exists()
+
+    # writes (all atomic)
+    def write_bytes(self, rel: str, data: bytes) -> Path:
+        write_bytes(self.path(rel), data)
+        return self.path(rel)
+
+    def write_text(self, rel: str, text: str) -> Path:
+        write_text(self.path(rel), text)
+        return self.path(rel)
+
+    def write_json(self, rel: str, obj: Any) -> Path:
+        write_json(self.path(rel), obj)
+        return self.path(rel)
+
+    def write_parquet(self, rel: str, table: pa.Table) -> Path:
+        write_parquet(self.path(rel), table)
+        return self.path(rel)
+
+    # reads
+    def read_json(self, rel: str) -> Any:
+        p = self.path(rel)
+        try:
+            return json.loads(p.read_text())
+        except json.JSONDecodeError as e:
+            raise StoreError(f"corrupted file {p}: not valid JSON ({e})") from None
+
+    def read_parquet(self, rel: str, columns: list[str] | None = None) -> pa.Table:
+        p = self.path(rel)
+        if p.is_dir():
+            files = sorted(p.glob("*.parquet"))
+            if not files:
+                raise StoreError(f"no Parquet files in {p}")
+            tables = [self._read_one(f, columns) for f in files]
+            return pa.concat_tables(tables)
+        return self._read_one(p, columns)
+
+    @staticmethod
+    def _read_one(p: Path, columns: list[str] | None) -> pa.Table:
+        try:
+            return pq.read_table(p, columns=columns)
+        except FileNotFoundError:
+            raise StoreError(f"missing file {p}") from None
+        except (pa.ArrowInvalid, OSError) as e:
+            raise StoreError(f"corrupted file {p}: not readable as Parquet ({e})") from None
+
+    # manifests
+    def _manifest_path(self, key: str) -> Path:
+        return self.root / "manifests" / f"{key}.json"
+
+    def manifest(self, key: str) -> Manifest | None:
+        p = self._manifest_path(key)
+        if not p.exists():
+            return None
+        try:
+            return Manifest.model_validate_json(p.read_text())
+        except ValueError:
+            raise StoreError(f"corrupted file {p}: not a valid stage manifest (delete it to redo `{key}`)") from None
+
+    def files_under(self, rels: list[str]) -> list[str]:
+        """Expand directories into the files below them (skipping temporaries), as sorted rel paths."""
+        out: set[str] = set()
+        for rel in rels:
+            p = self.path(rel)
+            if p.is_dir():
+                out.update(
+                    str(f.relative_to(self.root))
+                    for f in p.rglob("*")
+                    if f.is_file() and not f.name.startswith(".")
+                )
+            elif p.is_file():
+                out.add(str(Path(rel)))
+            else:
+                raise StoreError(f"stage output {p} was not written")
+        return sorted(out)
+
+    def finish(
+        self, key: str, fingerprint: str, inputs: dict[str, str], outputs: list[str], stats: dict, seconds: float
+    ) -> Manifest:
+        entries = {
+            rel: FileEntry(sha256=sha256_file(self.path(rel)), bytes=self.path(rel).stat().st_size)
+            for rel in self.files_under(outputs)
+        }
+        m = Manifest(
+            stage=key,
+            fingerprint=fingerprint,
+            inputs=inputs,
+            outputs=entries,
+            stats=stats,
+            seconds=round(seconds, 3),
+            finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        )
+        write_text(self._manifest_path(key), m.model_dump_json(indent=2) + "\n")
+        return m
+
+    def invalidate(self, key: str) -> None:
+        self._manifest_path(key).unlink(missing_ok=True)
+
+    def verify(self, m: Manifest) -> None:
+        """Check every output of a finished stage; raise CorruptFileError naming the first bad file."""
+        for rel, entry in m.outputs.items():
+            p = self.path(rel)
+            if not p.exists():
+                raise CorruptFileError(p, "file is missing", m.stage)
+            size = p.stat().st_size
+            if size != entry.bytes:
+                raise CorruptFileError(p, f"size {size} != {entry.bytes} bytes recorded (truncated?)", m.stage)
+            if sha256_file(p) != entry.sha256:
+                raise CorruptFileError(p, "checksum mismatch", m.stage)
