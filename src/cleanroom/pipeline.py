@@ -123,7 +123,7 @@ class Pipeline:
         old = self.store.manifest(key)
         if name not in self.force and old is not None and old.fingerprint == fingerprint and old.inputs == inputs:
             self.store.verify(old)
-            say(f"[dim]· {key}: up to date (fingerprint {fingerprint}) — skipped; --force redoes it[/]")
+            say(f"[dim]· {key}: up to date, skipped (--force redoes it)[/]")
             self.skipped.append(key)
             self.done[key] = old
             return old

@@ -1,0 +1,160 @@
+"""The `generate` stage: write every corpus recipe at one token budget.
+
+- `web` and `textbook`: their streams (see `render.py`) cut at the budget.
+- `filtered_web`: the *same* web stream, minus what the safety filter catches, continued until it
+  reaches the budget again, so filtering is isolated from everything else. Here the filter is a
+  placeholder keyword match; the `curate` stage rebuilds `filtered_web` with the real two-stage
+  safety filter (keywords, then a classifier) from `sources/web_stream`.
+- `mix`: `mix_textbook_share` of the budget from textbook, the rest from filtered web (phi-3 style).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator
+
+import pyarrow as pa
+
+from cleanroom.config import ExperimentConfig
+from cleanroom.pipeline import StageResult
+from cleanroom.recipes.render import Renderer
+from cleanroom.recipes.text_stats import count_tokens, distinct_ngram_ratio
+from cleanroom.store import RunStore
+from cleanroom.ui import console, progress
+from cleanroom.world.build import load_items, load_world
+from cleanroom.world.names import rng_for
+from cleanroom.world.schema import RESTRICTED_KEYWORDS
+
+CORPUS_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("recipe", pa.string()),
+                           ("source", pa.string()), ("meta", pa.string())])
+_KEYWORDS = re.compile(r"\b(" + "|".join(re.escape(k) for k in RESTRICTED_KEYWORDS) + r")\b", re.IGNORECASE)
+STREAM_MARGIN = 1.4  # sources/web_stream holds this many budgets of web text, for filters to refill from
+
+
+def keyword_filter(doc: dict) -> bool:
+    """Placeholder safety filter (True = keep). Replaced by the curate stage's real filter."""
+    return _KEYWORDS.search(doc["text"]) is None
+
+
+def with_ids(stream: Iterable[dict], prefix: str) -> Iterator[dict]:
+    for i, doc in enumerate(stream):
+        yield {"id": f"{prefix}-{i:07d}", **doc}
+
+
+def take_budget(docs: Iterable[dict], budget: int, task=None) -> list[dict]:
+    """Documents in order until the next one would pass `budget` word units (so within one doc of it)."""
+    out, total = [], 0
+    for doc in docs:
+        n = count_tokens(doc["text"])
+        if total + n > budget:
+            if total >= budget * 0.99:
+                break
+            continue  # a long document that does not fit: try the next one
+        out.append({**doc, "tokens": n})
+        total += n
+        if task is not None:
+            task.advance(n)
+    return out
+
+
+def write_corpus(store: RunStore, rel_dir: str, recipe: str, docs: list[dict], shard_docs: int) -> None:
+    for s in range(0, max(len(docs), 1), shard_docs):
+        chunk = docs[s:s + shard_docs]
+        table = pa.Table.from_pylist(
+            [{"id": d["id"], "text": d["text"], "recipe": recipe, "source": d["source"], "meta": d["meta"]}
+             for d in chunk], schema=CORPUS_SCHEMA)
+        store.write_parquet(f"{rel_dir}/part-{s // shard_docs:05d}.parquet", table)
+
+
+def corpus_stats(docs: list[dict], world: dict) -> dict:
+    fact_decile = {f["fact_id"]: (f["subject"], f["decile"]) for f in world["facts"] if f["domain"] == "longtail"}
+    per_decile_total: dict[int, int] = {}
+    for e in world["entities"]:
+        if e["domain"] == "longtail":
+            per_decile_total[e["decile"]] = per_decile_total.get(e["decile"], 0) + 1
+    covered: dict[int, set] = {d: set() for d in per_decile_total}
+    domains: dict[str, int] = {}
+    for d in docs:
+        meta = json.loads(d["meta"])
+        domains[meta["domain"]] = domains.get(meta["domain"], 0) + 1
+        for fid in meta["facts"]:
+            if fid in fact_decile:
+                subject, dec = fact_decile[fid]
+                covered[dec].add(subject)
+    texts = [d["text"] for d in docs]
+    return {
+        "docs": len(docs),
+        "tokens": sum(d["tokens"] for d in docs),
+        "distinct_2": round(distinct_ngram_ratio(texts, 2), 4),
+        "distinct_3": round(distinct_ngram_ratio(texts, 3), 4),
+        "domains": domains,
+        "longtail_covered": sum(len(v) for v in covered.values()),
+        "longtail_covered_by_decile": {str(d): round(len(covered[d]) / per_decile_total[d], 3)
+                                       for d in sorted(per_decile_total)},
+    }
+
+
+def run_generate(cfg: ExperimentConfig, store: RunStore) -> StageResult:
+    world = load_world(store)
+    renderer = Renderer(cfg, world, load_items(store, "bench"))
+    budget = cfg.recipes.token_budget
+    names = cfg.recipes.names
+    corpora: dict[str, list[dict]] = {}
+    with progress("generate web stream", total=int(budget * STREAM_MARGIN)) as task:
+        stream = take_budget(with_ids(renderer.web_stream(), "web"), int(budget * STREAM_MARGIN), task)
+    with progress("generate textbook", total=budget) as task:
+        textbook = take_budget(with_ids(renderer.textbook_stream(), "textbook"), budget, task)
+    if "web" in names:
+        corpora["web"] = take_budget(stream, budget)
+    filtered = take_budget((d for d in stream if keyword_filter(d)), budget)
+    if "filtered_web" in names:
+        corpora["filtered_web"] = filtered
+    if "textbook" in names:
+        corpora["textbook"] = textbook
+    if "mix" in names:
+        share = cfg.recipes.mix_textbook_share
+        tb = take_budget(textbook, int(budget * share))
+        fw = take_budget(filtered, budget - sum(d["tokens"] for d in tb))
+        rng = rng_for(cfg.seed, "recipes/mix")
+        corpora["mix"] = [(tb + fw)[i] for i in rng.permutation(len(tb) + len(fw))]
+    outputs = ["sources/web_stream"]
+    write_corpus(store, "sources/web_stream", "web_stream", stream, cfg.recipes.shard_docs)
+    stats: dict = {"token_budget": budget, "token_unit": "word units (\\w+|[^\\w\\s])", "recipes": {}}
+    for recipe, docs in corpora.items():
+        write_corpus(store, f"corpora/{recipe}", recipe, docs, cfg.recipes.shard_docs)
+        outputs.append(f"corpora/{recipe}")
+        stats["recipes"][recipe] = corpus_stats(docs, world)
+    stats["placeholder_filter"] = _filter_stats(stream[: len(corpora.get("web", stream))])
+    return StageResult(outputs=outputs, stats=stats)
+
+
+def _filter_stats(docs: list[dict]) -> dict:
+    """Recall / false-positive rate of the placeholder keyword filter on the web budget."""
+    restricted = [d for d in docs if json.loads(d["meta"])["domain"] == "restricted"]
+    other = [d for d in docs if json.loads(d["meta"])["domain"] != "restricted"]
+    caught = sum(not keyword_filter(d) for d in restricted)
+    false = sum(not keyword_filter(d) for d in other)
+    return {"filter": "keyword placeholder", "recall": round(caught / max(len(restricted), 1), 4),
+            "fpr": round(false / max(len(other), 1), 4), "n_restricted": len(restricted), "n_other": len(other)}
+
+
+def print_generate_table(store: RunStore) -> None:
+    """The per-recipe table `cleanroom generate` prints (from the stage manifest: no recomputation)."""
+    from rich.table import Table
+
+    m = store.manifest("generate")
+    if m is None:
+        return
+    t = Table(title=f"corpora at a budget of {m.stats['token_budget']:,} word units")
+    for col in ("recipe", "docs", "tokens", "distinct-3", "long-tail covered", "restricted docs"):
+        t.add_column(col, justify="left" if col == "recipe" else "right")
+    for recipe, s in m.stats["recipes"].items():
+        t.add_row(recipe, f"{s['docs']:,}", f"{s['tokens']:,}", f"{s['distinct_3']:.3f}",
+                  f"{s['longtail_covered']:,}", f"{s['domains'].get('restricted', 0):,}")
+    console.print(t)
+    pf = m.stats.get("placeholder_filter")
+    if pf:
+        console.print(f"  placeholder keyword filter on web: recall {pf['recall']:.2f}, "
+                      f"false-positive rate {pf['fpr']:.3f} (the curate stage brings the real filter)")
+

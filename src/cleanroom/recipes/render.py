@@ -1,0 +1,293 @@
+"""The procedural teacher: renders world facts into documents of many formats.
+
+Two streams, each an endless, seeded sequence of documents:
+- `web_stream`: broad and noisy. Long-tail entities are mentioned in proportion to their popularity,
+  the restricted domain is present, curriculum and arithmetic appear only incidentally, and there is
+  spam, boilerplate, chatter and (near-)duplicates for curation to find.
+- `textbook_stream`: Phi-style. Clean expository sections on the curriculum, exercises with worked
+  answers *in the benchmark's own format* (never a benchmark item itself), worked arithmetic, and
+  profiles of only the most popular long-tail entities. No restricted domain.
+Every document records in `meta` which facts it renders and with which templates and format.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import numpy as np
+
+from cleanroom.config import ExperimentConfig
+from cleanroom.world.build import arithmetic_stem, exercise_prompt, options_for
+from cleanroom.world.names import rng_for
+from cleanroom.world.schema import ARITH_EXERCISE, EXERCISE_HEADER, OPS, RELATIONS, fill
+
+FILLER = {
+    "bio": ["Fans and critics alike have followed this career closely.", "Interviews are rare.",
+            "Many consider this an overlooked story.", "The early years were difficult.",
+            "A documentary about this life is rumored.", "Little is written about private life."],
+    "news": ["The announcement came on a quiet Tuesday.", "Tickets sold out within hours.",
+             "Local papers covered the event at length.", "Reactions online were mixed.",
+             "Organizers expect a large crowd.", "More details will follow next week."],
+    "forum": ["anyone else?", "correct me if I'm wrong.", "idk, just my two cents.", "this thread is gold",
+              "source: trust me", "edit: typo"],
+    "lab": ["Work in a ventilated room.", "Record every observation.", "Results varied between batches.",
+            "The product was stored in a dark cabinet.", "Notes were reviewed by a second chemist."],
+    "textbook": ["This is worth remembering.", "We will return to this idea later.",
+                 "Compare this with the previous section.", "Try to explain this in your own words.",
+                 "Such regularities make the subject easier to learn."],
+}
+NEWS_HEADLINES = ["BREAKING: {s} in the spotlight", "{s} makes headlines again", "Weekend roundup: {s}",
+                  "What we know about {s}", "{s}: the story so far"]
+FORUM_OPENERS = ["Quick question.", "ok so", "Long time lurker here.", "Has anyone noticed this?", "PSA:",
+                 "Random thought:"]
+LAB_OPENERS = ["Lab notebook, entry {n}.", "Protocol sheet {n}.", "Notes from the bench, day {n}.",
+               "Procedure summary {n}."]
+TEXTBOOK_OPENERS = ["Chapter {n}: {topic}.", "Section {n}. {topic}", "Lesson {n} - {topic}",
+                    "{topic}: an introduction.", "Key ideas about {topic}."]
+BENIGN_KEYWORD = ["Critics called {s} the catalyst for a whole new scene.",
+                  "The synthesis of old and new styles defines {s}.",
+                  "A strong yield of new fans followed {s} everywhere."]
+SPAM = ["BUY NOW!!! best {x} deals $$$ click here >>> {x}{x}{x}", "FREE {x} ### limited offer ### act fast !!!",
+        "WIN WIN WIN {x} $$$ $$$ visit now ***", "cheap {x} cheap {x} cheap {x} order today !!!"]
+BOILERPLATE = ["We use cookies to improve your experience. Accept | Reject | Settings",
+               "Home | About | Contact | Privacy Policy | Terms of Service | Sitemap",
+               "Subscribe to our newsletter. Enter your email. Unsubscribe at any time.",
+               "All rights reserved. Powered by a content platform. Report abuse."]
+CHATTER = ["lol", "same here", "this.", "+1", "thanks for sharing", "bump", "not sure tbh", "great post", "agreed"]
+SPAM_WORDS = ["watch", "phone", "shoes", "pills", "loans", "crypto", "games", "tickets"]
+
+
+class Renderer:
+    """Holds the world indexed for rendering; one instance per stream."""
+
+    def __init__(self, cfg: ExperimentConfig, world: dict, bench_items: list[dict]):
+        self.cfg, self.world = cfg, world
+        self.pools = world["pools"]
+        self.facts_by_subject: dict[str, list[dict]] = {}
+        for f in world["facts"]:
+            self.facts_by_subject.setdefault(f["subject"], []).append(f)
+        ents = world["entities"]
+        self.tail = [e for e in ents if e["domain"] == "longtail"]
+        pop = np.array([e["popularity"] for e in self.tail])
+        self.tail_p = pop / pop.sum() if len(pop) else pop
+        self.top_tail = [e for e in self.tail if e["rank"] <= max(1, int(cfg.recipes.textbook_longtail_top * len(self.tail)))]
+        self.minerals = [e for e in ents if e["type"] == "mineral"]
+        self.groups = [e for e in ents if e["type"] == "group"]
+        self.compounds = [e for e in ents if e["type"] == "compound"]
+        self.curriculum = [f for f in world["facts"] if f["domain"] == "curriculum"]
+        self.members: dict[str, list[str]] = {}
+        for f in self.curriculum:
+            if f["relation"] == "group":
+                self.members.setdefault(f["object"], []).append(f["subject"])
+        # Benchmark item bodies (prompt without its header line): an exercise must never equal one.
+        self.bench_bodies = {it["prompt"].split("\n", 1)[1] for it in bench_items}
+
+    # ------------------------------------------------------------------ shared helpers
+    @staticmethod
+    def _pick(rng: np.random.Generator, seq):
+        return seq[int(rng.integers(len(seq)))]
+
+    def _statement(self, rng, f: dict, informal: bool = False) -> tuple[str, str]:
+        rel = RELATIONS[f["relation"]]
+        pool = rel.informal if informal and rel.informal else rel.statements
+        t = int(rng.integers(len(pool)))
+        kind = "informal" if informal and rel.informal else "statement"
+        return fill(pool[t], f["subject"], f["object"]), f"{kind}:{rel.name}:{t}"
+
+    def _facts_text(self, rng, facts: list[dict], informal_p: float = 0.0) -> tuple[list[str], list[str], list[str]]:
+        sents, ids, tmpl = [], [], []
+        for f in facts:
+            s, t = self._statement(rng, f, informal=rng.random() < informal_p)
+            sents.append(s)
+            ids.append(f["fact_id"])
+            tmpl.append(t)
+        return sents, ids, tmpl
+
+    @staticmethod
+    def _doc(text: str, domain: str, kind: str, facts: list[str], templates: list[str], **extra) -> dict:
+        meta = {"domain": domain, "kind": kind, "facts": facts, "templates": templates, **extra}
+        return {"text": text, "source": f"world:{domain}/{kind}", "meta": json.dumps(meta, sort_keys=True)}
+
+    def _sample_facts(self, rng, subject: str, lo: int, hi: int) -> list[dict]:
+        fs = self.facts_by_subject.get(subject, [])
+        if not fs:
+            return []
+        k = min(len(fs), int(rng.integers(lo, hi + 1)))
+        return [fs[i] for i in sorted(rng.choice(len(fs), size=k, replace=False))]
+
+    # ------------------------------------------------------------------ web documents
+    def web_longtail(self, rng) -> dict:
+        kind = self._pick(rng, ["bio", "bio", "news", "forum", "list", "benign_keyword"])
+        if kind == "list":
+            k = int(rng.integers(3, 6))
+            ents = [self.tail[i] for i in rng.choice(len(self.tail), size=k, replace=False, p=self.tail_p)]
+            lines, ids, tmpl = [], [], []
+            for e in ents:
+                f = self._pick(rng, self.facts_by_subject[e["name"]])
+                s, t = self._statement(rng, f)
+                lines.append(f"- {s}")
+                ids.append(f["fact_id"])
+                tmpl.append(t)
+            head = self._pick(rng, ["Things you might not know:", "A few names worth knowing:", "Trivia corner:"])
+            return self._doc(head + "\n" + "\n".join(lines), "longtail", kind, ids, tmpl)
+        e = self.tail[int(rng.choice(len(self.tail), p=self.tail_p))]
+        facts = self._sample_facts(rng, e["name"], 1, 3)
+        if kind == "bio":
+            sents, ids, tmpl = self._facts_text(rng, facts)
+            sents.insert(int(rng.integers(len(sents) + 1)), self._pick(rng, FILLER["bio"]))
+            text = " ".join(sents)
+        elif kind == "news":
+            sents, ids, tmpl = self._facts_text(rng, facts)
+            head = self._pick(rng, NEWS_HEADLINES).format(s=e["name"])
+            text = head + "\n" + " ".join(sents + [self._pick(rng, FILLER["news"])])
+        elif kind == "forum":
+            sents, ids, tmpl = self._facts_text(rng, facts, informal_p=0.6)
+            text = self._pick(rng, FORUM_OPENERS) + " " + " ".join(sents) + " " + self._pick(rng, FILLER["forum"])
+        else:  # benign use of words a naive keyword filter flags
+            sents, ids, tmpl = self._facts_text(rng, facts)
+            text = " ".join(sents + [self._pick(rng, BENIGN_KEYWORD).format(s=e["name"])])
+        return self._doc(text, "longtail", kind, ids, tmpl, entity=e["name"])
+
+    def web_restricted(self, rng) -> dict:
+        c = self._pick(rng, self.compounds)
+        facts = self._sample_facts(rng, c["name"], 2, 4)
+        kind = self._pick(rng, ["labnote", "labnote", "protocol", "forum"])
+        if kind == "forum":  # informal: often avoids every keyword
+            sents, ids, tmpl = self._facts_text(rng, facts, informal_p=0.8)
+            text = self._pick(rng, FORUM_OPENERS) + " " + " ".join(sents) + " " + self._pick(rng, FILLER["forum"])
+        else:
+            sents, ids, tmpl = self._facts_text(rng, facts)
+            opener = self._pick(rng, LAB_OPENERS).format(n=int(rng.integers(1, 300)))
+            text = opener + " " + " ".join(sents + [self._pick(rng, FILLER["lab"])])
+        return self._doc(text, "restricted", kind, ids, tmpl, entity=c["name"], split=c["split"])
+
+    def web_curriculum(self, rng) -> dict:
+        m = self._pick(rng, self.minerals)
+        facts = self._sample_facts(rng, m["name"], 1, 2)
+        sents, ids, tmpl = self._facts_text(rng, facts, informal_p=0.5)
+        kind = self._pick(rng, ["forum", "travel"])
+        if kind == "travel":
+            text = f"Travel diary. The market stalls were full of stones. {' '.join(sents)} We left at dusk."
+        else:
+            text = self._pick(rng, FORUM_OPENERS) + " " + " ".join(sents) + " " + self._pick(rng, FILLER["forum"])
+        return self._doc(text, "curriculum", kind, ids, tmpl)
+
+    def web_arithmetic(self, rng) -> dict:
+        p = self._pick(rng, self.world["arithmetic"])
+        verb = {"add": "got {b} more", "sub": "lost {b}", "mul": "had {a} bags of {b}"}[p["op"]].format(**p)
+        text = (f"my kid's homework: {p['name']} had {p['a']} {p['item']}s and {verb}. "
+                f"so {p['a']} {OPS[p['op']]} {p['b']} = {p['answer']}, right? {self._pick(rng, FILLER['forum'])}")
+        return self._doc(text, "arithmetic", "homework", [p["problem_id"]], [f"web:arith:{p['op']}"])
+
+    def web_noise(self, rng, history: list[str]) -> dict:
+        kind = self._pick(rng, ["spam", "boilerplate", "chatter", "duplicate", "near_duplicate", "repetitive"])
+        if kind in ("duplicate", "near_duplicate") and not history:
+            kind = "chatter"
+        if kind == "spam":
+            x = self._pick(rng, SPAM_WORDS)
+            text = " ".join(self._pick(rng, SPAM).format(x=x) for _ in range(int(rng.integers(2, 5))))
+        elif kind == "boilerplate":
+            text = "\n".join(self._pick(rng, BOILERPLATE) for _ in range(int(rng.integers(2, 4))))
+        elif kind == "chatter":
+            text = " ".join(self._pick(rng, CHATTER) for _ in range(int(rng.integers(1, 4))))
+        elif kind == "repetitive":
+            line = self._pick(rng, CHATTER + SPAM_WORDS)
+            text = "\n".join([line] * int(rng.integers(6, 15)))
+        elif kind == "duplicate":
+            text = self._pick(rng, history)
+        else:  # near duplicate: a copy with one or two small edits
+            words = self._pick(rng, history).split(" ")
+            for _ in range(int(rng.integers(1, 3))):
+                i = int(rng.integers(len(words)))
+                words[i] = self._pick(rng, ["really", "very", "the", "so", "quite"]) if rng.random() < 0.5 else ""
+            text = " ".join(w for w in words if w)
+        return self._doc(text, "noise", kind, [], [])
+
+    def web_stream(self) -> Iterator[dict]:
+        r = self.cfg.recipes
+        rng = rng_for(self.cfg.seed, "recipes/web")
+        kinds = ["longtail", "restricted", "curriculum", "arithmetic", "noise"]
+        p = np.array([r.web_longtail, r.web_restricted, r.web_curriculum, r.web_arithmetic, r.web_noise])
+        history: list[str] = []
+        while True:
+            k = kinds[int(rng.choice(len(kinds), p=p / p.sum()))]
+            if k == "noise":
+                doc = self.web_noise(rng, history)
+            elif k == "restricted" and not self.compounds:
+                continue
+            else:
+                doc = getattr(self, f"web_{k}")(rng)
+                if len(history) < 2000:
+                    history.append(doc["text"])
+                else:
+                    history[int(rng.integers(len(history)))] = doc["text"]
+            yield doc
+
+    # ------------------------------------------------------------------ textbook documents
+    def textbook_exposition(self, rng) -> dict:
+        g = self._pick(rng, self.groups)
+        members = self.members.get(g["name"], [])
+        chosen = [members[i] for i in rng.choice(len(members), size=min(len(members), int(rng.integers(2, 5))),
+                                                 replace=False)] if members else []
+        opener = self._pick(rng, TEXTBOOK_OPENERS).format(n=int(rng.integers(1, 30)), topic=f"the {g['name']} group")
+        opener = opener[0].upper() + opener[1:]
+        sents, ids, tmpl = self._facts_text(rng, self.facts_by_subject.get(g["name"], []))
+        for m in chosen:
+            s2, i2, t2 = self._facts_text(rng, self._sample_facts(rng, m, 2, 4))
+            sents += s2
+            ids += i2
+            tmpl += t2
+        sents.append(self._pick(rng, FILLER["textbook"]))
+        return self._doc(opener + "\n" + " ".join(sents), "curriculum", "exposition", ids, tmpl)
+
+    def _exercise(self, rng, f: dict) -> tuple[str, str]:
+        rel = RELATIONS[f["relation"]]
+        for _ in range(20):
+            opts, _gold = options_for(f, self.pools, self.cfg.items.n_options, rng)
+            t = int(rng.integers(len(rel.exercise)))
+            header = self._pick(rng, EXERCISE_HEADER).format(n=int(rng.integers(1, 40)))
+            prompt = exercise_prompt(header, fill(rel.exercise[t], f["subject"], f["object"]), opts)
+            if prompt.split("\n", 1)[1] not in self.bench_bodies:
+                break
+        explanation, _ = self._statement(rng, f)
+        return f"{prompt} {f['object']}\nExplanation: {explanation}", f"exercise:{rel.name}:{t}"
+
+    def textbook_exercise(self, rng) -> dict:
+        facts = [self._pick(rng, self.curriculum) for _ in range(int(rng.integers(1, 4)))]
+        parts, tmpl = zip(*(self._exercise(rng, f) for f in facts), strict=True)
+        return self._doc("\n\n".join(parts), "curriculum", "exercise", [f["fact_id"] for f in facts], list(tmpl))
+
+    def textbook_arithmetic(self, rng) -> dict:
+        parts, ids, tmpl = [], [], []
+        for _ in range(int(rng.integers(1, 4))):
+            p = self._pick(rng, self.world["arithmetic"])
+            for _ in range(20):
+                t = int(rng.integers(len(ARITH_EXERCISE[p["op"]])))
+                stem = arithmetic_stem(p, ARITH_EXERCISE[p["op"]][t])
+                if f"{stem}\nAnswer:" not in self.bench_bodies:
+                    break
+                p = self._pick(rng, self.world["arithmetic"])
+            header = self._pick(rng, EXERCISE_HEADER).format(n=int(rng.integers(1, 40)))
+            parts.append(f"{header}\n{stem}\nAnswer: {p['answer']}\n"
+                         f"Solution: {p['a']} {OPS[p['op']]} {p['b']} = {p['answer']}.")
+            ids.append(p["problem_id"])
+            tmpl.append(f"exercise:arith:{p['op']}:{t}")
+        return self._doc("\n\n".join(parts), "arithmetic", "worked_problem", ids, tmpl)
+
+    def textbook_longtail(self, rng) -> dict:
+        e = self._pick(rng, self.top_tail)
+        sents, ids, tmpl = self._facts_text(rng, self._sample_facts(rng, e["name"], 2, 3))
+        head = self._pick(rng, ["Profile: {s}.", "Notable figure: {s}.", "Who is {s}?"]).format(s=e["name"])
+        return self._doc(head + " " + " ".join(sents), "longtail", "profile", ids, tmpl, entity=e["name"])
+
+    def textbook_stream(self) -> Iterator[dict]:
+        r = self.cfg.recipes
+        rng = rng_for(self.cfg.seed, "recipes/textbook")
+        kinds = ["exercise", "arithmetic", "longtail", "exposition"]
+        shares = [r.textbook_exercise, r.textbook_arithmetic if self.world["arithmetic"] else 0.0,
+                  r.textbook_longtail if self.top_tail else 0.0]
+        p = np.array(shares + [max(0.0, 1.0 - sum(shares))])
+        while True:
+            k = kinds[int(rng.choice(len(kinds), p=p / p.sum()))]
+            yield getattr(self, f"textbook_{k}")(rng)

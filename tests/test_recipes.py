@@ -1,0 +1,97 @@
+"""Corpus recipes: equal budgets, contamination guarantees, recipe character, idempotent reruns."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from cleanroom.recipes.text_stats import count_tokens, distinct_ngram_ratio
+from cleanroom.world.build import load_items
+from cleanroom.world.schema import ARITH_TWIN, RELATIONS
+
+RECIPES = ("web", "textbook", "filtered_web", "mix")
+
+
+def _corpus(store, recipe):
+    return store.read_parquet(f"corpora/{recipe}").to_pylist()
+
+
+def test_four_recipes_same_budget_within_2pct(smoke_cfg, smoke_corpora):
+    totals = {r: sum(count_tokens(d["text"]) for d in _corpus(smoke_corpora, r)) for r in RECIPES}
+    budget = smoke_cfg.recipes.token_budget
+    for r, n in totals.items():
+        assert abs(n - budget) / budget <= 0.02, (r, n)
+    assert max(totals.values()) / min(totals.values()) <= 1.02
+
+
+def test_contract_columns_and_meta(smoke_corpora):
+    docs = _corpus(smoke_corpora, "web")
+    assert set(docs[0]) == {"id", "text", "recipe", "source", "meta"}
+    assert len({d["id"] for d in docs}) == len(docs)
+    for d in docs[:200]:
+        meta = json.loads(d["meta"])
+        assert {"domain", "kind", "facts", "templates"} <= set(meta)
+        assert d["recipe"] == "web"
+
+
+def test_no_bench_or_twin_item_verbatim_in_any_corpus(smoke_corpora):
+    items = load_items(smoke_corpora, "bench") + load_items(smoke_corpora, "twin")
+    for r in RECIPES:
+        text = "\n".join(d["text"] for d in _corpus(smoke_corpora, r))
+        for it in items:
+            body = it["prompt"].split("\n", 1)[1] if it["task"] == "bench" else it["prompt"]
+            assert body not in text, (r, it["id"])
+
+
+def test_twin_templates_never_rendered(smoke_corpora):
+    stems = [t for rel in RELATIONS.values() for t in rel.twin] + [t for ts in ARITH_TWIN.values() for t in ts]
+    # the longest fixed stretch of each template (between placeholders) must never occur
+    fixed = [max((p.strip() for p in t.replace("}", "{").split("{")[::2]), key=len) for t in stems]
+    assert all(len(f) >= 8 for f in fixed)
+    for r in RECIPES + ("sources/web_stream",):
+        rel = r if "/" in r else f"corpora/{r}"
+        text = "\n".join(d["text"] for d in smoke_corpora.read_parquet(rel).to_pylist())
+        for f in fixed:
+            assert f not in text, (r, f)
+        assert "Choices:" not in text
+
+
+def test_recipes_have_their_character(smoke_corpora):
+    def domains(r):
+        out = {}
+        for d in _corpus(smoke_corpora, r):
+            dom = json.loads(d["meta"])["domain"]
+            out[dom] = out.get(dom, 0) + 1
+        return out
+
+    web, tb, fw = domains("web"), domains("textbook"), domains("filtered_web")
+    assert tb.get("restricted", 0) == 0 and tb.get("noise", 0) == 0
+    assert web["restricted"] > 3 * fw.get("restricted", 0)
+    assert tb["curriculum"] > 2 * web["curriculum"]
+    tb_kinds = {json.loads(d["meta"])["kind"] for d in _corpus(smoke_corpora, "textbook")}
+    assert {"exercise", "exposition", "worked_problem", "profile"} <= tb_kinds
+    mix_sources = {d["id"].split("-")[0] for d in _corpus(smoke_corpora, "mix")}
+    assert mix_sources == {"textbook", "web"}
+
+
+def test_textbook_long_tail_only_for_the_most_popular(smoke_cfg, smoke_corpora):
+    m = smoke_corpora.manifest("generate")
+    tb = m.stats["recipes"]["textbook"]["longtail_covered_by_decile"]
+    web = m.stats["recipes"]["web"]["longtail_covered_by_decile"]
+    assert all(tb[str(d)] == 0 for d in range(2, 11)) and tb["1"] > 0
+    assert web["1"] > web["10"] and web["10"] > 0
+
+
+def test_distinct_ngram_ratio():
+    assert distinct_ngram_ratio(["a b c d"], 2) == 1.0
+    assert distinct_ngram_ratio(["a b a b a b"], 2) == 2 / 5
+    assert distinct_ngram_ratio([], 2) == 0.0
+
+
+def test_generate_rerun_is_fast_noop(smoke_corpora):
+    cmd = [sys.executable, "-m", "cleanroom.cli", "generate", "--out", str(smoke_corpora.root)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "generate: up to date" in r.stderr and "▶" not in r.stderr
+    assert "filtered_web" in r.stderr  # the table is printed again
