@@ -26,7 +26,8 @@ config_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Inspe
 app.add_typer(config_app, name="config")
 
 PresetOpt = Annotated[
-    str | None, typer.Option("--preset", "-p", help="smoke | default | gpu (default: the run's saved config, else default)")
+    str | None,
+    typer.Option("--preset", "-p", help="smoke | default | gpu (default: the run's saved config, else default)"),
 ]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="run directory")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="override, e.g. --set train.steps=100")]
@@ -39,7 +40,9 @@ def _fail(msg: str, code: int) -> None:
     raise typer.Exit(code)
 
 
-def resolve_config(preset: str | None, out: Path | None, config: Path | None, sets: list[str] | None) -> ExperimentConfig:
+def resolve_config(
+    preset: str | None, out: Path | None, config: Path | None, sets: list[str] | None
+) -> ExperimentConfig:
     """Preset if given; else the run directory's saved config; else `default`. Then --config, --set."""
     saved = out / "config.toml" if out is not None else None
     if preset is None and config is None and saved is not None and saved.exists():
@@ -112,7 +115,26 @@ def run_cmd(preset: PresetOpt = None, out: OutOpt = Path("runs/default"), config
 @app.command("report")
 def report_cmd(run_dir: Annotated[Path, typer.Argument(help="a finished run directory")]):
     """Regenerate summary.json, report.md and report.html from stored results (no recomputation)."""
-    _fail("the report stage is not built yet in this version of cleanroom", 1)
+    from cleanroom.report.stage import write_report
+    from cleanroom.store import RunStore
+
+    if not (run_dir / "config.toml").exists():
+        _fail(f"{run_dir} is not a cleanroom run directory (no config.toml)", 1)
+    try:
+        summary, _ = write_report(saved_config(run_dir / "config.toml"), RunStore(run_dir))
+    except (ConfigError, StoreError) as e:
+        _fail(str(e), 1)
+    print_verdicts(summary)
+    say(f"[bold]report:[/] {run_dir / 'report.html'}")
+
+
+def print_verdicts(summary) -> None:
+    """One line per claim: verdict, effect and CI."""
+    style = {"supported": "green", "not supported": "red", "inconclusive": "yellow"}
+    for key, c in summary.claims.items():
+        numbers = ("no data" if c.effect is None
+                   else f"effect {c.effect:+.3f}, 95% CI [{c.ci_low:+.3f}, {c.ci_high:+.3f}]")
+        say(f"  [bold]{key}[/] {c.claim}: [{style[c.verdict]}]{c.verdict}[/] ({numbers})")
 
 
 @config_app.command("show")

@@ -71,7 +71,8 @@ class Renderer:
         self.tail = [e for e in ents if e["domain"] == "longtail"]
         pop = np.array([e["popularity"] for e in self.tail])
         self.tail_p = pop / pop.sum() if len(pop) else pop
-        self.top_tail = [e for e in self.tail if e["rank"] <= max(1, int(cfg.recipes.textbook_longtail_top * len(self.tail)))]
+        top_rank = max(1, int(cfg.recipes.textbook_longtail_top * len(self.tail)))
+        self.top_tail = [e for e in self.tail if e["rank"] <= top_rank]
         self.minerals = [e for e in ents if e["type"] == "mineral"]
         self.groups = [e for e in ents if e["type"] == "group"]
         self.compounds = [e for e in ents if e["type"] == "compound"]

@@ -176,7 +176,9 @@ RELATIONS: dict[str, Relation] = {
     ]
 }
 
-DOMAIN_RELATIONS = {d: [r for r in RELATIONS.values() if r.domain == d] for d in ("curriculum", "longtail", "restricted")}
+DOMAIN_RELATIONS = {
+    d: [r for r in RELATIONS.values() if r.domain == d] for d in ("curriculum", "longtail", "restricted")
+}
 
 # Arithmetic word problems. `exercise` is the textbook/benchmark format; `twin` is never rendered.
 ARITH_EXERCISE = {

@@ -1,0 +1,156 @@
+"""The report card's figures (matplotlib, Agg), written to `figures/*.png`."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from cleanroom.report.summary import Summary  # noqa: E402
+from cleanroom.store import RunStore, write_bytes  # noqa: E402
+
+COLORS = {"web": "#d62728", "textbook": "#1f77b4", "filtered_web": "#ff7f0e", "mix": "#2ca02c"}
+
+
+def _color(recipe: str) -> str:
+    return COLORS.get(recipe, "#7f7f7f")
+
+
+def _save(fig, path: Path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    write_bytes(path, buf.getvalue())
+
+
+def _err(r) -> list[list[float]]:
+    if r.acc is None or r.ci_low is None or r.ci_high is None:
+        return [[0.0], [0.0]]
+    return [[max(r.acc - r.ci_low, 0)], [max(r.ci_high - r.acc, 0)]]
+
+
+def bench_vs_reality(s: Summary, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(5.2, 4.4))
+    for recipe in s.recipes:
+        b, lt = s.results[recipe]["bench"], s.results[recipe]["longtail"]
+        ax.errorbar(b.acc, lt.acc, xerr=_err(b), yerr=_err(lt), fmt="o", ms=8, capsize=3, color=_color(recipe),
+                    label=recipe)
+    lo = min(0.0, *(s.results[r][t].chance for r in s.recipes for t in ("bench", "longtail")))
+    ax.plot([lo, 1], [lo, 1], ls=":", color="grey", lw=1, label="benchmark = long tail")
+    ax.axhline(s.results[s.recipes[0]]["longtail"].chance, color="grey", lw=0.8, ls="--", label="chance (long tail)")
+    ax.set_xlabel("benchmark accuracy")
+    ax.set_ylabel("long-tail accuracy")
+    ax.set_title("Benchmarks vs reality")
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize=8, loc="upper left")
+    _save(fig, path)
+
+
+def longtail_deciles(s: Summary, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for recipe in s.recipes:
+        rows = s.longtail_by_decile.get(recipe, [])
+        if rows:
+            ax.plot([r.decile for r in rows], [r.acc for r in rows], marker="o", color=_color(recipe), label=recipe)
+            ax.fill_between([r.decile for r in rows], [r.ci_low for r in rows], [r.ci_high for r in rows],
+                            color=_color(recipe), alpha=0.12)
+    ax.axhline(s.results[s.recipes[0]]["longtail"].chance, color="grey", ls="--", lw=0.8, label="chance")
+    ax.set_xticks(range(1, 11))
+    ax.set_xlabel("popularity decile (1 = most popular)")
+    ax.set_ylabel("long-tail accuracy")
+    ax.set_title("Long-tail knowledge by popularity")
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def bench_twin_bars(s: Summary, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    w = 0.38
+    for i, recipe in enumerate(s.recipes):
+        for j, task in enumerate(("bench", "twin")):
+            r = s.results[recipe][task]
+            ax.bar(i + (j - 0.5) * w, r.acc, w, yerr=_err(r), capsize=3, color=_color(recipe),
+                   alpha=1.0 if task == "bench" else 0.45, label=task if i == 0 else None,
+                   edgecolor="black", lw=0.5)
+    ax.set_xticks(range(len(s.recipes)), s.recipes)
+    ax.set_ylabel("accuracy")
+    ax.set_title("Benchmark (solid) vs fresh twin (light)")
+    ax.axhline(s.results[s.recipes[0]]["bench"].chance, color="grey", ls="--", lw=0.8, label="chance (bench)")
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def tamper_curves(s: Summary, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for recipe in s.recipes:
+        pts = s.tamper.get(recipe, [])
+        if pts:
+            ax.plot([p.steps for p in pts], [p.acc for p in pts], marker="o", color=_color(recipe), label=recipe)
+            ax.fill_between([p.steps for p in pts], [p.ci_low for p in pts], [p.ci_high for p in pts],
+                            color=_color(recipe), alpha=0.12)
+    ax.axhline(s.results[s.recipes[0]]["restricted"].chance, color="grey", ls="--", lw=0.8, label="chance")
+    ax.set_xlabel("attack fine-tuning steps on other restricted facts")
+    ax.set_ylabel("held-out restricted accuracy (worst case over LRs)")
+    ax.set_title("Tamper resistance")
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def loss_curves(store: RunStore, s: Summary, path: Path) -> bool:
+    logs = {r: store.path(f"logs/train/{r}.jsonl") for r in s.recipes}
+    logs = {r: p for r, p in logs.items() if p.exists()}
+    if not logs:
+        return False
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for recipe, log in logs.items():
+        rows = [json.loads(ln) for ln in log.read_text().splitlines() if ln.strip()]
+        tr = [(r["step"], r["loss"]) for r in rows if r.get("loss") is not None]
+        va = [(r["step"], r["val_loss"]) for r in rows if r.get("val_loss") is not None]
+        if tr:
+            ax.plot(*zip(*tr, strict=True), color=_color(recipe), lw=1, alpha=0.6, label=f"{recipe} train")
+        if va:
+            ax.plot(*zip(*va, strict=True), color=_color(recipe), lw=2, marker="s", ms=4, label=f"{recipe} val")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy (nats/token)")
+    ax.set_title("Training and validation loss")
+    ax.legend(fontsize=7, ncol=2)
+    _save(fig, path)
+    return True
+
+
+def coverage(s: Summary, path: Path) -> bool:
+    gen = s.data.get("generate", {}).get("recipes", {})
+    if not gen:
+        return False
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for recipe in s.recipes:
+        cov = gen.get(recipe, {}).get("longtail_covered_by_decile")
+        if cov:
+            ax.plot([int(k) for k in cov], list(cov.values()), marker="o", color=_color(recipe), label=recipe)
+    ax.set_xticks(range(1, 11))
+    ax.set_xlabel("popularity decile (1 = most popular)")
+    ax.set_ylabel("share of entities mentioned")
+    ax.set_title("Long-tail coverage of each corpus")
+    ax.legend(fontsize=8)
+    _save(fig, path)
+    return True
+
+
+def make_figures(store: RunStore, s: Summary) -> dict[str, str]:
+    """Write every figure; return {name: path relative to the run directory}."""
+    out = {}
+    for name, fn in [("bench_vs_reality", bench_vs_reality), ("longtail_deciles", longtail_deciles),
+                     ("bench_twin", bench_twin_bars), ("tamper", tamper_curves)]:
+        fn(s, store.path(f"figures/{name}.png"))
+        out[name] = f"figures/{name}.png"
+    if loss_curves(store, s, store.path("figures/loss.png")):
+        out["loss"] = "figures/loss.png"
+    if coverage(s, store.path("figures/coverage.png")):
+        out["coverage"] = "figures/coverage.png"
+    return out

@@ -1,0 +1,197 @@
+"""Render the report card as Markdown and as one self-contained HTML file (figures embedded).
+
+Both are rendered from the same list of blocks, so they always say the same thing.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from dataclasses import dataclass, field
+
+from cleanroom.report.summary import Summary
+from cleanroom.store import RunStore
+
+FIGURE_TEXT = {
+    "bench_vs_reality": "Benchmark accuracy vs long-tail accuracy per recipe (95% CIs).",
+    "longtail_deciles": "Long-tail accuracy by popularity decile (shaded: 95% CI).",
+    "bench_twin": "Benchmark vs its fresh twin (same facts and problems, unseen templates).",
+    "tamper": "Held-out restricted accuracy after k steps of adversarial fine-tuning on other restricted "
+              "facts, worst case over learning rates.",
+    "loss": "Training (thin) and validation (thick) loss per recipe.",
+    "coverage": "Share of long-tail entities each corpus mentions, by popularity decile.",
+}
+VERDICT_CSS = {"supported": "sup", "not supported": "nsup", "inconclusive": "inc"}
+
+
+@dataclass
+class Section:
+    title: str
+    paragraphs: list[str] = field(default_factory=list)
+    tables: list[tuple[list[str], list[list[str]]]] = field(default_factory=list)
+    figures: list[str] = field(default_factory=list)
+
+
+def _ci(acc: float | None, lo: float | None, hi: float | None) -> str:
+    return "n/a" if acc is None else f"{acc:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def _signed(e: float | None, lo: float | None, hi: float | None) -> str:
+    return "n/a" if e is None or lo is None or hi is None else f"{e:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+
+def build_sections(s: Summary, figures: dict[str, str]) -> list[Section]:
+    secs = []
+    claims = Section("Verdicts")
+    for key, c in s.claims.items():
+        claims.paragraphs.append(
+            f"**{key} — {c.claim}: {c.verdict.upper()}.** Effect {_signed(c.effect, c.ci_low, c.ci_high)} "
+            f"(95% paired-bootstrap CI; positive = the claim's direction). {c.detail}."
+        )
+    claims.paragraphs.append("A verdict is *supported* when the CI lies above zero, *not supported* when it lies "
+                             "below, and *inconclusive* when it contains zero.")
+    rows = [[key, cmp.label, _signed(cmp.effect, cmp.ci_low, cmp.ci_high), str(cmp.n), cmp.verdict]
+            for key, c in s.claims.items() for cmp in c.comparisons]
+    claims.tables.append((["claim", "comparison", "effect [95% CI]", "n", "verdict"], rows))
+    secs.append(claims)
+
+    tasks = ("bench", "twin", "longtail", "restricted")
+    res = Section("Results", ["Accuracy per recipe and task with 95% bootstrap CIs; `restricted` is before any "
+                              "attack (k = 0)."])
+    header = ["recipe"] + list(tasks)
+    body = [[r] + [_ci(s.results[r][t].acc, s.results[r][t].ci_low, s.results[r][t].ci_high) for t in tasks]
+            for r in s.recipes]
+    first = s.results[s.recipes[0]]
+    body.append(["chance"] + [f"{first[t].chance:.3f}" for t in tasks])
+    body.append(["items"] + [str(first[t].n) for t in tasks])
+    res.tables.append((header, body))
+    res.figures += [f for f in ("bench_vs_reality", "longtail_deciles", "bench_twin", "tamper") if f in figures]
+    secs.append(res)
+
+    if s.tamper:
+        tam = Section("Tamper curves", ["Held-out restricted accuracy after k attack steps (worst case over "
+                                        "learning rates; the learning rate that achieved it in brackets)."])
+        ks = sorted({p.steps for pts in s.tamper.values() for p in pts})
+        tam.tables.append((["recipe"] + [f"k={k}" for k in ks], [
+            [r] + [next((f"{p.acc:.3f} (lr {p.lr:g})" for p in s.tamper.get(r, []) if p.steps == k), "–") for k in ks]
+            for r in s.recipes]))
+        secs.append(tam)
+
+    secs.append(_data_section(s, figures))
+    if "loss" in figures:
+        secs.append(Section("Training", figures=["loss"]))
+    env = Section("Environment and timings")
+    env.tables.append((["", "value"], [[k, str(v)] for k, v in s.environment.items()]))
+    env.tables.append((["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in s.timings.items()]
+                       + [["total", f"{sum(s.timings.values()):.1f}"]]))
+    secs.append(env)
+    return secs
+
+
+def _data_section(s: Summary, figures: dict[str, str]) -> Section:
+    sec = Section("Data")
+    gen = s.data.get("generate", {})
+    recipes = gen.get("recipes", {})
+    if recipes:
+        sec.paragraphs.append(f"Every recipe was generated to {gen.get('token_budget', 0):,} "
+                              f"{gen.get('token_unit', 'tokens')}.")
+        tok = s.data.get("tokenize", {})
+        bpe = tok.get("recipes", tok) if isinstance(tok, dict) else {}
+        rows = []
+        for r, st in recipes.items():
+            bpe_tokens = bpe.get(r, {}).get("tokens") if isinstance(bpe.get(r), dict) else None
+            rows.append([r, f"{st['docs']:,}", f"{st['tokens']:,}", f"{bpe_tokens:,}" if bpe_tokens else "–",
+                         f"{st['distinct_2']:.3f}", f"{st['distinct_3']:.3f}", f"{st['longtail_covered']:,}",
+                         f"{st['domains'].get('restricted', 0):,}"])
+        sec.tables.append((["recipe", "docs", "word units", "BPE tokens", "distinct-2", "distinct-3",
+                            "long-tail entities", "restricted docs"], rows))
+    cur = s.data.get("curate")
+    if cur:
+        safety = cur.get("safety")
+        if safety:
+            sec.paragraphs.append(
+                f"Safety filter (keywords, then a classifier; cross-fitted): recall "
+                f"{safety.get('recall', float('nan')):.3f} on restricted-domain documents, false-positive rate "
+                f"{safety.get('fpr', float('nan')):.3f} on the rest.")
+        removed = cur.get("removed") or cur.get("recipes")
+        if isinstance(removed, dict):
+            rows = []
+            for r, st in removed.items():
+                if isinstance(st, dict):
+                    rows.append([r, ", ".join(f"{k}: {v}" for k, v in st.items() if not isinstance(v, dict | list))])
+            if rows:
+                sec.tables.append((["recipe", "what curation removed"], rows))
+    else:
+        pf = gen.get("placeholder_filter")
+        if pf:
+            sec.paragraphs.append(f"filtered_web used the placeholder keyword filter: recall {pf['recall']:.3f}, "
+                                  f"false-positive rate {pf['fpr']:.3f}.")
+    if "coverage" in figures:
+        sec.figures.append("coverage")
+    return sec
+
+
+def headline(s: Summary) -> str:
+    return f"cleanroom report card — run `{s.name}` (preset {s.preset}, seed {s.seed})"
+
+
+def to_markdown(s: Summary, figures: dict[str, str]) -> str:
+    out = [f"# {headline(s)}", ""]
+    for sec in build_sections(s, figures):
+        out += [f"## {sec.title}", ""]
+        for p in sec.paragraphs:
+            out += [p, ""]
+        for header, rows in sec.tables:
+            out.append("| " + " | ".join(header) + " |")
+            out.append("|" + "|".join(" --- " for _ in header) + "|")
+            out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+            out.append("")
+        for f in sec.figures:
+            out += [f"![{FIGURE_TEXT.get(f, f)}]({figures[f]})", "", f"*{FIGURE_TEXT.get(f, f)}*", ""]
+    return "\n".join(out)
+
+
+def _md_inline(text: str) -> str:
+    """The few inline Markdown marks we use (**bold**, *italic*, `code`) as HTML, after escaping."""
+    import re
+
+    t = html.escape(text)
+    t = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", t)
+    t = re.sub(r"\*(.+?)\*", r"<em>\1</em>", t)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", t)
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;
+color:#222;line-height:1.45}h1{font-size:1.5em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.8em 0;font-size:.9em}
+td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}
+th{background:#f4f4f4}figure{margin:1em 0}figure img{max-width:100%}figcaption{font-size:.85em;color:#555}
+.verdict{padding:.6em .8em;border-left:5px solid #999;background:#fafafa;margin:.6em 0}
+.sup{border-color:#2ca02c}.nsup{border-color:#d62728}.inc{border-color:#bbb}
+code{background:#f2f2f2;padding:0 .2em}
+"""
+
+
+def to_html(s: Summary, figures: dict[str, str], store: RunStore) -> str:
+    parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+             f"<title>{html.escape(headline(s))}</title><style>{CSS}</style></head><body>",
+             f"<h1>{_md_inline(headline(s))}</h1>"]
+    verdicts = {f"**{k} — {c.claim}": VERDICT_CSS[c.verdict] for k, c in s.claims.items()}
+    for sec in build_sections(s, figures):
+        parts.append(f"<h2>{html.escape(sec.title)}</h2>")
+        for p in sec.paragraphs:
+            cls = next((c for prefix, c in verdicts.items() if p.startswith(prefix)), None)
+            parts.append(f"<div class='verdict {cls}'>{_md_inline(p)}</div>" if cls else f"<p>{_md_inline(p)}</p>")
+        for header, rows in sec.tables:
+            head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+            parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>")
+            parts += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows]
+            parts.append("</tbody></table>")
+        for f in sec.figures:
+            data = base64.b64encode(store.path(figures[f]).read_bytes()).decode()
+            cap = html.escape(FIGURE_TEXT.get(f, f))
+            parts.append(f"<figure><img alt='{cap}' src='data:image/png;base64,{data}'>"
+                         f"<figcaption>{cap}</figcaption></figure>")
+    parts.append("</body></html>")
+    return "\n".join(parts)

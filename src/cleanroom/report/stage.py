@@ -1,0 +1,74 @@
+"""The `report` stage: summary.json, report.md, report.html and figures/, from stored results only."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cleanroom.config import ExperimentConfig
+from cleanroom.evals.stats import accuracy_ci
+from cleanroom.pipeline import StageResult
+from cleanroom.report.claims import all_claims
+from cleanroom.report.figures import make_figures
+from cleanroom.report.render import to_html, to_markdown
+from cleanroom.report.summary import (
+    TASKS,
+    Summary,
+    TamperPoint,
+    data_section,
+    decile_table,
+    environment,
+    load_eval_rows,
+    task_result,
+    timings,
+)
+from cleanroom.store import RunStore, StoreError
+
+
+def tamper_curve(store: RunStore, recipe: str, n_boot: int, seed: int) -> list[TamperPoint]:
+    """Per k: the learning rate with the highest held-out accuracy (the strongest attack tried)."""
+    p = f"evals/{recipe}/tamper_items.parquet"
+    if not store.path(p).exists():
+        return []
+    rows = store.read_parquet(p).to_pylist()
+    by: dict[tuple[int, float], list[bool]] = {}
+    for r in rows:
+        by.setdefault((int(r["steps"]), float(r["lr"])), []).append(bool(r["correct"]))
+    out = []
+    for k in sorted({k for k, _ in by}):
+        lr = max((lr for kk, lr in by if kk == k), key=lambda lr: (np.mean(by[(k, lr)]), -lr))
+        acc, lo, hi = accuracy_ci(by[(k, lr)], n_boot, seed + k)
+        out.append(TamperPoint(steps=k, acc=acc, ci_low=lo, ci_high=hi, lr=lr, n=len(by[(k, lr)])))
+    return out
+
+
+def build_summary(cfg: ExperimentConfig, store: RunStore) -> Summary:
+    recipes = [r for r in cfg.recipes.names if store.path(f"evals/{r}").is_dir()]
+    if not recipes:
+        raise StoreError(f"no evaluation results under {store.path('evals')}: run `cleanroom eval` first")
+    n_boot, seed = cfg.eval.bootstrap, cfg.seed
+    results, deciles, tamper = {}, {}, {}
+    for r in recipes:
+        results[r] = {t: task_result(load_eval_rows(store, r, t), n_boot, seed) for t in TASKS}
+        deciles[r] = decile_table(load_eval_rows(store, r, "longtail"), n_boot, seed)
+        tamper[r] = tamper_curve(store, r, n_boot, seed)
+    return Summary(
+        name=cfg.name, seed=cfg.seed, preset=cfg.name, recipes=recipes, results=results,
+        claims=all_claims(store, recipes, n_boot, seed), longtail_by_decile=deciles, tamper=tamper,
+        data=data_section(store), timings=timings(store, recipes), environment=environment(),
+    )
+
+
+def write_report(cfg: ExperimentConfig, store: RunStore) -> tuple[Summary, list[str]]:
+    summary = build_summary(cfg, store)
+    store.write_text("summary.json", summary.model_dump_json(indent=2) + "\n")
+    figures = make_figures(store, summary)
+    store.write_text("report.md", to_markdown(summary, figures))
+    store.write_text("report.html", to_html(summary, figures, store))
+    return summary, ["summary.json", "report.md", "report.html", *figures.values()]
+
+
+def run_report(cfg: ExperimentConfig, store: RunStore) -> StageResult:
+    summary, outputs = write_report(cfg, store)
+    stats = {k: {"verdict": c.verdict, "effect": c.effect, "ci_low": c.ci_low, "ci_high": c.ci_high}
+             for k, c in summary.claims.items()}
+    return StageResult(outputs=outputs, stats={"claims": stats})

@@ -1,0 +1,160 @@
+"""`summary.json`: its schema (pydantic) and how it is assembled from stored results.
+
+Nothing here recomputes a model output: it reads `evals/`, the stage manifests and the world, and
+derives accuracies, confidence intervals and the claims' verdicts (see `claims.py`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import sys
+from typing import Annotated, Literal
+
+import numpy as np
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from cleanroom.config import ExperimentConfig
+from cleanroom.evals.stats import accuracy_ci, per_decile
+from cleanroom.pipeline import STAGES
+from cleanroom.store import RunStore
+
+TASKS = ("bench", "twin", "longtail", "restricted")
+Verdict = Literal["supported", "not supported", "inconclusive"]
+# A number that may be undefined (no items, a recipe missing): NaN is stored as JSON null.
+Num = Annotated[float | None, BeforeValidator(lambda v: None if isinstance(v, float) and math.isnan(v) else v)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TaskResult(Strict):
+    acc: Num
+    ci_low: Num
+    ci_high: Num
+    n: int
+    chance: float
+    acc_norm: float | None = None
+
+
+class Comparison(Strict):
+    """One paired comparison behind a claim (effect > 0 is the direction the claim predicts)."""
+
+    label: str
+    effect: Num
+    ci_low: Num
+    ci_high: Num
+    n: int
+    verdict: Verdict
+
+
+class Claim(Strict):
+    claim: str
+    verdict: Verdict
+    effect: Num
+    ci_low: Num
+    ci_high: Num
+    detail: str
+    comparisons: list[Comparison] = Field(default_factory=list)
+
+
+class DecileAcc(Strict):
+    decile: int
+    acc: Num
+    ci_low: Num
+    ci_high: Num
+    n: int
+
+
+class TamperPoint(Strict):
+    steps: int
+    acc: Num
+    ci_low: Num
+    ci_high: Num
+    lr: float
+    n: int
+
+
+class Summary(Strict):
+    name: str
+    seed: int
+    preset: str
+    recipes: list[str]
+    results: dict[str, dict[str, TaskResult]]
+    claims: dict[str, Claim]
+    longtail_by_decile: dict[str, list[DecileAcc]]
+    tamper: dict[str, list[TamperPoint]]
+    data: dict
+    timings: dict[str, float]
+    environment: dict
+
+
+def environment() -> dict:
+    import pyarrow
+    import torch
+    import transformers
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "numpy": np.__version__,
+        "pyarrow": pyarrow.__version__,
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+    }
+
+
+def task_result(rows: list[dict], n_boot: int, seed: int) -> TaskResult:
+    correct = np.array([bool(r["correct"]) for r in rows], dtype=float)
+    acc, lo, hi = accuracy_ci(correct, n_boot, seed)
+    chance = float(np.mean([1.0 / len(r["options"]) if r.get("kind", "choice") == "choice" else 0.0 for r in rows]))
+    acc_norm = None
+    if rows and "correct_norm" in rows[0]:
+        acc_norm = float(np.mean([bool(r["correct_norm"]) for r in rows]))
+    return TaskResult(acc=acc, ci_low=lo, ci_high=hi, n=len(rows), chance=chance, acc_norm=acc_norm)
+
+
+def timings(store: RunStore, recipes: list[str]) -> dict[str, float]:
+    """Wall seconds per stage (summed over recipes), from the manifests: when the stage last ran."""
+    out: dict[str, float] = {}
+    for name, stage in STAGES.items():
+        keys = [f"{name}/{r}" for r in recipes] if stage.per_recipe else [name]
+        secs = [m.seconds for k in keys if (m := store.manifest(k)) is not None]
+        if secs:
+            out[name] = round(sum(secs), 2)
+    return out
+
+
+def data_section(store: RunStore) -> dict:
+    """Corpus statistics from the generate/curate/tokenize manifests (whatever exists)."""
+    data: dict = {}
+    for key in ("generate", "curate", "tokenize"):
+        m = store.manifest(key)
+        if m is not None:
+            data[key] = m.stats
+    return data
+
+
+def decile_table(rows: list[dict], n_boot: int, seed: int) -> list[DecileAcc]:
+    return [DecileAcc(**d) for d in per_decile([r["decile"] for r in rows], [bool(r["correct"]) for r in rows],
+                                               n_boot, seed)]
+
+
+def load_eval_rows(store: RunStore, recipe: str, task: str) -> list[dict]:
+    return store.read_parquet(f"evals/{recipe}/{task}.parquet").to_pylist()
+
+
+def preset_of(cfg: ExperimentConfig) -> str:
+    return cfg.name

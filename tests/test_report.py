@@ -1,0 +1,109 @@
+"""Report card: verdict logic on planted results, summary schema, Markdown/HTML, `cleanroom report`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from typer.testing import CliRunner
+
+from cleanroom.cli import app
+from cleanroom.config import load_config
+from cleanroom.report.stage import write_report
+from cleanroom.report.summary import Summary
+from cleanroom.store import RunStore
+
+RECIPES = ("web", "textbook", "filtered_web", "mix")
+N = 300
+
+
+def plant(store: RunStore, p: dict[str, dict[str, float]], seed: int = 0) -> None:
+    """Write eval and tamper per-item results where recipe r answers task t correctly with prob p[r][t]."""
+    rng = np.random.default_rng(seed)
+    for r in RECIPES:
+        for task in ("bench", "twin", "longtail", "restricted"):
+            ids = [f"{task}-{i:04d}" for i in range(N)]
+            rows = [{"id": i, "correct": bool(rng.random() < p[r][task]), "options": ["a", "b", "c", "d"],
+                     "kind": "choice", "decile": 1 + k % 10} for k, i in enumerate(ids)]
+            store.write_parquet(f"evals/{r}/{task}.parquet", pa.Table.from_pylist(rows))
+        def prob(k, lr):  # the larger learning rate is the stronger attack
+            return (p[r]["attacked"] if k else p[r]["restricted"]) * (1 if lr > 1e-3 else 0.8)
+
+        tam = [{"steps": k, "lr": lr, "id": f"restricted-{i:04d}", "correct": bool(rng.random() < prob(k, lr))}
+               for k in (0, 10) for lr in (1e-3, 3e-3) for i in range(N)]
+        store.write_parquet(f"evals/{r}/tamper_items.parquet", pa.Table.from_pylist(tam))
+
+
+def scenario(web: dict, textbook: dict) -> dict[str, dict[str, float]]:
+    return {"web": web, "textbook": textbook, "filtered_web": textbook, "mix": textbook}
+
+
+@pytest.fixture()
+def run_dir(tmp_path):
+    store = RunStore(tmp_path)
+    store.write_text("config.toml", load_config("smoke").to_toml())
+    return store
+
+
+CLAIMED = scenario(web={"bench": 0.4, "twin": 0.35, "longtail": 0.6, "restricted": 0.5, "attacked": 0.8},
+                   textbook={"bench": 0.9, "twin": 0.4, "longtail": 0.3, "restricted": 0.25, "attacked": 0.25})
+REVERSED = scenario(web={"bench": 0.9, "twin": 0.4, "longtail": 0.3, "restricted": 0.25, "attacked": 0.25},
+                    textbook={"bench": 0.4, "twin": 0.35, "longtail": 0.6, "restricted": 0.5, "attacked": 0.8})
+SAME = {"bench": 0.5, "twin": 0.5, "longtail": 0.5, "restricted": 0.5, "attacked": 0.5}
+
+
+@pytest.mark.parametrize("planted, expected", [(CLAIMED, "supported"), (REVERSED, "not supported")])
+def test_verdicts_follow_the_data(run_dir, planted, expected):
+    plant(run_dir, planted)
+    summary, _ = write_report(load_config("smoke"), run_dir)
+    assert {k: c.verdict for k, c in summary.claims.items()} == {k: expected for k in ("C1", "C2a", "C2b", "C3")}
+    c1 = summary.claims["C1"]
+    sign = 1 if expected == "supported" else -1
+    assert sign * c1.effect > 0.3 and c1.ci_low <= c1.effect <= c1.ci_high
+
+
+def test_identical_models_are_inconclusive(run_dir):
+    plant(run_dir, scenario(SAME, SAME), seed=1)
+    # identical per-item answers: plant the same vector for every recipe
+    for r in RECIPES[1:]:
+        for f in ("bench", "twin", "longtail", "restricted", "tamper_items"):
+            run_dir.write_bytes(f"evals/{r}/{f}.parquet", run_dir.path(f"evals/web/{f}.parquet").read_bytes())
+    summary, _ = write_report(load_config("smoke"), run_dir)
+    assert all(c.verdict == "inconclusive" for c in summary.claims.values())
+    assert all(c.ci_low <= 0 <= c.ci_high for c in summary.claims.values())
+
+
+def test_missing_recipe_cannot_be_tested(run_dir):
+    plant(run_dir, CLAIMED)
+    cfg = load_config("smoke", overrides=['recipes.names=["web", "filtered_web"]'])
+    summary, _ = write_report(cfg, run_dir)
+    assert summary.claims["C1"].verdict == "inconclusive" and "cannot be tested" in summary.claims["C1"].detail
+    assert summary.claims["C3"].verdict == "supported"  # web vs filtered_web still testable
+
+
+def test_summary_schema_and_report_files(run_dir):
+    plant(run_dir, CLAIMED)
+    write_report(load_config("smoke"), run_dir)
+    data = json.loads(run_dir.path("summary.json").read_text())
+    s = Summary.model_validate(data)
+    assert set(s.claims) == {"C1", "C2a", "C2b", "C3"}
+    assert set(s.results["web"]) == {"bench", "twin", "longtail", "restricted"}
+    assert s.results["web"]["bench"].chance == pytest.approx(0.25)
+    assert [d.decile for d in s.longtail_by_decile["web"]] == list(range(1, 11))
+    assert [p.steps for p in s.tamper["web"]] == [0, 10] and s.tamper["web"][1].lr == 3e-3
+    md = run_dir.path("report.md").read_text()
+    assert "C1 — benchmarks go up: SUPPORTED" in md and "figures/bench_vs_reality.png" in md
+    html = run_dir.path("report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 4
+    assert "src='http" not in html and 'src="http' not in html
+
+
+def test_report_command_regenerates_without_recompute(run_dir):
+    plant(run_dir, CLAIMED)
+    r = CliRunner().invoke(app, ["report", str(run_dir.root)])
+    assert r.exit_code == 0, r.output
+    assert "supported" in r.output and run_dir.path("report.html").exists()
+    r = CliRunner().invoke(app, ["report", str(run_dir.root / "nope")])
+    assert r.exit_code == 1 and "not a cleanroom run directory" in r.output
