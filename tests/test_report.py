@@ -28,7 +28,8 @@ def plant(store: RunStore, p: dict[str, dict[str, float]], seed: int = 0) -> Non
             rows = [{"id": i, "correct": bool(rng.random() < p[r][task]), "options": ["a", "b", "c", "d"],
                      "kind": "choice", "decile": 1 + k % 10} for k, i in enumerate(ids)]
             store.write_parquet(f"evals/{r}/{task}.parquet", pa.Table.from_pylist(rows))
-        def prob(k, lr):  # the larger learning rate is the stronger attack
+
+        def prob(k, lr, r=r):  # the larger learning rate is the stronger attack
             return (p[r]["attacked"] if k else p[r]["restricted"]) * (1 if lr > 1e-3 else 0.8)
 
         tam = [{"steps": k, "lr": lr, "id": f"restricted-{i:04d}", "correct": bool(rng.random() < prob(k, lr))}
