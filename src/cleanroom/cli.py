@@ -50,17 +50,25 @@ def resolve_config(
     return load_config(preset or "default", config, sets)
 
 
-def _run_stages(stages: list[str], preset, out, config, sets, force: bool, recipes: list[str] | None = None):
+def _run_stages(stages: list[str], preset, out, config, sets, force: bool, recipes: list[str] | None = None,
+                overall: bool = False):
     from cleanroom.pipeline import Pipeline
+    from cleanroom.store import RunStore
+    from cleanroom.ui import progress
 
     try:
         cfg = resolve_config(preset, out, config, sets)
-        from cleanroom.store import RunStore
-
         store = RunStore(out)
         pipe = Pipeline(cfg, store, force=set(stages) if force else set(), recipes=recipes)
-        for s in stages:
-            pipe.ensure(s)
+        if not overall:
+            for s in stages:
+                pipe.ensure(s)
+            return pipe
+        keys = [k for s in stages for k in pipe.keys(s)]
+        with progress("experiment", total=len(keys)) as task:
+            pipe.on_done = lambda key: task.advance(1, info=f"done: {key}")
+            for s in stages:
+                pipe.ensure(s)
         return pipe
     except ConfigError as e:
         _fail(str(e), 2)
@@ -104,12 +112,20 @@ def run_cmd(preset: PresetOpt = None, out: OutOpt = Path("runs/default"), config
     """Run the whole experiment: world -> generate -> curate -> tokenize -> train -> eval -> tamper -> report."""
     from cleanroom.pipeline import ORDER
 
-    pipe = _run_stages(ORDER, preset, out, config, set_, False if not force else True)
+    pipe = _run_stages(ORDER, preset, out, config, set_, force, overall=True)
     if pipe is None:
         return
     if pipe.missing:
         say(f"[yellow]not built yet:[/] {', '.join(pipe.missing)} — the run covered the stages that exist.")
-    say(f"[bold]run directory:[/] {out}")
+    if (out / "summary.json").exists():
+        from cleanroom.report.summary import Summary
+
+        summary = Summary.model_validate_json((out / "summary.json").read_text())
+        say("[bold]verdicts[/] (95% paired-bootstrap CIs):")
+        print_verdicts(summary)
+        say(f"[bold]report:[/] {out / 'report.html'}")
+    else:
+        say(f"[bold]run directory:[/] {out}")
 
 
 @app.command("report")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,6 +75,7 @@ class Pipeline:
         unknown = [r for r in self.recipes if r not in cfg.recipes.names]
         if unknown:
             raise StoreError(f"unknown recipe `{unknown[0]}` (configured: {', '.join(cfg.recipes.names)})")
+        self.on_done: Callable[[str], None] | None = None  # called after each stage key is settled
         self.done: dict[str, Manifest | None] = {}
         self.ran: list[str] = []
         self.skipped: list[str] = []
@@ -106,6 +108,12 @@ class Pipeline:
     def _ensure_key(self, key: str) -> Manifest | None:
         if key in self.done:
             return self.done[key]
+        m = self._settle(key)
+        if self.on_done is not None:
+            self.on_done(key)
+        return m
+
+    def _settle(self, key: str) -> Manifest | None:
         name, _, recipe = key.partition("/")
         stage = STAGES[name]
         inputs = {}
