@@ -1,0 +1,112 @@
+"""The whole experiment (`cleanroom run --preset smoke`): summary schema, report in a real browser,
+and a run killed mid-training that, restarted, ends with the same results."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cleanroom.report.summary import Summary
+
+CLI = [sys.executable, "-m", "cleanroom.cli"]
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--enable-logging=stderr", "--v=0"]
+
+
+def _run(out: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(CLI + ["run", "--preset", "smoke", "--out", str(out), *extra],
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("smoke_run")
+    r = _run(out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out
+
+
+def _results(out: Path) -> dict:
+    data = json.loads((out / "summary.json").read_text())
+    return {"results": data["results"], "claims": data["claims"], "tamper": data["tamper"]}
+
+
+def test_smoke_run_summary_validates(smoke_run):
+    s = Summary.model_validate_json((smoke_run / "summary.json").read_text())
+    assert set(s.claims) == {"C1", "C2a", "C2b", "C3"}
+    assert set(s.recipes) == {"web", "textbook", "filtered_web", "mix"}
+    for stage in ("world", "generate", "tokenize", "train", "eval", "tamper"):
+        assert stage in s.timings
+    for key in ("report.md", "report.html", "figures/bench_vs_reality.png", "figures/tamper.png"):
+        assert (smoke_run / key).exists(), key
+
+
+def test_rerun_is_a_noop_with_identical_results(smoke_run):
+    before = (smoke_run / "summary.json").read_bytes()
+    r = _run(smoke_run)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "▶" not in r.stderr, "nothing should be recomputed"
+    assert (smoke_run / "summary.json").read_bytes() == before
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "update", "-qq"], capture_output=True, env=env, timeout=300)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], capture_output=True, env=env, timeout=600)
+        found = shutil.which("chromium")
+    if not found:
+        pytest.skip("headless Chromium is not installed and could not be installed here (Debian package `chromium`)")
+    return found
+
+
+def test_report_renders_in_headless_chromium(smoke_run, tmp_path):
+    chromium = _chromium()
+    shot = tmp_path / "report.png"
+    r = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
+                        "--window-size=1100,1600", f"--screenshot={shot}", (smoke_run / "report.html").as_uri()],
+                       capture_output=True, text=True, timeout=120)
+    assert shot.exists(), r.stderr[-2000:]
+    console_errors = [ln for ln in r.stderr.splitlines() if "CONSOLE" in ln and ("ERROR" in ln or "Uncaught" in ln)]
+    assert not console_errors, console_errors
+    import matplotlib.image as mpimg
+
+    img = mpimg.imread(shot)
+    assert img.shape[0] > 500 and img.shape[1] > 500
+    assert float(np.std(img[..., :3])) > 0.05, "screenshot is blank"
+    # figures are embedded: the page must not reference any external file
+    html = (smoke_run / "report.html").read_text()
+    assert "figures/" not in html.replace("data:image/png", "")
+
+
+def test_killed_mid_training_resumes_to_same_results(smoke_run, tmp_path):
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(CLI + ["run", "--preset", "smoke", "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if any((out / "checkpoints").rglob("*.safetensors")) or any((out / "checkpoints").rglob("*.pt")):
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run finished before it could be killed mid-training"
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert not (out / "summary.json").exists()
+    r = _run(out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert _results(out) == _results(smoke_run)
