@@ -98,7 +98,75 @@ def _stage_command(name: str, help_text: str, per_recipe: bool = False):
 
 
 _stage_command("world", "Generate the world (entities, facts, popularity, restricted domain, eval items).")
-_stage_command("generate", "Write the corpus recipes (web, textbook, filtered_web, mix) at one token budget.")
+
+
+@app.command("generate")
+def generate_cmd(
+    preset: PresetOpt = None, out: OutOpt = Path("runs/default"), config: ConfigOpt = None, set_: SetOpt = None,
+    force: ForceOpt = False,
+    teacher: Annotated[str, typer.Option(help="procedural (world lab) | openai | transformers")] = "procedural",
+    model: Annotated[str | None, typer.Option(help="served model name, or local model dir / .gguf / smollm2")] = None,
+    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint URL")] = None,
+    recipe: Annotated[str, typer.Option(help="real teachers: textbook | tinystories | cosmopedia")] = "textbook",
+    tokens: Annotated[int, typer.Option(help="real teachers: corpus budget in word units")] = 20_000,
+    source: Annotated[str | None, typer.Option(help="seed source: wikipedia | wordnet | topics | FILE")] = None,
+    seed: Annotated[int, typer.Option(help="prompt sampling seed")] = 0,
+    ground: Annotated[bool, typer.Option(help="put the seed passage into each prompt")] = True,
+    concurrency: Annotated[int, typer.Option(help="openai: requests in flight")] = 8,
+    batch_size: Annotated[int, typer.Option(help="transformers: prompts per generate call")] = 64,
+    max_tokens: Annotated[int, typer.Option(help="completion tokens per request")] = 384,
+    temperature: Annotated[float, typer.Option()] = 0.8,
+    top_p: Annotated[float, typer.Option()] = 0.95,
+    timeout: Annotated[float, typer.Option(help="openai: seconds per request")] = 120.0,
+    retries: Annotated[int, typer.Option(help="openai: retries on 429/5xx/timeouts")] = 5,
+    mode: Annotated[str, typer.Option(help="openai: chat | completion")] = "chat",
+    api_key_env: Annotated[str, typer.Option(help="environment variable holding the API key")] = "OPENAI_API_KEY",
+    cache: Annotated[str | None, typer.Option(help="request cache (default OUT/cache/requests.sqlite)")] = None,
+):
+    """Write corpora: the world lab's recipes (default), or a real teacher's corpus (--teacher openai|transformers)."""
+    if teacher == "procedural":
+        pipe = _run_stages(["generate"], preset, out, config, set_, force)
+        if pipe is not None:
+            from cleanroom.recipes.build import print_generate_table
+
+            print_generate_table(pipe.store)
+        return
+    from cleanroom.recipes.real import run_teacher_generate
+    from cleanroom.sources import SourceMissingError
+    from cleanroom.teachers import TeacherError
+
+    try:
+        run_teacher_generate(out, teacher=teacher, model=model, base_url=base_url, recipe=recipe, tokens=tokens,
+                             source=source, seed=seed, ground=ground, concurrency=concurrency,
+                             batch_size=batch_size, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+                             timeout=timeout, retries=retries, mode=mode, api_key_env=api_key_env, cache=cache)
+    except (TeacherError, SourceMissingError, StoreError, ValueError) as e:
+        _fail(f"{e} — finished requests are cached; rerun the same command to resume", 1)
+    except KeyboardInterrupt:
+        _fail("interrupted — finished requests are cached; rerun the same command to resume", 130)
+
+
+@app.command("serve")
+def serve_cmd(
+    model_dir: Annotated[str, typer.Argument(help="HF model dir (e.g. RUN/models/textbook), .gguf file, or smollm2")],
+    host: Annotated[str, typer.Option(help="bind address (127.0.0.1 = this machine only)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port (0 = any free port)")] = 8000,
+    name: Annotated[str | None, typer.Option(help="model id clients send (default: the directory name)")] = None,
+    max_tokens_limit: Annotated[int, typer.Option(help="largest max_tokens a request may ask for")] = 1024,
+    batch_size: Annotated[int, typer.Option(help="concurrent requests batched into one generate call")] = 32,
+):
+    """Serve a model over an OpenAI-compatible API (/v1/models, /v1/completions, /v1/chat/completions)."""
+    from cleanroom.serve import serve_forever
+    from cleanroom.teachers import TeacherError
+
+    try:
+        serve_forever(model_dir, host, port, name=name, max_tokens_limit=max_tokens_limit, batch_size=batch_size)
+    except TeacherError as e:
+        _fail(str(e), 1)
+    except OSError as e:
+        _fail(f"cannot listen on {host}:{port}: {e.strerror or e}", 1)
+
+
 _stage_command("curate", "Dedup, decontaminate, quality- and safety-filter every recipe, with lineage.")
 _stage_command("tokenize", "Train the run's BPE tokenizer and tokenize every recipe.")
 _stage_command("train", "Train one model per recipe and export it to Hugging Face format.", per_recipe=True)

