@@ -94,11 +94,21 @@ class CurateConfig(Section):
     near_dup_threshold: float = Field(0.8, gt=0, le=1)
     decontam_ngram: int = Field(13, ge=3)
     decontam_ratio: float = Field(0.8, gt=0, le=1, description="sequence-match ratio that confirms a leak")
+    decontam_min_ngram: int = Field(4, ge=2, description="shortest candidate n-gram (short items use len/3)")
     min_words: int = Field(8, ge=0)
+    max_words: int = Field(100_000, gt=0)
     max_symbol_ratio: float = Field(0.1, gt=0, le=1)
     max_dup_line_frac: float = Field(0.3, gt=0, le=1)
     min_stopword_ratio: float = Field(0.05, ge=0, le=1)
+    max_boilerplate_line_frac: float = Field(0.5, gt=0, le=1, description="cookie/nav/legal lines (C4)")
+    max_top_word_frac: float = Field(0.3, gt=0, le=1, description="share of the most frequent word")
+    quality_classifier: str = Field("", description="learned quality scorer \"module:function\" (texts -> P(good))")
+    quality_min_score: float = Field(0.5, ge=0, le=1)
     safety_threshold: float = Field(0.5, gt=0, lt=1)
+    safety_blocklist: list[str] = Field(
+        default_factory=list, description="regexes that flag safety candidates; empty = built-in domain list"
+    )
+    safety_folds: int = Field(5, ge=2, le=20, description="cross-fitting folds for the safety classifier")
 
 
 class TokenizerConfig(Section):

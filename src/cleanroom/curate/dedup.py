@@ -1,0 +1,131 @@
+"""Exact and near-duplicate removal. Both keep the first copy in corpus order and drop later ones.
+
+- `ExactDedup`: a 128-bit hash of the normalised text (case, punctuation and whitespace ignored).
+- `NearDedup`: MinHash over word shingles, computed in bulk by `rensa` (Rust), then LSH banding
+  (`bands` bands of `num_perm / bands` rows) to find candidates among the documents kept so far, and
+  a check that the estimated Jaccard similarity (share of equal MinHash values) reaches `threshold`.
+  The check is what the threshold means; the bands only decide which pairs get checked (the S-curve
+  (1/bands)^(1/rows) should sit below the threshold so true duplicates become candidates).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cleanroom.curate.base import Document, Removal, Step, require
+from cleanroom.curate.text import WordHasher, ngram_hashes, text_hash, words
+
+
+class ExactDedup(Step):
+    """Drop documents whose normalised text equals an earlier document's."""
+
+    name = "exact_dedup"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._first: dict[bytes, str] = {}
+
+    def judge(self, batch: list[Document]) -> list[Removal | None]:
+        out: list[Removal | None] = []
+        for doc in batch:
+            h = text_hash(doc.text)
+            first = self._first.get(h)
+            if first is None:
+                self._first[h] = doc.id
+                out.append(None)
+            else:
+                out.append(self.remove(doc, "exact_duplicate", 1.0, matched=first))
+        return out
+
+
+def shingle_sets(texts: list[str], shingle_size: int, hasher: WordHasher) -> tuple[np.ndarray, np.ndarray]:
+    """Word-shingle hashes of every text as one flat uint64 array plus row offsets (len(texts)+1).
+
+    A text shorter than one shingle contributes one shingle of all its words; an empty text none.
+    """
+    parts: list[np.ndarray] = []
+    offsets = np.zeros(len(texts) + 1, dtype=np.uint64)
+    total = 0
+    for i, text in enumerate(texts):
+        wh = hasher(words(text))
+        sh = ngram_hashes(wh, min(shingle_size, len(wh))) if len(wh) else wh
+        parts.append(sh)
+        total += len(sh)
+        offsets[i + 1] = total
+    flat = np.concatenate(parts) if parts else np.empty(0, dtype=np.uint64)
+    return flat, offsets
+
+
+def minhash_signatures(flat: np.ndarray, offsets: np.ndarray, num_perm: int, seed: int) -> np.ndarray:
+    """MinHash signatures (n, num_perm) uint32 of the shingle sets, computed by rensa in one call."""
+    rensa = require("rensa")
+    if len(offsets) <= 1:
+        return np.empty((0, num_perm), dtype=np.uint32)
+    matrix = rensa.RMinHash.digest_matrix_from_flat_token_hashes(flat, offsets, num_perm, seed)
+    return np.asarray(matrix.to_rows(), dtype=np.uint32).reshape(len(offsets) - 1, num_perm)
+
+
+def band_keys(signatures: np.ndarray, bands: int) -> np.ndarray:
+    """One uint64 key per (document, band): a polynomial hash of the band's `rows` MinHash values."""
+    n, num_perm = signatures.shape
+    rows = num_perm // bands
+    sig = signatures[:, : bands * rows].reshape(n, bands, rows).astype(np.uint64)
+    key = np.zeros((n, bands), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for r in range(rows):
+            key = key * np.uint64(0x100000001B3) + sig[:, :, r]
+    return key
+
+
+class NearDedup(Step):
+    """MinHash-LSH near-duplicate removal against all documents kept so far (keep the first copy)."""
+
+    name = "near_dedup"
+
+    def __init__(self, shingle_size: int = 5, num_perm: int = 128, bands: int = 16, threshold: float = 0.8,
+                 seed: int = 0) -> None:
+        super().__init__()
+        if bands > num_perm:
+            raise ValueError(f"curate.bands ({bands}) must be <= curate.num_perm ({num_perm})")
+        self.shingle_size, self.num_perm, self.bands, self.threshold = shingle_size, num_perm, bands, threshold
+        self.seed = seed
+        self._hasher = WordHasher()
+        self._buckets: list[dict[int, list[int]]] = [{} for _ in range(bands)]
+        self._kept_sigs: list[np.ndarray] = []
+        self._kept_ids: list[str] = []
+        self._need = int(np.ceil(threshold * num_perm - 1e-9))  # equal MinHash values that reach threshold
+
+    def judge(self, batch: list[Document]) -> list[Removal | None]:
+        flat, offsets = shingle_sets([d.text for d in batch], self.shingle_size, self._hasher)
+        sigs = minhash_signatures(flat, offsets, self.num_perm, self.seed)
+        keys = band_keys(sigs, self.bands).tolist()
+        sizes = np.diff(offsets)
+        out: list[Removal | None] = []
+        for i, doc in enumerate(batch):
+            if sizes[i] == 0:  # nothing to compare (no words): leave it to the quality filter
+                out.append(None)
+                continue
+            match, equal = self._best_match(sigs[i], keys[i])
+            if match >= 0:
+                out.append(self.remove(doc, "near_duplicate", equal / self.num_perm, matched=self._kept_ids[match]))
+                continue
+            idx = len(self._kept_ids)
+            self._kept_ids.append(doc.id)
+            self._kept_sigs.append(sigs[i])
+            for b, key in enumerate(keys[i]):
+                self._buckets[b].setdefault(key, []).append(idx)
+            out.append(None)
+        return out
+
+    def _best_match(self, sig: np.ndarray, keys: list[int]) -> tuple[int, int]:
+        """The earliest kept document whose estimated Jaccard reaches the threshold, or (-1, 0)."""
+        seen: set[int] = set()
+        for b, key in enumerate(keys):
+            for idx in self._buckets[b].get(key, ()):
+                if idx in seen:
+                    continue
+                seen.add(idx)
+                equal = int(np.count_nonzero(self._kept_sigs[idx] == sig))
+                if equal >= self._need:
+                    return idx, equal
+        return -1, 0
