@@ -162,6 +162,9 @@ class EvalConfig(Section):
     batch_size: int = Field(64, gt=0)
     bootstrap: int = Field(2000, ge=100)
     max_gen_tokens: int = Field(8, gt=0)
+    dtype: Literal["bf16", "fp32"] = Field(
+        "bf16", description="autocast dtype for scoring (bf16: ~5x faster on AMX CPUs; fp32 for exact comparisons)"
+    )
 
 
 class TamperConfig(Section):

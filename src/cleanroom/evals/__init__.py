@@ -1,0 +1,8 @@
+"""Evaluation: tasks emit requests, model adapters answer them, statistics aggregate (lm-eval style).
+
+- `requests`: `LoglikelihoodRequest`, `GenerateRequest`, the `LanguageModel` protocol.
+- `adapters`: `NativeAdapter` (our Transformer; packed prefix-sharing fast path) and `HFAdapter`.
+- `tasks`: bench, twin, longtail, restricted from the world's items; per-item rows and metrics.
+- `stats`: bootstrap CIs, paired differences, difference of differences, per-decile accuracy.
+- `stage`: the `eval` stage; `tamper`: the tamper-resistance stage.
+"""

@@ -1,0 +1,77 @@
+"""The `eval` stage: score one recipe's trained model on every task and write per-item results.
+
+    evals/<recipe>/<task>.parquet   one row per item (see `cleanroom.evals.tasks.ROW_SCHEMA`)
+
+`StageResult.stats[task] = {acc, acc_norm, ci_low, ci_high, n, chance}` (+ `deciles` for longtail),
+plus `items_per_s`. The model is the exported `models/<recipe>/`, loaded into our native Transformer
+(the fast packed scorer); any Hugging Face causal LM can be scored the same way with `HFAdapter`.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from cleanroom.config import ExperimentConfig
+from cleanroom.evals.adapters import CausalLMAdapter, EvalError, NativeAdapter
+from cleanroom.evals.tasks import TASKS, evaluate_items, rows_table, task_metrics
+from cleanroom.pipeline import StageResult
+from cleanroom.store import RunStore
+from cleanroom.ui import progress, say
+from cleanroom.world.build import load_items
+
+
+def device_for(cfg: ExperimentConfig) -> str:
+    from cleanroom.train.trainer import pick_device
+
+    return str(pick_device(cfg.train))
+
+
+def set_threads(cfg: ExperimentConfig) -> None:
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
+
+
+def load_model(cfg: ExperimentConfig, store: RunStore, recipe: str) -> NativeAdapter:
+    """The recipe's exported model as a batched native scorer."""
+    model_dir = store.path(f"models/{recipe}")
+    if not (model_dir / "config.json").exists():
+        raise EvalError(f"no trained model for recipe `{recipe}` at {model_dir} (run `cleanroom train` first)")
+    return NativeAdapter.load(model_dir, device=device_for(cfg), dtype=cfg.eval.dtype,
+                              batch_size=cfg.eval.batch_size)
+
+
+def score_tasks(cfg: ExperimentConfig, store: RunStore, model: CausalLMAdapter, recipe: str,
+                tasks: tuple[str, ...] = TASKS) -> dict[str, tuple[list[dict], dict]]:
+    """{task: (rows, metrics)} for one model."""
+    items = {t: load_items(store, t) for t in tasks}
+    out = {}
+    with progress(f"eval {recipe}", total=sum(len(v) for v in items.values())) as bar:
+        for task in tasks:
+            rows = evaluate_items(model, items[task], max_gen_tokens=cfg.eval.max_gen_tokens)
+            metrics = task_metrics(rows, items[task], n_boot=cfg.eval.bootstrap, seed=cfg.seed)
+            out[task] = (rows, metrics)
+            bar.advance(len(rows), info=f"{task} acc {metrics['acc']:.2f}")
+    return out
+
+
+def run_eval(cfg: ExperimentConfig, store: RunStore, recipe: str) -> StageResult:
+    """Pipeline entry point for the per-recipe `eval` stage."""
+    set_threads(cfg)
+    model = load_model(cfg, store, recipe)
+    t0 = time.perf_counter()
+    results = score_tasks(cfg, store, model, recipe)
+    seconds = time.perf_counter() - t0
+    outputs, stats = [], {}
+    for task, (rows, metrics) in results.items():
+        rel = f"evals/{recipe}/{task}.parquet"
+        store.write_parquet(rel, rows_table(rows))
+        outputs.append(rel)
+        stats[task] = metrics
+    n = sum(m["n"] for m in stats.values())
+    stats["items_per_s"] = round(n / seconds, 1) if seconds > 0 else None
+    say("  " + recipe + ": " + " · ".join(
+        f"{t} {m['acc']:.2f} [{m['ci_low']:.2f}, {m['ci_high']:.2f}] (chance {m['chance']:.2f})"
+        for t, m in stats.items() if isinstance(m, dict)))
+    return StageResult(outputs=outputs, stats=stats)

@@ -1,0 +1,121 @@
+"""Statistics for the report card: bootstrap CIs, paired differences, per-decile accuracy, verdicts.
+
+Every interval is a seeded percentile bootstrap (`scipy.stats.bootstrap`) at 95%, so a rerun gives
+the same numbers. Differences between two recipes are *paired*: both models answered the same items,
+so each resample draws item indices once and uses them for both (far tighter than two independent
+CIs, and the right test for "did recipe A beat recipe B on these items").
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import stats as st
+
+LEVEL = 0.95
+
+
+def _ci(data: tuple[np.ndarray, ...], statistic, n_boot: int, seed: int,
+        paired: bool = False) -> tuple[float, float]:
+    n = len(data[0])
+    if n == 0:
+        return float("nan"), float("nan")
+    if n == 1:
+        v = float(statistic(*[d[None] for d in data], axis=-1)[0])
+        return v, v
+    res = st.bootstrap(data, statistic, n_resamples=int(n_boot), paired=paired, vectorized=True,
+                       method="percentile", confidence_level=LEVEL, rng=np.random.default_rng(seed))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def _mean(x, axis=-1):
+    return np.mean(x, axis=axis)
+
+
+def accuracy_ci(correct: Sequence[bool] | np.ndarray, n_boot: int = 2000,
+                seed: int = 0) -> tuple[float, float, float]:
+    """(accuracy, ci_low, ci_high) of a 0/1 vector."""
+    x = np.asarray(correct, dtype=float)
+    if x.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    low, high = _ci((x,), _mean, n_boot, seed)
+    return float(x.mean()), low, high
+
+
+def paired_diff(correct_a: Sequence[bool] | np.ndarray, correct_b: Sequence[bool] | np.ndarray,
+                n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Accuracy of A minus accuracy of B over the same items: (effect, ci_low, ci_high)."""
+    a, b = np.asarray(correct_a, dtype=float), np.asarray(correct_b, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"paired_diff needs the same items for both recipes, got {a.size} and {b.size}")
+    if a.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    low, high = _ci((a - b,), _mean, n_boot, seed)
+    return float(a.mean() - b.mean()), low, high
+
+
+def diff_of_diffs(bench_a: Sequence[bool] | np.ndarray, twin_a: Sequence[bool] | np.ndarray,
+                  bench_b: Sequence[bool] | np.ndarray, twin_b: Sequence[bool] | np.ndarray,
+                  n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """C2b: recipe A's benchmark-to-twin drop minus recipe B's, over paired items.
+
+    Position i of all four vectors is the same fact (bench item i and its fresh twin i; align them
+    with `twin_pairs`). Effect = (acc(bench_a) - acc(twin_a)) - (acc(bench_b) - acc(twin_b)); a
+    positive effect means A loses more than B when the surface form changes.
+    """
+    v = [np.asarray(x, dtype=float) for x in (bench_a, twin_a, bench_b, twin_b)]
+    if len({x.size for x in v}) != 1:
+        raise ValueError(f"diff_of_diffs needs four aligned vectors, got sizes {[x.size for x in v]}")
+    per_item = (v[0] - v[1]) - (v[2] - v[3])
+    if per_item.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    low, high = _ci((per_item,), _mean, n_boot, seed)
+    return float(per_item.mean()), low, high
+
+
+_TWIN_KEY = re.compile(r"^(?:bench|twin)-(.+)$")
+
+
+def twin_pairs(bench_ids: Sequence[str], twin_ids: Sequence[str]) -> list[tuple[int, int]]:
+    """(bench index, twin index) for every benchmark item whose fresh twin exists.
+
+    Twin ids mirror bench ids: `bench-0007` <-> `twin-0007`, `bench-a0003` <-> `twin-a0003`.
+    """
+    twin_at = {}
+    for j, t in enumerate(twin_ids):
+        m = _TWIN_KEY.match(t)
+        if m:
+            twin_at[m.group(1)] = j
+    out = []
+    for i, b in enumerate(bench_ids):
+        m = _TWIN_KEY.match(b)
+        if m and m.group(1) in twin_at:
+            out.append((i, twin_at[m.group(1)]))
+    return out
+
+
+def per_decile(deciles: Sequence[int], correct: Sequence[bool], n_boot: int = 2000,
+               seed: int = 0) -> list[dict[str, float]]:
+    """Accuracy with a CI for each popularity decile present (1 = most popular)."""
+    d = np.asarray(deciles, dtype=int)
+    c = np.asarray(correct, dtype=float)
+    out = []
+    for dec in sorted(set(d.tolist())):
+        acc, low, high = accuracy_ci(c[d == dec], n_boot, seed + int(dec))
+        n = int((d == dec).sum())
+        out.append({"decile": int(dec), "acc": acc, "ci_low": low, "ci_high": high, "n": n})
+    return out
+
+
+def verdict(ci_low: float, ci_high: float, expected_sign: int = 1) -> str:
+    """"supported" if the CI excludes zero on the expected side, "not supported" if it excludes zero
+    on the other side, "inconclusive" if it contains zero (or is undefined)."""
+    if not (np.isfinite(ci_low) and np.isfinite(ci_high)):
+        return "inconclusive"
+    if ci_low > 0:
+        return "supported" if expected_sign > 0 else "not supported"
+    if ci_high < 0:
+        return "supported" if expected_sign < 0 else "not supported"
+    return "inconclusive"

@@ -1,0 +1,45 @@
+"""Tiny models and tokenizers for evaluator tests and benchmarks (no run directory needed).
+
+`tiny_tokenizer` trains a byte-level BPE with the run's special tokens on a handful of texts;
+`tiny_llama` builds a randomly initialised `transformers.LlamaForCausalLM` of a few thousand
+parameters. Both are deterministic given their arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from cleanroom.evals.adapters import BOS, EOS, PAD
+
+
+def tiny_tokenizer(texts: Sequence[str], vocab_size: int = 400):
+    """A byte-level BPE `tokenizers.Tokenizer` with `<|bos|>`, `<|eos|>`, `<|pad|>`."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[BOS, EOS, PAD], min_frequency=1,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(list(texts), trainer)
+    return tok
+
+
+def hf_tokenizer(tok):
+    """The same tokenizer as a transformers fast tokenizer."""
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD)
+
+
+def tiny_llama(vocab_size: int, seed: int = 0, hidden: int = 32, layers: int = 2, max_len: int = 256):
+    """A random LlamaForCausalLM (fp32, eval mode)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden,
+                      num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=max_len, tie_word_embeddings=True)
+    return LlamaForCausalLM(cfg).eval()
