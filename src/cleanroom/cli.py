@@ -167,7 +167,39 @@ def serve_cmd(
         _fail(f"cannot listen on {host}:{port}: {e.strerror or e}", 1)
 
 
-_stage_command("curate", "Dedup, decontaminate, quality- and safety-filter every recipe, with lineage.")
+@app.command("curate")
+def curate_cmd(
+    preset: PresetOpt = None, out: OutOpt = Path("runs/default"), config: ConfigOpt = None, set_: SetOpt = None,
+    force: ForceOpt = False,
+    input_: Annotated[Path | None, typer.Option(
+        "--input", "-i", help="standalone: any Parquet corpus (file or directory) with a `text` column")] = None,
+    output: Annotated[Path | None, typer.Option(
+        "--output", help="standalone: where kept rows go (a .parquet file, or a directory of shards)")] = None,
+    eval_items: Annotated[Path | None, typer.Option(
+        "--eval-items", help="standalone: Parquet of items (`prompt` + `target`, or `text`) to decontaminate against")
+    ] = None,
+):
+    """Dedup, decontaminate, quality- and safety-filter every recipe, with lineage.
+
+    With --input/--output, run the configured steps on any Parquet corpus instead of a run's recipes.
+    """
+    if input_ is None:
+        if output is not None or eval_items is not None:
+            _fail("--output and --eval-items go with --input (standalone mode)", 2)
+        _run_stages(["curate"], preset, out, config, set_, force)
+        return
+    if output is None:
+        _fail("--input needs --output (where the kept documents go)", 2)
+    from cleanroom.curate.stage import curate_parquet
+
+    try:
+        curate_parquet(load_config(preset or "default", config, set_), input_, output, eval_items)
+    except ConfigError as e:
+        _fail(str(e), 2)
+    except StoreError as e:
+        _fail(str(e), 1)
+
+
 _stage_command("tokenize", "Train the run's BPE tokenizer and tokenize every recipe.")
 _stage_command("train", "Train one model per recipe and export it to Hugging Face format.", per_recipe=True)
 _stage_command("eval", "Score every model on bench, twin, longtail and restricted.", per_recipe=True)

@@ -17,11 +17,14 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
+from cleanroom.config import ConfigError
+from cleanroom.curate.text import words
 from cleanroom.recipes.text_stats import count_tokens
 
 
-class MissingDependencyError(ImportError):
-    """An optional dependency a step needs is not installed; the message names the pip package."""
+class MissingDependencyError(ImportError, ConfigError):
+    """An optional dependency a step needs is not installed; the message names the pip package.
+    (A ConfigError too, so the CLI prints it as a one-line error.)"""
 
 
 def require(module: str, package: str | None = None) -> Any:
@@ -45,6 +48,7 @@ class Document:
     meta: dict[str, Any] = field(default_factory=dict)
     row: dict[str, Any] = field(default_factory=dict)
     _tokens: int = -1
+    _words: list[str] | None = None
 
     @property
     def tokens(self) -> int:
@@ -52,6 +56,13 @@ class Document:
         if self._tokens < 0:
             self._tokens = count_tokens(self.text)
         return self._tokens
+
+    @property
+    def words(self) -> list[str]:
+        """Lower-cased `\\w+` words (what matching steps compare); computed once, shared by all steps."""
+        if self._words is None:
+            self._words = words(self.text)
+        return self._words
 
     @property
     def kind(self) -> str:

@@ -106,7 +106,7 @@ class Decontaminate(Step):
         return min(item_len, self.ngram, max(self.min_ngram, item_len // 3))
 
     def judge(self, batch: list[Document]) -> list[Removal | None]:
-        toks = [words(d.text) for d in batch]
+        toks = [d.words for d in batch]
         lengths = np.array([len(t) for t in toks], dtype=np.int64)
         starts = np.concatenate([[0], np.cumsum(lengths)])
         flat = self._hasher([w for t in toks for w in t])
@@ -143,7 +143,10 @@ class Decontaminate(Step):
         return self._idf.get(word, self._idf_unseen) ** 2
 
     def weighted_ratio(self, a: list[str], b: list[str], matcher: SequenceMatcher | None = None) -> float:
-        """difflib's ratio 2*M/T with every word weighted by `weight` (M: matched, T: all words)."""
+        """difflib's ratio 2*M/T with every word weighted by `weight` (M: matched, T: all words).
+
+        Symmetric on purpose: words the document has in place of the item's (another subject, another
+        answer) count against the match as much as the item's missing words do."""
         if matcher is None:
             matcher = SequenceMatcher(None, autojunk=False)
             matcher.set_seq2(b)

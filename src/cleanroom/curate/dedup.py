@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from cleanroom.config import ConfigError
 from cleanroom.curate.base import Document, Removal, Step, require
-from cleanroom.curate.text import WordHasher, ngram_hashes, text_hash, words
+from cleanroom.curate.text import WordHasher, ngram_hashes, words_hash
 
 
 class ExactDedup(Step):
@@ -28,7 +29,7 @@ class ExactDedup(Step):
     def judge(self, batch: list[Document]) -> list[Removal | None]:
         out: list[Removal | None] = []
         for doc in batch:
-            h = text_hash(doc.text)
+            h = words_hash(doc.words)
             first = self._first.get(h)
             if first is None:
                 self._first[h] = doc.id
@@ -38,16 +39,16 @@ class ExactDedup(Step):
         return out
 
 
-def shingle_sets(texts: list[str], shingle_size: int, hasher: WordHasher) -> tuple[np.ndarray, np.ndarray]:
-    """Word-shingle hashes of every text as one flat uint64 array plus row offsets (len(texts)+1).
+def shingle_sets(word_lists: list[list[str]], shingle_size: int, hasher: WordHasher) -> tuple[np.ndarray, np.ndarray]:
+    """Word-shingle hashes of every document as one flat uint64 array plus row offsets (n + 1).
 
-    A text shorter than one shingle contributes one shingle of all its words; an empty text none.
+    A document shorter than one shingle contributes one shingle of all its words; an empty one none.
     """
     parts: list[np.ndarray] = []
-    offsets = np.zeros(len(texts) + 1, dtype=np.uint64)
+    offsets = np.zeros(len(word_lists) + 1, dtype=np.uint64)
     total = 0
-    for i, text in enumerate(texts):
-        wh = hasher(words(text))
+    for i, toks in enumerate(word_lists):
+        wh = hasher(toks)
         sh = ngram_hashes(wh, min(shingle_size, len(wh))) if len(wh) else wh
         parts.append(sh)
         total += len(sh)
@@ -86,7 +87,7 @@ class NearDedup(Step):
                  seed: int = 0) -> None:
         super().__init__()
         if bands > num_perm:
-            raise ValueError(f"curate.bands ({bands}) must be <= curate.num_perm ({num_perm})")
+            raise ConfigError(f"config key `curate.bands` ({bands}) must be <= curate.num_perm ({num_perm})")
         self.shingle_size, self.num_perm, self.bands, self.threshold = shingle_size, num_perm, bands, threshold
         self.seed = seed
         self._hasher = WordHasher()
@@ -96,7 +97,7 @@ class NearDedup(Step):
         self._need = int(np.ceil(threshold * num_perm - 1e-9))  # equal MinHash values that reach threshold
 
     def judge(self, batch: list[Document]) -> list[Removal | None]:
-        flat, offsets = shingle_sets([d.text for d in batch], self.shingle_size, self._hasher)
+        flat, offsets = shingle_sets([d.words for d in batch], self.shingle_size, self._hasher)
         sigs = minhash_signatures(flat, offsets, self.num_perm, self.seed)
         keys = band_keys(sigs, self.bands).tolist()
         sizes = np.diff(offsets)

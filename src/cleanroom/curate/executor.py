@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cleanroom.config import CurateConfig
+from cleanroom.config import ConfigError, CurateConfig
 from cleanroom.curate.base import Document, Removal, Step
 from cleanroom.curate.decontam import Decontaminate, EvalItem, Leak
 from cleanroom.curate.dedup import ExactDedup, NearDedup
@@ -88,5 +88,5 @@ def build_steps(cfg: CurateConfig, items: list[EvalItem], seed: int = 0, safety:
         elif name == "safety":
             steps.append(SafetyFilter(cfg.safety_blocklist or None, cfg.safety_threshold, cfg.safety_folds, seed))
         else:
-            raise ValueError(f"config key `curate.steps`: unknown step `{name}` (allowed: {', '.join(STEP_NAMES)})")
+            raise ConfigError(f"config key `curate.steps`: unknown step `{name}` (allowed: {', '.join(STEP_NAMES)})")
     return steps

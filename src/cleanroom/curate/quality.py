@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from cleanroom.config import ConfigError
 from cleanroom.curate.base import Document, Removal, Step
 from cleanroom.curate.text import words
 
@@ -53,9 +54,10 @@ class QualityThresholds:
     min_classifier_score: float = 0.5
 
 
-def quality_signals(text: str) -> dict[str, float]:
-    """The heuristic signals of one text (all ratios in [0, 1] except `symbol_ratio`)."""
-    toks = words(text)
+def quality_signals(text: str, toks: list[str] | None = None) -> dict[str, float]:
+    """The heuristic signals of one text (all ratios in [0, 1] except `symbol_ratio`); `toks` are
+    its `words(text)` if already computed."""
+    toks = words(text) if toks is None else toks
     n = len(toks)
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     top = Counter(toks).most_common(1)[0][1] if n else 0
@@ -75,7 +77,7 @@ def load_scorer(spec: str) -> Scorer:
     try:
         return getattr(importlib.import_module(module), fn)
     except (ImportError, AttributeError, ValueError):
-        raise ValueError(f"config key `curate.quality_classifier`: cannot import `{spec}` "
+        raise ConfigError(f"config key `curate.quality_classifier`: cannot import `{spec}` "
                          "(expected \"module:function\")") from None
 
 
@@ -109,7 +111,7 @@ class QualityFilter(Step):
     def judge(self, batch: list[Document]) -> list[Removal | None]:
         out: list[Removal | None] = []
         for doc in batch:
-            broken = self.rule(quality_signals(doc.text))
+            broken = self.rule(quality_signals(doc.text, doc.words))
             out.append(self.remove(doc, broken[0], broken[1]) if broken else None)
         if self.scorer is not None:
             keep = [i for i, r in enumerate(out) if r is None]

@@ -22,7 +22,9 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from cleanroom.config import ConfigError
 from cleanroom.curate.base import Document, Removal, Step, require
+from cleanroom.store import StoreError
 
 # Process vocabulary of the (fictional) restricted domain: compound synthesis.
 DEFAULT_BLOCKLIST = [
@@ -50,7 +52,7 @@ class SafetyFilter(Step):
         try:
             self.blocklist = re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE) if patterns else None
         except re.error as e:
-            raise ValueError(f"config key `curate.safety_blocklist`: invalid regular expression ({e})") from None
+            raise ConfigError(f"config key `curate.safety_blocklist`: invalid regular expression ({e})") from None
         self.threshold, self.folds, self.seed = threshold, folds, seed
         self.n_features, self.c = n_features, c
         self._scores: dict[str, float] = {}
@@ -76,7 +78,7 @@ class SafetyFilter(Step):
         labels = np.array([is_restricted(d) for d in docs], dtype=np.int64)
         n_pos, n_neg = int(labels.sum()), int(len(labels) - labels.sum())
         if min(n_pos, n_neg) < self.folds:
-            raise ValueError(
+            raise StoreError(
                 f"the safety classifier needs world-labelled documents (meta.domain == \"restricted\" vs other), "
                 f"at least {self.folds} of each; got {n_pos} restricted and {n_neg} other"
             )

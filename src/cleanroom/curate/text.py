@@ -29,7 +29,12 @@ def normalized(text: str) -> str:
 
 def text_hash(text: str) -> bytes:
     """A 128-bit hash of the normalised text."""
-    return hashlib.blake2b(normalized(text).encode(), digest_size=16).digest()
+    return words_hash(words(text))
+
+
+def words_hash(tokens: list[str]) -> bytes:
+    """A 128-bit hash of a word sequence (the normalised text)."""
+    return hashlib.blake2b(" ".join(tokens).encode(), digest_size=16).digest()
 
 
 class WordHasher:
