@@ -1,0 +1,173 @@
+"""The trainer: schedule, determinism, outputs, exact resume after SIGKILL, DDP (slow)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from cleanroom.config import TrainConfig, load_config
+from cleanroom.pipeline import Pipeline
+from cleanroom.store import RunStore
+from cleanroom.train.data import TrainBatches
+from cleanroom.train.export import load_native
+from cleanroom.train.trainer import autocast, lr_at, make_optimizer, pick_device, train_model
+
+TINY = {
+    "recipes.names": '["web"]', "tokenizer.vocab_size": 512,
+    "model.d_model": 32, "model.n_layers": 1, "model.n_heads": 2, "model.n_kv_heads": 2,
+    "model.ffn_hidden": 64, "model.seq_len": 32,
+    "train.batch_size": 8, "train.warmup_steps": 5, "train.threads": 1, "train.lr": 3e-3,
+}
+
+
+def overrides(**kw) -> list[str]:
+    return [f"{k}={v}" for k, v in {**TINY, **kw}.items()]
+
+
+@pytest.fixture(scope="module")
+def tokenized(tmp_path_factory):
+    """A run directory with a world, the `web` corpus and its token files (the tiny config)."""
+    store = RunStore(tmp_path_factory.mktemp("train_run"))
+    Pipeline(load_config("smoke", overrides=overrides()), store).ensure("tokenize")
+    return store
+
+
+def clone(store: RunStore, dest: Path) -> RunStore:
+    shutil.copytree(store.root, dest)
+    return RunStore(dest)
+
+
+def read_log(store: RunStore, recipe: str = "web") -> list[dict]:
+    return [json.loads(line) for line in store.path(f"logs/train/{recipe}.jsonl").read_text().splitlines()]
+
+
+def test_lr_schedule_warms_up_then_decays_to_the_floor():
+    cfg = TrainConfig(steps=100, lr=1e-3, warmup_steps=10, min_lr_ratio=0.1)
+    lrs = [lr_at(s, cfg) for s in range(100)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:], strict=False))
+    assert lr_at(100, cfg) == pytest.approx(1e-4)
+
+
+def test_data_order_is_seeded_and_covers_each_chunk_once_per_epoch():
+    import numpy as np
+
+    tokens = np.arange(1000, dtype=np.uint16)
+    a, b = TrainBatches(tokens, 10, seed=0), TrainBatches(tokens, 10, seed=0)
+    starts = a.starts(0, a.n_chunks)
+    assert len(set((starts - starts[0]) % 10)) == 1 and len(set(starts)) == a.n_chunks  # a permutation
+    assert torch.equal(a.batch(7, 0, 1, 4)[0], b.batch(7, 0, 1, 4)[0])
+    assert not torch.equal(a.batch(7, 0, 1, 4)[0], TrainBatches(tokens, 10, seed=1).batch(7, 0, 1, 4)[0])
+    # two ranks with batch 2 see exactly what one process with batch 4 sees
+    one = a.batch(3, 0, 1, 4)[0]
+    assert torch.equal(torch.cat([a.batch(3, 0, 2, 2)[0], a.batch(3, 1, 2, 2)[0]]), one)
+    x, y = a.batch(0, 0, 1, 2)
+    assert torch.equal(x[:, 1:], y[:, :-1])
+
+
+def test_helpers_for_other_stages():
+    assert pick_device(TrainConfig(device="cpu")).type == "cpu"
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
+    opt = make_optimizer(model, 1e-3, 0.1, (0.9, 0.95))
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]
+    assert sum(len(g["params"]) for g in opt.param_groups) == 4
+    with autocast("cpu", "bf16"):
+        assert model[0](torch.ones(1, 4)).dtype == torch.bfloat16
+    with autocast("cpu", "fp32"):
+        assert model[0](torch.ones(1, 4)).dtype == torch.float32
+
+
+def test_train_writes_model_log_and_stats_and_learns(tokenized, tmp_path):
+    store = clone(tokenized, tmp_path / "run")
+    cfg = load_config("smoke", overrides=overrides(**{"train.steps": 40, "train.eval_every": 20,
+                                                      "train.ckpt_every": 20}))
+    stats = train_model(cfg, store, "web")
+    log = read_log(store)
+    assert [r["step"] for r in log] == list(range(1, 41))
+    assert [r["step"] for r in log if "val_loss" in r] == [20, 40]
+    assert log[-1]["loss"] < log[0]["loss"] - 0.5
+    assert stats["final_val_loss"] == log[-1]["val_loss"] and stats["tokens_seen"] == 40 * 8 * 32
+    assert stats["tokens_per_s"] > 0 and stats["steps"] == 40
+    model, _ = load_native(store.path("models/web"))
+    assert model.num_params() == stats["params"]
+    assert not store.path("checkpoints/web/last.pt").exists()  # removed after export
+
+
+def test_stopped_run_resumes_to_the_same_result(tokenized, tmp_path):
+    sets = overrides(**{"train.steps": 30, "train.eval_every": 10, "train.ckpt_every": 10})
+    cfg = load_config("smoke", overrides=sets)
+    full = train_model(cfg, clone(tokenized, tmp_path / "a"), "web")
+    store = clone(tokenized, tmp_path / "b")
+    train_model(cfg, store, "web", stop_after=15)  # stops after step 15; last checkpoint at 10
+    assert store.path("checkpoints/web/last.pt").exists()
+    resumed = train_model(cfg, store, "web")
+    assert resumed["resumed_from_step"] == 10
+    assert resumed["final_val_loss"] == pytest.approx(full["final_val_loss"], rel=1e-4)
+    assert [r["step"] for r in read_log(store)] == list(range(1, 31))
+
+
+def test_changed_config_ignores_an_old_checkpoint(tokenized, tmp_path):
+    store = clone(tokenized, tmp_path / "run")
+    sets = {"train.steps": 20, "train.ckpt_every": 10, "train.eval_every": 10}
+    train_model(load_config("smoke", overrides=overrides(**sets)), store, "web", stop_after=12)
+    stats = train_model(load_config("smoke", overrides=overrides(**sets, **{"train.lr": 1e-3})), store, "web")
+    assert stats["resumed_from_step"] == 0
+
+
+def _trainer_cmd(out: Path, sets: list[str], *launcher: str) -> list[str]:
+    cmd = [*launcher] if launcher else [sys.executable]
+    cmd += ["-m", "cleanroom.train.trainer", "--out", str(out), "--preset", "smoke", "--recipe", "web"]
+    for s in sets:
+        cmd += ["--set", s]
+    return cmd
+
+
+def test_sigkill_mid_training_then_rerun_matches_an_uninterrupted_run(tokenized, tmp_path):
+    sets = overrides(**{"train.steps": 150, "train.eval_every": 50, "train.ckpt_every": 25})
+    full = train_model(load_config("smoke", overrides=sets), clone(tokenized, tmp_path / "a"), "web")
+
+    store = clone(tokenized, tmp_path / "b")
+    ckpt = store.path("checkpoints/web/last.pt")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(_trainer_cmd(store.root, sets), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ckpt.exists(), "the run finished or failed before its first checkpoint"
+    assert not store.path("models/web").exists()
+
+    rerun = subprocess.run(_trainer_cmd(store.root, sets), env=env, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "resuming `web` from step" in rerun.stderr
+    stats = json.loads(store.path("manifests/train/web.json").read_text())["stats"]
+    assert stats["resumed_from_step"] >= 25
+    assert stats["final_val_loss"] == pytest.approx(full["final_val_loss"], rel=0.01)
+    assert [r["step"] for r in read_log(store)] == list(range(1, 151))
+
+
+@pytest.mark.slow
+def test_torchrun_ddp_two_processes_matches_one_process_with_the_global_batch(tokenized, tmp_path):
+    sets = {"train.steps": 40, "train.eval_every": 20, "train.ckpt_every": 20}
+    single = train_model(load_config("smoke", overrides=overrides(**sets, **{"train.batch_size": 8})),
+                         clone(tokenized, tmp_path / "one"), "web")
+    store = clone(tokenized, tmp_path / "ddp")
+    ddp_sets = overrides(**sets, **{"train.batch_size": 4, "train.threads": 1})
+    launcher = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2")
+    run = subprocess.run(_trainer_cmd(store.root, ddp_sets, *launcher), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    stats = json.loads(store.path("manifests/train/web.json").read_text())["stats"]
+    assert stats["world_size"] == 2 and stats["tokens_seen"] == single["tokens_seen"]
+    assert stats["final_val_loss"] == pytest.approx(single["final_val_loss"], rel=0.01)
+    assert store.path("models/web/model.safetensors").exists()
