@@ -42,19 +42,37 @@ class ExactDedup(Step):
 def shingle_sets(word_lists: list[list[str]], shingle_size: int, hasher: WordHasher) -> tuple[np.ndarray, np.ndarray]:
     """Word-shingle hashes of every document as one flat uint64 array plus row offsets (n + 1).
 
-    A document shorter than one shingle contributes one shingle of all its words; an empty one none.
+    Vectorised over the whole batch: one hash lookup pass over all words, one n-gram pass over the
+    concatenation, then shingles that straddle two documents are dropped. A document shorter than
+    one shingle contributes one shingle of all its words; an empty one none.
     """
-    parts: list[np.ndarray] = []
-    offsets = np.zeros(len(word_lists) + 1, dtype=np.uint64)
-    total = 0
-    for i, toks in enumerate(word_lists):
-        wh = hasher(toks)
-        sh = ngram_hashes(wh, min(shingle_size, len(wh))) if len(wh) else wh
-        parts.append(sh)
-        total += len(sh)
-        offsets[i + 1] = total
-    flat = np.concatenate(parts) if parts else np.empty(0, dtype=np.uint64)
-    return flat, offsets
+    lengths = np.fromiter(map(len, word_lists), dtype=np.int64, count=len(word_lists))
+    flat_words = hasher([w for toks in word_lists for w in toks])
+    starts = np.concatenate([[0], np.cumsum(lengths)])
+    grams = ngram_hashes(flat_words, shingle_size)
+    # shingle i starts at word i; keep it if it ends inside the same document
+    doc_of = np.repeat(np.arange(len(word_lists)), lengths)
+    keep = np.zeros(len(grams), dtype=bool)
+    if len(grams):
+        keep = doc_of[: len(grams)] == doc_of[shingle_size - 1:]
+    counts = np.maximum(lengths - shingle_size + 1, 0)
+    parts, short = grams[keep], np.flatnonzero((lengths > 0) & (lengths < shingle_size))
+    if len(short):  # short documents: one shingle of all their words, spliced in document order
+        extra = {int(i): ngram_hashes(flat_words[starts[i]:starts[i + 1]], int(lengths[i]))[0] for i in short}
+        counts[short] = 1
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.uint64)
+        out = np.empty(int(offsets[-1]), dtype=np.uint64)
+        pos = 0
+        for i in range(len(word_lists)):
+            c = int(counts[i])
+            if i in extra:
+                out[int(offsets[i])] = extra[i]
+            elif c:
+                out[int(offsets[i]):int(offsets[i]) + c] = parts[pos:pos + c]
+                pos += c
+        return out, offsets
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.uint64)
+    return parts, offsets
 
 
 def minhash_signatures(flat: np.ndarray, offsets: np.ndarray, num_perm: int, seed: int) -> np.ndarray:
