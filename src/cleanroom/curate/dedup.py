@@ -109,7 +109,11 @@ class NearDedup(Step):
         self.shingle_size, self.num_perm, self.bands, self.threshold = shingle_size, num_perm, bands, threshold
         self.seed = seed
         self._hasher = WordHasher()
-        self._buckets: list[dict[int, list[int]]] = [{} for _ in range(bands)]
+        # One index for all bands (a band's key is salted with its band number): sorted key and
+        # kept-document arrays, searched with np.searchsorted, merged once per batch.
+        self._salt = np.random.default_rng(seed).integers(1, 2**63, size=bands, dtype=np.uint64)
+        self._keys = np.empty(0, dtype=np.uint64)
+        self._docs = np.empty(0, dtype=np.int64)
         self._kept_sigs: list[np.ndarray] = []
         self._kept_ids: list[str] = []
         self._need = int(np.ceil(threshold * num_perm - 1e-9))  # equal MinHash values that reach threshold
@@ -117,34 +121,50 @@ class NearDedup(Step):
     def judge(self, batch: list[Document]) -> list[Removal | None]:
         flat, offsets = shingle_sets([d.words for d in batch], self.shingle_size, self._hasher)
         sigs = minhash_signatures(flat, offsets, self.num_perm, self.seed)
-        keys = band_keys(sigs, self.bands).tolist()
-        sizes = np.diff(offsets)
-        out: list[Removal | None] = []
-        for i, doc in enumerate(batch):
-            if sizes[i] == 0:  # nothing to compare (no words): leave it to the quality filter
-                out.append(None)
-                continue
-            match, equal = self._best_match(sigs[i], keys[i])
+        keys = band_keys(sigs, self.bands) ^ self._salt  # (n, bands)
+        has_words = np.diff(offsets) > 0
+        # Fast path, vectorised: a document none of whose band keys occurs in the index or elsewhere in
+        # the batch cannot be a near-duplicate of anything, so it is kept without a look at the others.
+        flat_keys = keys.ravel()
+        _, inverse, counts = np.unique(flat_keys, return_inverse=True, return_counts=True)
+        collides = (counts[inverse] > 1) | np.isin(flat_keys, self._keys)
+        suspect = collides.reshape(keys.shape).any(axis=1) & has_words
+        out: list[Removal | None] = [None] * len(batch)
+        kept = list(np.flatnonzero(~suspect & has_words))
+        first_new = len(self._kept_ids)
+        self._kept_ids += [batch[i].id for i in kept]
+        self._kept_sigs += list(sigs[kept])
+        batch_index: dict[int, list[int]] = {}  # keys of suspects kept in this batch
+        for i in np.flatnonzero(suspect).tolist():  # in corpus order: dedup keeps the first copy
+            row = keys[i]
+            match, equal = self._best_match(sigs[i], row, batch_index)
             if match >= 0:
-                out.append(self.remove(doc, "near_duplicate", equal / self.num_perm, matched=self._kept_ids[match]))
+                out[i] = self.remove(batch[i], "near_duplicate", equal / self.num_perm, matched=self._kept_ids[match])
                 continue
             idx = len(self._kept_ids)
-            self._kept_ids.append(doc.id)
+            self._kept_ids.append(batch[i].id)
             self._kept_sigs.append(sigs[i])
-            for b, key in enumerate(keys[i]):
-                self._buckets[b].setdefault(key, []).append(idx)
-            out.append(None)
+            kept.append(i)
+            for key in row.tolist():
+                batch_index.setdefault(key, []).append(idx)
+        # merge this batch's kept documents into the sorted index (kept order == index order)
+        new_keys = keys[kept].ravel()
+        new_docs = np.repeat(np.arange(first_new, first_new + len(kept), dtype=np.int64), self.bands)
+        all_keys = np.concatenate([self._keys, new_keys])
+        order = np.argsort(all_keys, kind="stable")
+        self._keys, self._docs = all_keys[order], np.concatenate([self._docs, new_docs])[order]
         return out
 
-    def _best_match(self, sig: np.ndarray, keys: list[int]) -> tuple[int, int]:
-        """The earliest kept document whose estimated Jaccard reaches the threshold, or (-1, 0)."""
-        seen: set[int] = set()
-        for b, key in enumerate(keys):
-            for idx in self._buckets[b].get(key, ()):
-                if idx in seen:
-                    continue
-                seen.add(idx)
-                equal = int(np.count_nonzero(self._kept_sigs[idx] == sig))
-                if equal >= self._need:
-                    return idx, equal
+    def _best_match(self, sig: np.ndarray, keys: np.ndarray, batch_index: dict[int, list[int]]) -> tuple[int, int]:
+        """A kept document (the earliest-kept first) whose estimated Jaccard reaches the threshold."""
+        lo = np.searchsorted(self._keys, keys, side="left")
+        hi = np.searchsorted(self._keys, keys, side="right")
+        candidates = {int(d) for a, b in zip(lo.tolist(), hi.tolist(), strict=True) if b > a
+                      for d in self._docs[a:b]}
+        for key in keys.tolist():
+            candidates.update(batch_index.get(key, ()))
+        for idx in sorted(candidates):
+            equal = int(np.count_nonzero(self._kept_sigs[idx] == sig))
+            if equal >= self._need:
+                return idx, equal
         return -1, 0
