@@ -7,15 +7,18 @@ The Cosmopedia method in two passes:
    least `min_ngram`), so that one or two edited words cannot hide a 20-word item. N-grams shared by
    more than `max_items_per_ngram` items are template boilerplate ("in which city was") and ignored.
 2. **Confirmation by sequence match.** For each candidate, the document window aligned with the
-   matching n-gram is compared with the item by `difflib.SequenceMatcher` over words, and the
-   match ratio 2*M/T is computed with every word weighted by its squared IDF over the evaluation
-   items (template words such as "which", "answer" and option letters weigh ~1-4, an item's subject
-   ~30). A ratio of at least `ratio` confirms the leak. Why weighted: evaluation items are short and
-   templated, so difflib's plain ratio calls a textbook exercise with the same template but another
-   subject ("... classify Pinbruite? A. Solturane B. ..." vs "... classify Thourshoite? ...") a
-   leak (0.89); weighted it scores ~0.7, while the item itself with another exercise number or an
-   edited connective word keeps >= 0.85. In-format teaching (same template, other subject, or the
-   same question with reordered or different distractors) stays below the default 0.8.
+   matching n-gram is compared with the item by `difflib.SequenceMatcher` over words, and the match
+   ratio 2*M/T is computed twice: plain, and with every word weighted by its squared IDF over the
+   evaluation items (template words such as "which", "answer" and option letters weigh ~1-4, an
+   item's subject ~30, a number ~20). Both reaching `ratio` confirm the leak.
+   Why weighted: items are short and templated, so the plain ratio calls a textbook exercise with the
+   same template about another subject ("... classify Pinbruite? A. Solturane ..." vs "... classify
+   Thourshoite? ...") a leak (0.89); weighted it scores ~0.7, while the item itself renumbered or
+   with an edited connective word keeps >= 0.85. Why plain too: a document that states a QA item's
+   fact in its own words ("X is the work of Y" for "Whose work is X? Answer: Y") shares all the
+   heavy words but is not the item. In-format teaching (same template, other subject or other
+   distractors) stays below the default 0.8; a copy that differs from an item *only* in its subject,
+   or that keeps its stem, answer and most distractors, may be removed (we err on removal).
 
 Every confirmed (document, item) pair is kept in `leaks` for the per-task report.
 """
@@ -139,21 +142,33 @@ class Decontaminate(Step):
         ]
 
     def weight(self, word: str) -> float:
-        """Squared IDF of a word over the evaluation items (words no item uses weigh the most)."""
+        """Squared IDF of a word over the evaluation items (words no item uses weigh the most).
+
+        Numbers weigh half the most, however often a digit occurs across items: they are content
+        (operands, answers: "2 crates of 5" and "2 crates of 2" are different problems), but an
+        exercise's own number ("Exercise 21.") is layout that a copy may change."""
+        if word.isdigit():
+            return 0.5 * self._idf_unseen**2
         return self._idf.get(word, self._idf_unseen) ** 2
 
     def weighted_ratio(self, a: list[str], b: list[str], matcher: SequenceMatcher | None = None) -> float:
-        """difflib's ratio 2*M/T with every word weighted by `weight` (M: matched, T: all words).
+        """min(plain, weighted) difflib ratio 2*M/T of two word sequences (M: matched, T: all words).
 
-        Symmetric on purpose: words the document has in place of the item's (another subject, another
-        answer) count against the match as much as the item's missing words do."""
+        The weighted ratio counts every word by `weight`, so a shared template with another subject
+        does not look like the item; the plain ratio counts every word once, so a document that states
+        a QA item's fact in its own words ("X is the work of Y" for "Whose work is X? Answer: Y") does
+        not look like the item either. A leak has to pass both. Symmetric on purpose: words the
+        document has in place of the item's (another subject, another answer) count against the match.
+        """
         if matcher is None:
             matcher = SequenceMatcher(None, autojunk=False)
             matcher.set_seq2(b)
         matcher.set_seq1(a)
-        matched = sum(self.weight(w) for i, _, size in matcher.get_matching_blocks() for w in a[i:i + size])
+        blocks = matcher.get_matching_blocks()
+        plain = 2.0 * sum(size for _, _, size in blocks) / (len(a) + len(b)) if a or b else 0.0
+        matched = sum(self.weight(w) for i, _, size in blocks for w in a[i:i + size])
         total = sum(map(self.weight, a)) + sum(map(self.weight, b))
-        return 2.0 * matched / total if total else 0.0
+        return min(plain, 2.0 * matched / total if total else 0.0)
 
     def _confirm(self, doc_words: list[str], item_words: list[str], anchors: set[int]) -> float:
         """Best weighted match ratio between the item and the document windows aligned at `anchors`."""
