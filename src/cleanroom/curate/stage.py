@@ -216,23 +216,32 @@ def run_curate(cfg: ExperimentConfig, store: RunStore) -> StageResult:
     store.write_json("curation/summary.json", summary)
     outputs += ["curation/decontamination.parquet", "curation/summary.json"]
     _print_summary(summary)
+    removed: dict[str, dict[str, int]] = {}
+    for r, rs in summary["recipes"].items():
+        removed[r] = {"docs_in": rs["docs_in"], **{st["step"]: st["removed"] for st in rs["steps"]},
+                      "docs_out": rs["docs_out"], "tokens_out": rs["tokens_out"]}
     stats = {
-        "recipes": {r: {k: s[k] for k in ("docs_in", "docs_out", "tokens_out")} for r, s in summary["recipes"].items()},
+        "token_budget": budget,
+        "removed": removed,
+        "corpora": {r: rs["corpus"] for r, rs in summary["recipes"].items() if "corpus" in rs},
         "safety": summary.get("safety", {}),
-        "leaked_items": {t: max((v["items_leaked"] for v in d["recipes"].values()), default=0)
-                         for t, d in summary["decontamination"].items()},
+        "decontamination": {t: {r: v["items_leaked"] for r, v in d["recipes"].items()}
+                            for t, d in summary["decontamination"].items()},
     }
     return StageResult(outputs=sorted(set(outputs)), stats=stats)
 
 
 def _world_stats(store: RunStore, docs: list[Document]) -> dict[str, Any]:
-    """Domain mix of the curated recipe (the world's labels), when the corpus carries them."""
-    domains: dict[str, int] = {}
-    for d in docs:
-        dom = str(d.meta.get("domain", ""))
-        if dom:
-            domains[dom] = domains.get(dom, 0) + 1
-    return {"domains": dict(sorted(domains.items()))} if domains else {}
+    """The same corpus statistics `generate` reports (domains, distinct n-grams, long-tail coverage),
+    for the curated recipe, when the corpus carries the world's labels."""
+    if not docs or not all("domain" in d.meta and "facts" in d.meta for d in docs):
+        return {}
+    from cleanroom.recipes.build import corpus_stats
+    from cleanroom.world.build import load_world
+
+    rows = [{"text": d.text, "meta": json.dumps(d.meta), "tokens": d.tokens} for d in docs]
+    stats = corpus_stats(rows, load_world(store))
+    return {"domains": stats["domains"], "corpus": stats}
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
