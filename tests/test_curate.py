@@ -69,6 +69,12 @@ def test_exact_and_near_dedup_find_planted_copies(planted):
     assert result.steps[0]["docs_in"] == len(planted.docs)
 
 
+def test_executor_shards_by_rank(planted):
+    shards = [LocalExecutor([ExactDedup()]).run(planted.docs[:100], rank=r, world_size=3) for r in range(3)]
+    assert sorted(d.id for s in shards for d in s.kept) == sorted(d.id for d in planted.docs[:100])
+    assert [d.id for d in shards[1].kept] == [d.id for d in planted.docs[1:100:3]]
+
+
 def test_near_dedup_keeps_the_first_copy():
     rng = np.random.default_rng(0)
     vocab = vocabulary(rng, 500)
@@ -301,6 +307,16 @@ def test_curate_stage_outputs(curated, smoke_cfg):
     assert set(summary["decontamination"]) == {"bench", "twin", "longtail", "restricted"}
     m = store.manifest("curate")
     assert m is not None and m.stats["safety"]["recall"] == sf["recall"]
+
+
+def test_curate_disabled_uses_generated_corpora(curated, smoke_cfg, tmp_path):
+    shutil.copytree(curated.root, tmp_path, dirs_exist_ok=True)
+    store = RunStore(tmp_path)
+    cfg = smoke_cfg.model_copy(deep=True)
+    cfg.curate.enabled = False
+    Pipeline(cfg, store).ensure("curate")
+    assert not store.path("curated/web").exists()
+    assert corpus_dir(cfg, store, "web") == "corpora/web"
 
 
 def test_curate_rerun_is_a_noop(curated, smoke_cfg):

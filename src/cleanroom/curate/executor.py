@@ -1,6 +1,7 @@
 """Executors run a chain of steps over documents; steps never know how they are executed.
 
-`LocalExecutor` streams documents through the steps in one process (generators: one document at a
+`LocalExecutor` streams one shard of the documents (`rank` of `world_size`; all of them by default)
+through the steps in one process (generators: one document at a
 time through every step, a batch at a time inside each). A step with a `fit(docs)` method (the
 safety classifier, which is cross-fitted on the documents it will judge) is a two-pass step: the
 executor materialises the documents that reach it, fits it, then lets them through.
@@ -42,7 +43,12 @@ class LocalExecutor:
         self.steps = steps
 
     def run(self, docs: Iterable[Document], rank: int = 0, world_size: int = 1) -> RunResult:
+        """Run every step over this worker's shard (every `world_size`-th document from `rank`)."""
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
         stream: Iterable[Document] = docs
+        if world_size > 1:
+            stream = (d for i, d in enumerate(docs) if i % world_size == rank)
         for step in self.steps:
             fit = getattr(step, "fit", None)
             if fit is not None:

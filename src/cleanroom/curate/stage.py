@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +162,13 @@ def _chain(common: RunResult, safe: RunResult) -> RunResult:
 
 def run_curate(cfg: ExperimentConfig, store: RunStore) -> StageResult:
     names = list(cfg.recipes.names)
+    if not cfg.curate.enabled:
+        say("  curation disabled (curate.enabled = false): recipes are used as generated")
+        for recipe in names:  # a stale curated/ from an earlier run must not shadow corpora/
+            if store.path(f"curated/{recipe}").is_dir():
+                shutil.rmtree(store.path(f"curated/{recipe}"))
+        store.write_json("curation/summary.json", {"enabled": False})
+        return StageResult(outputs=["curation/summary.json"], stats={"enabled": False})
     budget = cfg.recipes.token_budget
     items = eval_items(store)
     has_stream = store.path(STREAM).is_dir()
