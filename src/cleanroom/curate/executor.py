@@ -11,6 +11,7 @@ executor materialises the documents that reach it, fits it, then lets them throu
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,7 +54,9 @@ class LocalExecutor:
             fit = getattr(step, "fit", None)
             if fit is not None:
                 stream = list(stream)
+                t0 = time.perf_counter()
                 fit(stream)
+                step.stats.seconds += time.perf_counter() - t0
             stream = step.run(stream, rank=rank, world_size=world_size)
         kept = list(stream)
         result = RunResult(kept=kept)

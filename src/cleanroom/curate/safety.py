@@ -67,7 +67,8 @@ class SafetyFilter(Step):
 
     def _classifier(self) -> Any:
         linear = require("sklearn.linear_model", "scikit-learn")
-        return linear.LogisticRegression(C=self.c, class_weight="balanced", solver="liblinear", max_iter=1000)
+        return linear.LogisticRegression(C=self.c, class_weight="balanced", solver="liblinear", max_iter=1000,
+                                       random_state=self.seed)
 
     def flagged(self, text: str) -> bool:
         return self.blocklist is not None and self.blocklist.search(text) is not None

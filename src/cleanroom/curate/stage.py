@@ -221,6 +221,11 @@ def run_curate(cfg: ExperimentConfig, store: RunStore) -> StageResult:
                       else ["web_stream"]) for r in names}
     summary["decontamination"] = decontamination_summary(items, leaks, sources_of)
     store.write_parquet("curation/decontamination.parquet", leak_table(leaks))
+    # step timings go to the manifest only: summary.json stays byte-identical across reruns
+    seconds = {r: {st["step"]: st.get("seconds") for st in rs["steps"]} for r, rs in summary["recipes"].items()}
+    for rs in summary["recipes"].values():
+        for st in rs["steps"]:
+            st.pop("seconds", None)
     store.write_json("curation/summary.json", summary)
     outputs += ["curation/decontamination.parquet", "curation/summary.json"]
     _print_summary(summary)
@@ -235,6 +240,7 @@ def run_curate(cfg: ExperimentConfig, store: RunStore) -> StageResult:
         "safety": summary.get("safety", {}),
         "decontamination": {t: {r: v["items_leaked"] for r, v in d["recipes"].items()}
                             for t, d in summary["decontamination"].items()},
+        "step_seconds": seconds,
     }
     return StageResult(outputs=sorted(set(outputs)), stats=stats)
 
