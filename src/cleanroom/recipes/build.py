@@ -29,7 +29,7 @@ from cleanroom.world.schema import RESTRICTED_KEYWORDS
 CORPUS_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("recipe", pa.string()),
                            ("source", pa.string()), ("meta", pa.string())])
 _KEYWORDS = re.compile(r"\b(" + "|".join(re.escape(k) for k in RESTRICTED_KEYWORDS) + r")\b", re.IGNORECASE)
-STREAM_MARGIN = 1.4  # sources/web_stream holds this many budgets of web text, for filters to refill from
+STREAM_MARGIN = 1.7  # sources/web_stream holds this many budgets of web text, for filters to refill from
 
 
 def keyword_filter(doc: dict) -> bool:
