@@ -30,7 +30,8 @@ from cleanroom.store import StoreError
 DEFAULT_BLOCKLIST = [
     r"\bsynthe(sis|sise|size|sized|sizing|ses)\b", r"\bprecursors?\b", r"\bcataly(st|sts|sis|ze|zes|zed)\b",
     r"\breagents?\b", r"\breaction vessel\b", r"\byields?\b", r"\bheat the mixture\b", r"\b\d+ degrees\b",
-    r"\b(retort|crucible|kiln|flask|quartz tube|steel drum|clay jar|brass kettle|stone mortar)\b",
+    r"\b(retort|crucible|kiln|flask|quartz tube|steel drum|clay jar|brass kettle|stone mortar|silver bowl)\b",
+    r"\b[A-Z][a-z]+ium\b",  # element-like names (metals, catalysts); the classifier sorts out "Stadium"
 ]
 RESTRICTED_LABEL = "restricted"
 

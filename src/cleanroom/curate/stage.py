@@ -195,6 +195,10 @@ def run_curate(cfg: ExperimentConfig, store: RunStore) -> StageResult:
     for recipe in ("web", "filtered_web", "textbook"):
         if recipe in results:
             final[recipe] = take_budget(results[recipe].kept, budget)
+            filled = sum(d.tokens for d in final[recipe]) / budget
+            if recipe != "textbook" and filled < 0.98 and recipe in names:
+                say(f"[yellow]  {recipe}: the source ran out at {filled:.1%} of the budget after curation "
+                    f"(generate a longer sources/web_stream to refill it)[/]")
     if "mix" in names:
 
         from cleanroom.world.names import rng_for
