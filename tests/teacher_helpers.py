@@ -33,7 +33,7 @@ def make_tiny_model(directory: Path, vocab: int = 300) -> Path:
                                    pad_token="<|endoftext|>")
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=fast.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=1024,
                       eos_token_id=fast.eos_token_id, bos_token_id=fast.bos_token_id,
                       pad_token_id=fast.pad_token_id)
     model = LlamaForCausalLM(cfg)
