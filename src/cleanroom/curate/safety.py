@@ -96,6 +96,13 @@ class SafetyFilter(Step):
         self._scores = {d.id: float(s) for d, s in zip(docs, scores, strict=True)}
         flags = np.array([self.flagged(d.text) for d in docs])
         self.metrics = self._metrics(labels.astype(bool), flags, scores)
+        # which non-restricted documents would be removed (label noise shows up here: e.g. a copy of a
+        # restricted document that the world labels `noise`)
+        fp: dict[str, int] = {}
+        for d, f, sc, y in zip(docs, flags, scores, labels, strict=True):
+            if f and sc >= self.threshold and not y:
+                fp[d.kind or "?"] = fp.get(d.kind or "?", 0) + 1
+        self.metrics["false_positives_by_kind"] = dict(sorted(fp.items()))
 
     def _metrics(self, restricted: np.ndarray, flags: np.ndarray, scores: np.ndarray) -> dict[str, Any]:
         """Honest (cross-fitted) recall and false-positive rate of blocklist, classifier and both."""
