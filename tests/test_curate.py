@@ -342,3 +342,18 @@ def test_cli_standalone(tmp_path, smoke_corpora):
     assert res.exit_code == 1 and "does not exist" in res.output and "Traceback" not in res.output
     res = runner.invoke(app, ["curate", "--input", str(tmp_path / "in.parquet")])
     assert res.exit_code == 2 and "--output" in res.output
+
+
+def test_dedup_benchmark_runs(capsys):
+    """The benchmark's JSON has both sides on the same corpus; ours is at least as good at recall."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "dedup_throughput.py"
+    spec = importlib.util.spec_from_file_location("dedup_throughput", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = module.main(["--docs", "600", "--repeats", "1"])
+    assert json.loads(capsys.readouterr().out)["speedup"] == out["speedup"] > 0
+    assert out["ours"]["recall"] >= out["datasketch"]["recall"] and out["ours"]["recall"] >= 0.95
+    assert out["ours"]["false_removals"] == 0
