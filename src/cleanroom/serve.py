@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import queue
+import socket
 import threading
 import time
 import uuid
@@ -223,6 +224,12 @@ def make_handler(server: ModelServer, quiet: bool = True) -> type[BaseHTTPReques
             if not quiet:
                 super().log_message(fmt, *args)
 
+        def setup(self) -> None:
+            # headers and body leave in separate writes; without TCP_NODELAY, Nagle + delayed ACK
+            # add ~40 ms to every keep-alive request
+            super().setup()
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
         def _send(self, status: int, obj: dict, t0: float | None = None) -> None:
             data = json.dumps(obj).encode()
             self.send_response(status)
@@ -287,11 +294,15 @@ def make_handler(server: ModelServer, quiet: bool = True) -> type[BaseHTTPReques
     return Handler
 
 
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # listen backlog: bursts of concurrent clients connect without refusals
+
+
 def start_server(server: ModelServer, host: str = "127.0.0.1", port: int = 0,
                  quiet: bool = True) -> tuple[ThreadingHTTPServer, threading.Thread]:
     """Bind (port 0 = a free port) and serve in a background thread; `httpd.shutdown()` stops it."""
-    httpd = ThreadingHTTPServer((host, port), make_handler(server, quiet))
-    httpd.daemon_threads = True
+    httpd = _HTTPServer((host, port), make_handler(server, quiet))
     thread = threading.Thread(target=httpd.serve_forever, name="cleanroom-serve-http", daemon=True)
     thread.start()
     return httpd, thread
@@ -303,8 +314,7 @@ def serve_forever(model: str, host: str, port: int, *, name: str | None = None, 
     from cleanroom.ui import say
 
     server = ModelServer(model, name=name, max_tokens_limit=max_tokens_limit, batch_size=batch_size, dtype=dtype)
-    httpd = ThreadingHTTPServer((host, port), make_handler(server, quiet=not log))
-    httpd.daemon_threads = True
+    httpd = _HTTPServer((host, port), make_handler(server, quiet=not log))
     host_shown, port_shown = httpd.server_address[:2]
     say(f"[bold]serving[/] `{server.name}` on http://{host_shown}:{port_shown}/v1 "
         f"(max_tokens <= {server.max_tokens_limit}, batches of up to {batch_size}) — Ctrl-C stops")
