@@ -122,6 +122,7 @@ def generate_cmd(
     mode: Annotated[str, typer.Option(help="openai: chat | completion")] = "chat",
     api_key_env: Annotated[str, typer.Option(help="environment variable holding the API key")] = "OPENAI_API_KEY",
     cache: Annotated[str | None, typer.Option(help="request cache (default OUT/cache/requests.sqlite)")] = None,
+    repetition_penalty: Annotated[float | None, typer.Option(help="1.15 for transformers if unset")] = None,
 ):
     """Write corpora: the world lab's recipes (default), or a real teacher's corpus (--teacher openai|transformers)."""
     if teacher == "procedural":
@@ -139,7 +140,8 @@ def generate_cmd(
         run_teacher_generate(out, teacher=teacher, model=model, base_url=base_url, recipe=recipe, tokens=tokens,
                              source=source, seed=seed, ground=ground, concurrency=concurrency,
                              batch_size=batch_size, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-                             timeout=timeout, retries=retries, mode=mode, api_key_env=api_key_env, cache=cache)
+                             timeout=timeout, retries=retries, mode=mode, api_key_env=api_key_env, cache=cache,
+                             repetition_penalty=repetition_penalty)
     except (TeacherError, SourceMissingError, StoreError, ValueError) as e:
         _fail(f"{e} — finished requests are cached; rerun the same command to resume", 1)
     except KeyboardInterrupt:

@@ -37,7 +37,7 @@ class RequestError(Exception):
 @dataclass
 class _Job:
     text: str
-    key: tuple  # (max_tokens, temperature, top_p, stop, seed): jobs with equal keys share a batch
+    key: tuple  # (max_tokens, temperature, top_p, stop, seed, repetition_penalty): equal keys share a batch
     done: threading.Event = field(default_factory=threading.Event)
     result: Completion | None = None
     error: str | None = None
@@ -84,11 +84,11 @@ class ModelServer:
                 self._run_group(key, group)
 
     def _run_group(self, key: tuple, group: list[_Job]) -> None:
-        max_tokens, temperature, top_p, stop, seed = key
+        max_tokens, temperature, top_p, stop, seed, repetition_penalty = key
         t0 = time.perf_counter()
         try:
             outs = generate_batch(self.lm, self.tok, [j.text for j in group], max_tokens, temperature, top_p,
-                                  stop, seed)
+                                  stop, seed, repetition_penalty)
             for j, c in zip(group, outs, strict=True):
                 j.result = c
         except Exception as e:  # a generation failure answers 500 for this group, the server goes on
@@ -107,14 +107,14 @@ class ModelServer:
 
     # ------------------------------------------------------------------ request handling
     def complete(self, texts: list[str], max_tokens: int, temperature: float, top_p: float,
-                 stop: tuple[str, ...], seed: int | None) -> list[Completion]:
+                 stop: tuple[str, ...], seed: int | None, repetition_penalty: float | None = None) -> list[Completion]:
         for t in texts:
             n_prompt = len(self.tok(t, add_special_tokens=False)["input_ids"])
             if n_prompt + max_tokens > self.context:
                 raise RequestError(400, f"prompt ({n_prompt} tokens) + max_tokens ({max_tokens}) exceeds the "
                                         f"model's context of {self.context} tokens", "max_tokens",
                                    "context_length_exceeded")
-        jobs = [_Job(t, (max_tokens, temperature, top_p, stop, seed)) for t in texts]
+        jobs = [_Job(t, (max_tokens, temperature, top_p, stop, seed, repetition_penalty)) for t in texts]
         for j in jobs:
             self._q.put(j)
         for j in jobs:
@@ -155,8 +155,11 @@ def _validate_common(body: dict, server: ModelServer) -> dict:
     seed = body.get("seed")
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
         raise RequestError(400, f"seed must be an integer, got {seed!r}", "seed")
+    rp = body.get("repetition_penalty")
+    if rp is not None and (not isinstance(rp, int | float) or not 0 < rp <= 10):
+        raise RequestError(400, f"repetition_penalty must be a number in (0, 10], got {rp!r}", "repetition_penalty")
     return {"max_tokens": max_tokens, "temperature": float(temperature), "top_p": float(top_p),
-            "stop": tuple(stop), "seed": seed}
+            "stop": tuple(stop), "seed": seed, "repetition_penalty": None if rp is None else float(rp)}
 
 
 def handle_completions(body: dict, server: ModelServer) -> dict:

@@ -28,8 +28,9 @@ AUDIENCES: dict[str, str] = {
 FORMATS: dict[str, str] = {
     "textbook": "Write a section of a textbook about {topic}. Give it a title, explain the key ideas in "
                 "short paragraphs, and include one concrete example.",
-    "exercises": "Write three exercises about {topic}, each followed by a worked solution. Start each one "
-                 "with \"Exercise N:\" and its solution with \"Solution:\".",
+    "exercises": "Write three exercises about {topic}, each followed by a worked solution. Label them "
+                 "\"Exercise 1:\", \"Exercise 2:\" and \"Exercise 3:\", and start each solution with "
+                 "\"Solution:\".",
     "story": "Write a short story in which the characters learn something about {topic}.",
     "qa": "Write a question-and-answer session about {topic}: four questions a curious reader would ask, "
           "each followed by a clear answer. Start questions with \"Q:\" and answers with \"A:\".",

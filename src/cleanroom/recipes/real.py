@@ -265,7 +265,8 @@ def embedding_spread(texts: list[str]) -> float | None:
 def run_teacher_generate(out: Path, *, teacher: str, model: str | None, base_url: str | None, recipe: str,
                          tokens: int, source: str | None, seed: int, ground: bool, concurrency: int,
                          batch_size: int, max_tokens: int, temperature: float, top_p: float, timeout: float,
-                         retries: int, mode: str, api_key_env: str, cache: str | None) -> dict:
+                         retries: int, mode: str, api_key_env: str, cache: str | None,
+                         repetition_penalty: float | None = None) -> dict:
     """`cleanroom generate --teacher openai|transformers ...`: build the teacher, generate, print a summary.
 
     Raises TeacherError / SourceMissingError / StoreError / ValueError with user-facing messages.
@@ -278,7 +279,10 @@ def run_teacher_generate(out: Path, *, teacher: str, model: str | None, base_url
         raise ValueError(f"--tokens must be > 0, got {tokens}")
     t = make_teacher(teacher, model, base_url=base_url, concurrency=concurrency, batch_size=batch_size,
                      timeout=timeout, max_retries=retries, mode=mode, api_key_env=api_key_env)
-    params = GenParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
+    if repetition_penalty is None and teacher == "transformers":
+        repetition_penalty = 1.15  # small local models loop ("*\n*\n*...") without it
+    params = GenParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
+                       repetition_penalty=repetition_penalty)
     gen = RealGenConfig(recipe=recipe, tokens=tokens, source=source, seed=seed, ground=ground, params=params,
                         wave=max(concurrency * 4, batch_size), cache_path=cache)
     store = RunStore(out)

@@ -155,6 +155,8 @@ class OpenAITeacher:
             kw["stop"] = list(params.stop)
         if params.seed is not None:
             kw["seed"] = params.seed
+        if params.repetition_penalty is not None:  # not OpenAI's API; vLLM and `cleanroom serve` read it
+            kw["extra_body"] = {"repetition_penalty": params.repetition_penalty}
         if self.mode == "chat":
             messages = [{"role": "user", "content": prompt}]
             if self.system_prompt:

@@ -28,10 +28,13 @@ class GenParams:
     top_p: float = 0.95
     stop: tuple[str, ...] = field(default_factory=tuple)
     seed: int | None = None
+    repetition_penalty: float | None = None  # None = the engine's default (no penalty)
 
     def as_dict(self) -> dict:
         d = asdict(self)
         d["stop"] = list(self.stop)
+        if d["repetition_penalty"] is None:  # keeps keys of runs made before the field existed
+            del d["repetition_penalty"]
         return d
 
 

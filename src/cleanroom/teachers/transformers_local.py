@@ -103,7 +103,8 @@ def truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
 
 
 def generate_batch(model, tok, texts: list[str], max_new_tokens: int, temperature: float, top_p: float,
-                   stop: Sequence[str] = (), seed: int | None = None) -> list[Completion]:
+                   stop: Sequence[str] = (), seed: int | None = None,
+                   repetition_penalty: float | None = None) -> list[Completion]:
     """One padded batch through `model.generate`; token counts exclude padding and the end token."""
     import torch
 
@@ -114,6 +115,8 @@ def generate_batch(model, tok, texts: list[str], max_new_tokens: int, temperatur
     gen_kw = {"do_sample": sample, "max_new_tokens": max_new_tokens, "pad_token_id": tok.pad_token_id}
     if sample:
         gen_kw.update(temperature=temperature, top_p=top_p)
+    if repetition_penalty is not None:
+        gen_kw["repetition_penalty"] = repetition_penalty
     with torch.inference_mode():
         out = model.generate(**enc, **gen_kw)
     new = out[:, enc["input_ids"].shape[1]:]
@@ -172,7 +175,7 @@ class TransformersTeacher:
             idx = order[s:s + self.batch_size]
             seed = None if params.seed is None else params.seed + s
             outs = generate_batch(self._lm, self._tok, [texts[i] for i in idx], params.max_tokens,
-                                  params.temperature, params.top_p, params.stop, seed)
+                                  params.temperature, params.top_p, params.stop, seed, params.repetition_penalty)
             for i, c in zip(idx, outs, strict=True):
                 results[i] = c
                 if on_result is not None:
