@@ -66,6 +66,7 @@ def test_models_and_completions_through_the_openai_sdk(served):
     (json.dumps({"model": "tiny-llama", "prompt": "x", "max_tokens": 0}).encode(), 400, "positive integer"),
     (json.dumps({"model": "tiny-llama", "prompt": 5}).encode(), 400, "prompt must be"),
     (json.dumps({"model": "tiny-llama", "prompt": "x", "temperature": 9}).encode(), 400, "temperature"),
+    (json.dumps({"model": "tiny-llama", "prompt": "x", "repetition_penalty": -1}).encode(), 400, "repetition"),
 ])
 def test_bad_requests_get_4xx_json_and_the_server_keeps_running(served, body, status, fragment):
     _, url = served

@@ -72,6 +72,16 @@ def test_retry_budget_exhausted_gives_a_clear_error_and_keeps_finished_work():
     assert sorted(done) == [0, 1, 3, 4] and bad_attempts == 3
 
 
+def test_sampling_params_reach_the_server():
+    with FakeEndpoint() as ep:
+        _teacher(ep).generate(["p"], GenParams(max_tokens=7, temperature=0.3, top_p=0.5, seed=4, stop=("###",),
+                                               repetition_penalty=1.2))
+        (body,) = ep.requests
+    assert body["max_tokens"] == 7 and body["temperature"] == 0.3 and body["top_p"] == 0.5
+    assert body["seed"] == 4 and body["stop"] == ["###"] and body["repetition_penalty"] == 1.2
+    assert body["messages"] == [{"role": "user", "content": "p"}]
+
+
 def test_client_errors_are_not_retried():
     with FakeEndpoint(lambda n, b: ("status", 401)) as ep:
         t = _teacher(ep)
