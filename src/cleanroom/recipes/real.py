@@ -134,7 +134,9 @@ def _run_wave(teacher: Teacher, cache: RequestCache, specs: list[PromptSpec], pa
             n.sent += 1
             n.teacher_tokens += c.completion_tokens
             n.gen_seconds = gen_seconds0 + time.perf_counter() - t0
-            task.advance(0, info=_rate_info(n, cache))
+            # move the bar (and its ETA) as completions arrive; the wave's end sets the exact count
+            task.advance(min(count_tokens(c.text), max(0.0, (task.total or 0) - task.done)),
+                         info=_rate_info(n, cache))
 
         gen_seconds0 = n.gen_seconds
         teacher.generate([s.text for s, _ in todo], params, on_result=store_one)
