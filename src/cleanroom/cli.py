@@ -142,8 +142,10 @@ def generate_cmd(
                              batch_size=batch_size, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
                              timeout=timeout, retries=retries, mode=mode, api_key_env=api_key_env, cache=cache,
                              repetition_penalty=repetition_penalty)
-    except (TeacherError, SourceMissingError, StoreError, ValueError) as e:
+    except TeacherError as e:
         _fail(f"{e} — finished requests are cached; rerun the same command to resume", 1)
+    except (SourceMissingError, StoreError, ValueError) as e:
+        _fail(str(e), 1)
     except KeyboardInterrupt:
         _fail("interrupted — finished requests are cached; rerun the same command to resume", 130)
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from cleanroom.teachers.protocol import Completion
-from cleanroom.teachers.transformers_local import generate_batch, load_model, render_chat, resolve_model
+from cleanroom.teachers.transformers_local import ALIASES, generate_batch, load_model, render_chat, resolve_model
 
 MAX_BODY = 1 << 20
 
@@ -49,7 +49,7 @@ class ModelServer:
     def __init__(self, model: str, *, name: str | None = None, max_tokens_limit: int = 1024,
                  batch_size: int = 32, batch_wait: float = 0.005, dtype: str = "auto", threads: int = 0):
         spec = resolve_model(model)
-        self.name = name or spec.name
+        self.name = name or (model if model in ALIASES else spec.name)
         self.lm, self.tok = load_model(spec, dtype, threads)
         self.context = int(getattr(self.lm.config, "max_position_embeddings", 0) or 1 << 30)
         self.max_tokens_limit = min(max_tokens_limit, self.context)
@@ -319,6 +319,8 @@ def serve_forever(model: str, host: str, port: int, *, name: str | None = None, 
     server = ModelServer(model, name=name, max_tokens_limit=max_tokens_limit, batch_size=batch_size, dtype=dtype)
     httpd = _HTTPServer((host, port), make_handler(server, quiet=not log))
     host_shown, port_shown = httpd.server_address[:2]
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        say(f"[yellow]warning:[/] listening on {host}: reachable beyond this machine, with no authentication")
     say(f"[bold]serving[/] `{server.name}` on http://{host_shown}:{port_shown}/v1 "
         f"(max_tokens <= {server.max_tokens_limit}, batches of up to {batch_size}) — Ctrl-C stops")
     try:
