@@ -116,7 +116,13 @@ def generate_batch(model, tok, texts: list[str], max_new_tokens: int, temperatur
     if sample:
         gen_kw.update(temperature=temperature, top_p=top_p)
     if repetition_penalty is not None:
-        gen_kw["repetition_penalty"] = repetition_penalty
+        # penalise repeats within the completion only: HF's plain `repetition_penalty` also counts the
+        # prompt, which pushes a grounded model *away* from its seed passage (measured on SmolLM2:
+        # passage word overlap 0.38 -> 0.03)
+        from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
+
+        gen_kw["logits_processor"] = LogitsProcessorList([RepetitionPenaltyLogitsProcessor(
+            repetition_penalty, prompt_ignore_length=enc["input_ids"].shape[1])])
     with torch.inference_mode():
         out = model.generate(**enc, **gen_kw)
     new = out[:, enc["input_ids"].shape[1]:]
