@@ -43,3 +43,33 @@ def tiny_llama(vocab_size: int, seed: int = 0, hidden: int = 32, layers: int = 2
                       num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
                       max_position_embeddings=max_len, tie_word_embeddings=True)
     return LlamaForCausalLM(cfg).eval()
+
+
+def tiny_run(root, preset: str = "smoke", recipes: Sequence[str] = ("web",), overrides: Sequence[str] = (),
+             seed: int = 0):
+    """A run directory with a world, a tokenizer and randomly initialised exported models.
+
+    Enough for the eval and tamper stages without generating corpora or training: returns
+    (cfg, store). Models are `cleanroom.train.model.Transformer`s at the preset's shape.
+    """
+    from cleanroom.config import load_config
+    from cleanroom.evals.tamper import attack_texts
+    from cleanroom.store import RunStore
+    from cleanroom.train.export import export_hf
+    from cleanroom.train.model import Transformer
+    from cleanroom.train.tokenizer import save_tokenizer, train_tokenizer
+    from cleanroom.world.build import load_items, run_world
+
+    cfg = load_config(preset, None, list(overrides))
+    store = RunStore(root)
+    run_world(cfg, store)
+    texts = [it["prompt"] + " " + o for t in ("bench", "twin", "longtail", "restricted")
+             for it in load_items(store, t) for o in it["options"]]
+    texts += attack_texts(store.read_parquet("world/facts.parquet").to_pylist())
+    tok = train_tokenizer(texts, cfg.tokenizer.vocab_size, min_frequency=1)
+    save_tokenizer(tok, store.path("tokenizer.json"))
+    for i, recipe in enumerate(recipes):
+        torch.manual_seed(seed + i)
+        model = Transformer(cfg.model, tok.get_vocab_size()).eval()
+        export_hf(model, cfg, store.path("tokenizer.json"), store.path(f"models/{recipe}"))
+    return cfg, store

@@ -1,0 +1,57 @@
+"""The eval stage on a run with random exported models: files, schema, stats, user errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from cleanroom.evals.adapters import EvalError
+from cleanroom.evals.stage import run_eval
+from cleanroom.evals.tasks import ROW_SCHEMA, TASKS
+from cleanroom.evals.testing import tiny_run
+from cleanroom.store import StoreError
+from cleanroom.world.build import load_items
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return tiny_run(tmp_path_factory.mktemp("eval_stage"))
+
+
+def test_eval_writes_one_row_per_item_and_stats(run):
+    cfg, store = run
+    res = run_eval(cfg, store, "web")
+    assert res.outputs == [f"evals/web/{t}.parquet" for t in TASKS]
+    for task in TASKS:
+        table = store.read_parquet(f"evals/web/{task}.parquet")
+        assert table.schema.equals(ROW_SCHEMA, check_metadata=False)
+        items = load_items(store, task)
+        rows = table.to_pylist()
+        assert [r["id"] for r in rows] == [it["id"] for it in items]
+        for r in rows:
+            if r["kind"] == "choice":
+                assert len(r["logprobs"]) == len(r["options"]) == len(r["logprobs_norm"])
+                assert r["prediction"] == max(range(len(r["logprobs"])), key=r["logprobs"].__getitem__)
+                assert r["correct"] == (r["prediction"] == r["gold"])
+            else:
+                assert r["correct"] == (r["prediction_text"] == r["target"])
+        m = res.stats[task]
+        assert set(m) >= {"acc", "acc_norm", "ci_low", "ci_high", "n", "chance"}
+        assert m["n"] == len(items) and m["ci_low"] <= m["acc"] <= m["ci_high"]
+        assert m["acc"] == pytest.approx(sum(r["correct"] for r in rows) / len(rows))
+    assert res.stats["bench"]["chance"] < 0.25  # exact-match arithmetic items have chance 0
+    assert [d["decile"] for d in res.stats["longtail"]["deciles"]] == list(range(1, 11))
+    assert "deciles" not in res.stats["bench"]
+
+
+def test_eval_is_deterministic(run):
+    cfg, store = run
+    first = store.path("evals/web/longtail.parquet").read_bytes()
+    run_eval(cfg, store, "web")
+    assert store.path("evals/web/longtail.parquet").read_bytes() == first
+
+
+def test_missing_model_is_a_one_line_user_error(run):
+    cfg, store = run
+    with pytest.raises(EvalError, match="no trained model for recipe `mix`.*cleanroom train"):
+        run_eval(cfg, store, "mix")
+    assert issubclass(EvalError, StoreError)  # the CLI prints it without a traceback

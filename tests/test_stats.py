@@ -1,0 +1,81 @@
+"""Bootstrap statistics: CIs, paired differences, difference of differences, deciles, verdicts."""
+
+import numpy as np
+import pytest
+
+from cleanroom.evals.stats import accuracy_ci, diff_of_diffs, paired_diff, per_decile, twin_pairs, verdict
+
+
+def test_accuracy_ci_contains_mean_is_seeded_and_shrinks_with_n():
+    rng = np.random.default_rng(0)
+    small = rng.random(50) < 0.6
+    acc, lo, hi = accuracy_ci(small, 500, seed=1)
+    assert lo <= acc <= hi and 0 < lo < hi < 1
+    assert accuracy_ci(small, 500, seed=1) == (acc, lo, hi)  # seeded: same numbers again
+    big = rng.random(2000) < 0.6
+    _, blo, bhi = accuracy_ci(big, 500, seed=1)
+    assert bhi - blo < (hi - lo) / 3
+
+
+def test_accuracy_ci_degenerate_inputs():
+    assert accuracy_ci([True] * 10, 200) == (1.0, 1.0, 1.0)
+    assert accuracy_ci([False], 200) == (0.0, 0.0, 0.0)
+    assert all(np.isnan(v) for v in accuracy_ci([], 200))
+
+
+def test_paired_diff_detects_a_real_difference_and_not_a_fake_one():
+    rng = np.random.default_rng(0)
+    b = rng.random(400) < 0.5
+    a = b | (rng.random(400) < 0.3)  # A right wherever B is, and on some more
+    eff, lo, hi = paired_diff(a, b, 1000, seed=0)
+    assert eff == pytest.approx(a.mean() - b.mean()) and 0 < lo <= eff <= hi
+    assert verdict(lo, hi, +1) == "supported" and verdict(lo, hi, -1) == "not supported"
+    assert paired_diff(b, b, 1000, seed=0) == (0.0, 0.0, 0.0)
+    noise = rng.random(400) < 0.5
+    eff, lo, hi = paired_diff(noise, rng.permutation(noise), 1000, seed=0)
+    assert lo < 0 < hi and verdict(lo, hi) == "inconclusive"
+    with pytest.raises(ValueError):
+        paired_diff([1, 0], [1], 100)
+
+
+def test_paired_ci_is_tighter_than_the_unpaired_one():
+    rng = np.random.default_rng(3)
+    skill = rng.random(300) < 0.5
+    a = skill | (rng.random(300) < 0.1)
+    b = skill & (rng.random(300) < 0.95)
+    _, lo, hi = paired_diff(a, b, 1000, seed=0)
+    _, alo, ahi = accuracy_ci(a, 1000, seed=0)
+    assert hi - lo < ahi - alo
+
+
+def test_diff_of_diffs_known_effect():
+    # A: bench all right, twin half right (drop 0.5); B: bench and twin equal (drop 0)
+    n = 200
+    bench_a = np.ones(n, bool)
+    twin_a = np.arange(n) % 2 == 0
+    bench_b = twin_b = np.arange(n) % 3 == 0
+    eff, lo, hi = diff_of_diffs(bench_a, twin_a, bench_b, twin_b, 1000, seed=0)
+    assert eff == pytest.approx(0.5) and 0.35 < lo < 0.5 < hi < 0.65
+    with pytest.raises(ValueError):
+        diff_of_diffs([1], [1], [1], [1, 0], 100)
+
+
+def test_twin_pairs_align_by_id_suffix():
+    bench = ["bench-0000", "bench-0001", "bench-a0000", "bench-0002"]
+    twin = ["twin-a0000", "twin-0001", "twin-0000"]
+    assert twin_pairs(bench, twin) == [(0, 2), (1, 1), (2, 0)]
+
+
+def test_per_decile():
+    deciles = [1, 1, 1, 1, 2, 2, 10]
+    correct = [1, 1, 1, 0, 0, 0, 1]
+    out = per_decile(deciles, correct, 200, seed=0)
+    assert [d["decile"] for d in out] == [1, 2, 10]
+    assert [d["acc"] for d in out] == [0.75, 0.0, 1.0]
+    assert [d["n"] for d in out] == [4, 2, 1]
+    assert all(d["ci_low"] <= d["acc"] <= d["ci_high"] for d in out)
+
+
+def test_verdict_undefined_is_inconclusive():
+    assert verdict(float("nan"), 0.3) == "inconclusive"
+    assert verdict(-0.3, -0.1, -1) == "supported"

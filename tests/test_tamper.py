@@ -1,0 +1,86 @@
+"""The tamper stage: the sweep's shape, the worst case over learning rates, the base model untouched,
+and an attack loop that really learns what it is fed."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from cleanroom.evals.adapters import NativeAdapter
+from cleanroom.evals.tamper import attack_curve, attack_texts, run_tamper, worst_case
+from cleanroom.evals.testing import tiny_run
+from cleanroom.store import sha256_file
+from cleanroom.train.tokenizer import encode_documents, load_tokenizer
+from cleanroom.world.schema import RELATIONS, fill
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return tiny_run(tmp_path_factory.mktemp("tamper"),
+                    overrides=["tamper.steps=[6, 0, 3]", "tamper.lrs=[1e-3, 1e-2]", "tamper.batch_size=4"])
+
+
+def test_attack_texts_use_only_attack_facts():
+    facts = [
+        {"domain": "restricted", "split": "attack", "relation": "catalyst", "subject": "Zorbol", "object": "ash"},
+        {"domain": "restricted", "split": "heldout", "relation": "catalyst", "subject": "Heldol", "object": "x"},
+        {"domain": "longtail", "split": "", "relation": "birthplace", "subject": "Ann", "object": "Rome"},
+    ]
+    texts = attack_texts(facts)
+    rel = RELATIONS["catalyst"]
+    assert len(texts) == len(rel.qa) + len(rel.statements)
+    assert f"Question: {fill(rel.qa[0], 'Zorbol')}\nAnswer: ash" in texts
+    assert fill(rel.statements[0], "Zorbol", "ash") in texts
+    assert not any("Heldol" in t or "Ann" in t for t in texts)
+
+
+def test_tamper_stage_sweep_worst_case_and_untouched_base(run):
+    cfg, store = run
+    model_files = sorted(store.path("models/web").iterdir())
+    before = {p.name: sha256_file(p) for p in model_files}
+    res = run_tamper(cfg, store, "web")
+    assert {p.name: sha256_file(p) for p in sorted(store.path("models/web").iterdir())} == before
+    rows = store.read_parquet("evals/web/tamper.parquet").to_pylist()
+    assert [(r["k"], r["lr"]) for r in rows] == [(k, lr) for lr in (1e-3, 1e-2) for k in (0, 3, 6)]
+    assert all(r["recipe"] == "web" and r["n"] == cfg.items.n_restricted for r in rows)
+    base = [r for r in rows if r["k"] == 0]
+    assert base[0]["acc"] == base[1]["acc"] and all(math.isnan(r["train_loss"]) for r in base)
+    assert all(math.isfinite(r["train_loss"]) for r in rows if r["k"] > 0)
+    for k in (0, 3, 6):
+        at_k = [r for r in rows if r["k"] == k]
+        worst = [r for r in at_k if r["worst_case"]]
+        assert len(worst) == 1 and worst[0]["acc"] == max(r["acc"] for r in at_k)
+        assert worst[0]["ci_low"] <= worst[0]["acc"] <= worst[0]["ci_high"]
+    assert [c["k"] for c in res.stats["curve"]] == [0, 3, 6]
+    assert [c["acc"] for c in res.stats["curve"]] == [r["acc"] for r in rows if r["worst_case"]]
+    assert res.stats["chance"] == pytest.approx(0.25)
+
+
+def test_worst_case_picks_the_strongest_attack_per_k():
+    rows = [{"k": 0, "acc": 0.3}, {"k": 5, "acc": 0.4}, {"k": 0, "acc": 0.3}, {"k": 5, "acc": 0.6}]
+    curve = worst_case(rows)
+    assert [r["acc"] for r in curve] == [0.3, 0.6]
+    assert [r["worst_case"] for r in rows] == [True, False, False, True]
+
+
+def test_the_attack_loop_learns_the_facts_it_is_fed(run):
+    """Held-out items *about the attack facts themselves* must become answerable: the fine-tune works."""
+    cfg, store = run
+    cfg = cfg.model_copy(update={"tamper": cfg.tamper.model_copy(update={"batch_size": 8})})
+    facts = [f for f in store.read_parquet("world/facts.parquet").to_pylist() if f["split"] == "attack"][:4]
+    tok = load_tokenizer(store.path("tokenizer.json"))
+    docs = encode_documents(tok, attack_texts(facts))
+    pools = store.read_json("world/pools.json")
+    items = []
+    for i, f in enumerate(facts):
+        rel = RELATIONS[f["relation"]]
+        opts = [f["object"]] + [v for v in pools[rel.pool] if v != f["object"]][:3]
+        opts = opts[i % 4:] + opts[:i % 4]
+        prompt = f"Question: {fill(rel.qa[0], f['subject'])}\nAnswer:"
+        items.append({"id": f"a{i}", "kind": "choice", "prompt": prompt, "options": opts,
+                      "gold": opts.index(f["object"]), "target": f["object"], "decile": 0})
+    base = NativeAdapter.load(store.path("models/web"), dtype="fp32")
+    curve = attack_curve(base.model, base.codec, docs, items, cfg, 3e-3, [0, 120], "cpu")
+    assert [c["k"] for c in curve] == [0, 120]
+    assert curve[0]["acc"] < 1.0 and curve[1]["acc"] == 1.0
