@@ -46,7 +46,7 @@ def test_config_file_merges_over_preset(tmp_path):
     [
         ("train.stepz=3", "unknown config key `train.stepz` (allowed: batch_size"),
         ("train.steps=-3", "config key `train.steps`: input should be greater than 0, got -3"),
-        ("train.dtype=fp16", "config key `train.dtype`: input should be 'bf16' or 'fp32', got 'fp16'"),
+        ("train.dtype=fp16", "config key `train.dtype`: input should be 'auto', 'bf16' or 'fp32', got 'fp16'"),
         ("nosuch.key=1", "unknown config key `nosuch`"),
         ("model.n_heads=3", "must be divisible by n_heads"),
         ("recipes.web_noise=0.9", "web_* shares must sum to 1"),

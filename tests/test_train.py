@@ -171,3 +171,15 @@ def test_torchrun_ddp_two_processes_matches_one_process_with_the_global_batch(to
     assert stats["world_size"] == 2 and stats["tokens_seen"] == single["tokens_seen"]
     assert stats["final_val_loss"] == pytest.approx(single["final_val_loss"], rel=0.01)
     assert store.path("models/web/model.safetensors").exists()
+
+
+def test_auto_dtype_is_bf16_only_where_bf16_is_fast(monkeypatch):
+    from cleanroom.train import trainer
+
+    assert trainer.resolve_dtype("cpu", "fp32") == "fp32" and trainer.resolve_dtype("cpu", "bf16") == "bf16"
+    monkeypatch.setattr(trainer, "fast_bf16", lambda device: True)
+    assert trainer.resolve_dtype("cpu", "auto") == "bf16"
+    monkeypatch.setattr(trainer, "fast_bf16", lambda device: False)
+    assert trainer.resolve_dtype("cpu", "auto") == "fp32"
+    with autocast("cpu", "auto"):
+        assert torch.nn.Linear(2, 2)(torch.ones(1, 2)).dtype == torch.float32

@@ -56,12 +56,39 @@ def pick_device(train_cfg: TrainConfig) -> torch.device:
     return torch.device("cpu")
 
 
+def fast_bf16(device: torch.device | str) -> bool:
+    """Does this device run bf16 matmuls faster than fp32? CUDA with bf16 support, or a CPU with AMX.
+
+    A CPU with only AVX512-BF16 (no AMX tiles, e.g. a VM that hides AMX) runs oneDNN's bf16 matmuls
+    at about half its fp32 speed, so autocast there would slow training down.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    init_amx = getattr(getattr(torch._C, "_cpu", None), "_init_amx", None)
+    if init_amx is not None:
+        return bool(init_amx())
+    try:
+        with open("/proc/cpuinfo") as f:
+            return "amx_bf16" in f.read()
+    except OSError:
+        return False
+
+
+def resolve_dtype(device: torch.device | str, dtype: str | torch.dtype) -> str:
+    """`auto` -> "bf16" where bf16 is fast (see `fast_bf16`), else "fp32"; other values unchanged."""
+    if dtype == "auto":
+        return "bf16" if fast_bf16(device) else "fp32"
+    return "fp32" if dtype in ("fp32", torch.float32) else "bf16" if dtype in ("bf16", torch.bfloat16) else dtype
+
+
 def autocast(device: torch.device | str, dtype: str | torch.dtype = "bf16") -> contextlib.AbstractContextManager:
-    """bf16 autocast on CPU or CUDA; a no-op context for fp32."""
+    """bf16 autocast on CPU or CUDA; a no-op context for fp32; `auto` picks per `resolve_dtype`."""
     device_type = torch.device(device).type
-    if dtype in ("fp32", torch.float32):
+    dtype = resolve_dtype(device, dtype)
+    if dtype == "fp32":
         return contextlib.nullcontext()
-    if dtype not in ("bf16", torch.bfloat16):
+    if dtype != "bf16":
         raise ValueError(f"unsupported dtype {dtype!r} (bf16 or fp32)")
     return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
 
@@ -190,11 +217,22 @@ def _tail_log(path: Path, upto_step: int) -> None:
 
 def train_model(cfg: ExperimentConfig, store: RunStore, recipe: str, stop_after: int | None = None) -> dict:
     """Train (or resume) `recipe`'s model; export it; return stats. `stop_after` (tests) stops early."""
-    tcfg, mcfg = cfg.train, cfg.model
+    tcfg = cfg.train
     init_distributed()
     rank, _, world = _dist_info()
     device = pick_device(tcfg)
+    dtype = resolve_dtype(device, tcfg.dtype)
+    threads_before = torch.get_num_threads()
     _set_threads(tcfg, world)
+    try:
+        return _train(cfg, store, recipe, stop_after, device, dtype, rank, world)
+    finally:
+        torch.set_num_threads(threads_before)  # later stages in this process get every core back
+
+
+def _train(cfg: ExperimentConfig, store: RunStore, recipe: str, stop_after: int | None, device: torch.device,
+           dtype: str, rank: int, world: int) -> dict:
+    tcfg, mcfg = cfg.train, cfg.model
     tokens_dir = store.path("tokens")
     meta_path = tokens_dir / f"{recipe}.json"
     if not meta_path.exists():
@@ -249,7 +287,7 @@ def train_model(cfg: ExperimentConfig, store: RunStore, recipe: str, stop_after:
                 for g in opt.param_groups:
                     g["lr"] = lr
                 x, y = batches.batch(step, rank, world, B)
-                with autocast(device, tcfg.dtype):
+                with autocast(device, dtype):
                     _, loss = net(x.to(device, non_blocking=True), y.to(device, non_blocking=True))
                 loss.backward()
                 if tcfg.grad_clip > 0:
@@ -268,7 +306,7 @@ def train_model(cfg: ExperimentConfig, store: RunStore, recipe: str, stop_after:
                 row = {"step": done, "loss": round(loss_f, 5), "lr": lr, "tokens": done * tokens_per_step,
                        "tokens_per_s": round(tokens_per_step / dt, 1)}
                 if done % tcfg.eval_every == 0 or done == tcfg.steps:
-                    last_val = evaluate(model, val, device, tcfg.dtype)
+                    last_val = evaluate(model, val, device, dtype)
                     row["val_loss"] = round(last_val, 5)
                 if log is not None:
                     log.write(json.dumps(row) + "\n")
@@ -294,7 +332,7 @@ def train_model(cfg: ExperimentConfig, store: RunStore, recipe: str, stop_after:
         "tokens_per_s": round((done - start) * tokens_per_step / max(train_seconds, 1e-9), 1),
         "params": model.num_params(),
         "device": device.type,
-        "dtype": tcfg.dtype,
+        "dtype": dtype,
         "world_size": world,
     }
     if finished and rank == 0:
