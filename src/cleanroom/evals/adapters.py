@@ -124,6 +124,15 @@ class CausalLMAdapter:
         """ids [B,T] -> logits [B,T,V]; `mask` [B,T,T] bool (True = may attend) or None = causal."""
         raise NotImplementedError
 
+    def _hidden(self, ids: torch.Tensor, positions: torch.Tensor | None,
+                mask: torch.Tensor | None) -> torch.Tensor | None:
+        """ids [B,T] -> final hidden states [B,T,D] (after the last norm), or None if unsupported."""
+        return None
+
+    def _head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden [N,D] -> logits [N,V]."""
+        raise NotImplementedError
+
     # helpers -----------------------------------------------------------------------------------
     @contextlib.contextmanager
     def _autocast(self) -> Iterator[None]:
@@ -133,14 +142,26 @@ class CausalLMAdapter:
         else:
             yield
 
-    def _run(self, ids: torch.Tensor, positions: torch.Tensor | None,
-             mask: torch.Tensor | None) -> torch.Tensor:
+    def _run(self, ids: torch.Tensor, positions: torch.Tensor | None, mask: torch.Tensor | None,
+             rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """Logits [N,V] (fp32) at positions (rows[i], cols[i]) of the batch.
+
+        The batched strategies apply the output head only at those positions (the vocabulary
+        projection is the largest matmul of a small model); `naive` computes every position's
+        logits, as a straightforward scorer would.
+        """
         self.counts.forward_calls += 1
         self.counts.tokens += ids.numel()
         dev = self.device
+        ids = ids.to(dev)
+        positions = None if positions is None else positions.to(dev)
+        mask = None if mask is None else mask.to(dev)
+        rows, cols = rows.to(dev), cols.to(dev)
         with torch.inference_mode(), self._autocast():
-            return self._forward(ids.to(dev), None if positions is None else positions.to(dev),
-                                 None if mask is None else mask.to(dev))
+            hidden = None if self.strategy == "naive" else self._hidden(ids, positions, mask)
+            if hidden is not None:
+                return self._head(hidden[rows, cols]).float()
+            return self._forward(ids, positions, mask)[rows, cols].float()
 
     def _timed(self, key: str, t0: float) -> None:
         self.counts.extra[key] = self.counts.extra.get(key, 0.0) + time.perf_counter() - t0
@@ -244,7 +265,6 @@ class CausalLMAdapter:
                 mask = causal[None] & same & (seg[:, None, :] >= 0)
                 mask |= torch.eye(T, dtype=torch.bool)[None]  # padding rows attend to themselves (no NaN)
                 positions = pos
-            logits = self._run(ids, positions, mask)
             req_idx, b_idx, p_idx, tgt = [], [], [], []
             for b, i in enumerate(batch):
                 for ri, p, t in rows[i].reads:
@@ -252,7 +272,7 @@ class CausalLMAdapter:
                     b_idx.append(b)
                     p_idx.append(p)
                     tgt.append(t)
-            picked = logits[torch.tensor(b_idx), torch.tensor(p_idx)].float()  # [N, V]
+            picked = self._run(ids, positions, mask, torch.tensor(b_idx), torch.tensor(p_idx))  # [N, V]
             logp = F.log_softmax(picked, dim=-1)
             tgt_t = torch.tensor(tgt, device=logp.device)
             tok_lp = logp.gather(1, tgt_t[:, None])[:, 0].cpu().tolist()
@@ -279,22 +299,17 @@ class CausalLMAdapter:
         for s in range(0, len(order), step):
             batch = order[s:s + step]
             seqs = [list(self._fit(ctx[requests[i].context], requests[i].max_tokens)) for i in batch]
+            decoder = self._decoder(seqs)
             new: list[list[int]] = [[] for _ in batch]
             live = list(range(len(batch)))
             for _ in range(max(requests[i].max_tokens for i in batch)):
                 live = [b for b in live if len(new[b]) < requests[batch[b]].max_tokens]
                 if not live:
                     break
-                T = max(len(seqs[b]) for b in live)
-                ids = torch.full((len(live), T), self.codec.pad_id, dtype=torch.long)
-                for j, b in enumerate(live):
-                    ids[j, :len(seqs[b])] = torch.tensor(seqs[b])
-                logits = self._run(ids, None, None)
-                last = torch.tensor([len(seqs[b]) - 1 for b in live])
-                nxt = logits[torch.arange(len(live)), last].float().argmax(dim=-1).cpu().tolist()
+                nxt = decoder.next_logits(live).argmax(dim=-1).cpu().tolist()
+                decoder.push(live, nxt)
                 still = []
                 for b, tok in zip(live, nxt, strict=True):
-                    seqs[b].append(tok)
                     new[b].append(tok)
                     if tok == self.codec.eos_id:
                         new[b].pop()
@@ -311,10 +326,109 @@ class CausalLMAdapter:
         return out
 
 
+    def _decoder(self, seqs: list[list[int]]) -> RecomputeDecoder:
+        """How greedy decoding gets next-token logits; subclasses may return a KV-cached decoder."""
+        return RecomputeDecoder(self, seqs)
+
+
+class RecomputeDecoder:
+    """Greedy decoding without a cache: every step reruns each live row's whole prefix (right-padded,
+    so padding never reaches a real position); the baseline every model supports."""
+
+    def __init__(self, adapter: CausalLMAdapter, seqs: list[list[int]]):
+        self.adapter, self.seqs = adapter, [list(x) for x in seqs]
+
+    def next_logits(self, live: list[int]) -> torch.Tensor:
+        T = max(len(self.seqs[b]) for b in live)
+        ids = torch.full((len(live), T), self.adapter.codec.pad_id, dtype=torch.long)
+        for j, b in enumerate(live):
+            ids[j, :len(self.seqs[b])] = torch.tensor(self.seqs[b])
+        last = torch.tensor([len(self.seqs[b]) - 1 for b in live])
+        return self.adapter._run(ids, None, None, torch.arange(len(live)), last)
+
+    def push(self, live: list[int], tokens: list[int]) -> None:
+        for b, t in zip(live, tokens, strict=True):
+            self.seqs[b].append(t)
+
+
 # ------------------------------------------------------------------------------------- adapters
 
 
 _TREE_PARTS = ("embed_tokens", "layers", "norm", "lm_head", "_rope")
+
+
+class NativeKVDecoder:
+    """KV-cached greedy decoding for our Transformer: the prompt runs once (left-padded, pad keys
+    masked, positions counted over real tokens, exactly as `Transformer.forward(attention_mask=...)`
+    does), then each step runs one token per row against the cached keys and values. It calls the
+    model's own modules and `apply_rope` in the order `Block` and `Attention` do; a test checks that
+    it generates exactly what the cache-free `RecomputeDecoder` generates."""
+
+    def __init__(self, adapter: NativeAdapter, seqs: list[list[int]]):
+        self.adapter = adapter
+        B, T = len(seqs), max(len(x) for x in seqs)
+        ids = torch.full((B, T), adapter.codec.pad_id, dtype=torch.long)
+        keep = torch.zeros((B, T), dtype=torch.bool)
+        for b, x in enumerate(seqs):
+            ids[b, T - len(x):] = torch.tensor(x)
+            keep[b, T - len(x):] = True
+        dev = adapter.device
+        self.keep = keep.to(dev)
+        self.next_pos = self.keep.long().sum(1)
+        positions = (self.keep.long().cumsum(-1) - 1).clamp(min=0)
+        causal = torch.ones(T, T, dtype=torch.bool, device=dev).tril()
+        mask = ((causal[None] & self.keep[:, None, :]) | torch.eye(T, dtype=torch.bool, device=dev)[None])[:, None]
+        self.cache: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.pending: torch.Tensor | None = None
+        self.last = self._forward(ids.to(dev), positions, mask)
+
+    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        from cleanroom.train.model import apply_rope
+
+        a, m = self.adapter, self.adapter.model
+        a.counts.forward_calls += 1
+        a.counts.tokens += ids.numel()
+        prefill = not self.cache
+        with torch.inference_mode(), a._autocast():
+            x = m.embed_tokens(ids)
+            B, T, _ = x.shape
+            cos, sin = m._rope(T, positions)  # [B, 1, T, hd]
+            for i, layer in enumerate(m.layers):
+                att = layer.self_attn
+                h = layer.input_layernorm(x)
+                q = att.q_proj(h).view(B, T, att.n_heads, att.head_dim).transpose(1, 2)
+                k = att.k_proj(h).view(B, T, att.n_kv_heads, att.head_dim).transpose(1, 2)
+                v = att.v_proj(h).view(B, T, att.n_kv_heads, att.head_dim).transpose(1, 2)
+                c, s = cos.to(q.dtype), sin.to(q.dtype)
+                q, k = apply_rope(q, c, s), apply_rope(k, c, s)
+                if prefill:
+                    self.cache.append((k, v))
+                else:
+                    k = torch.cat([self.cache[i][0], k], dim=2)
+                    v = torch.cat([self.cache[i][1], v], dim=2)
+                    self.cache[i] = (k, v)
+                if att.n_kv_heads != att.n_heads:
+                    r = att.n_heads // att.n_kv_heads
+                    k, v = k.repeat_interleave(r, dim=1), v.repeat_interleave(r, dim=1)
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+                x = x + att.o_proj(y.transpose(1, 2).reshape(B, T, att.n_heads * att.head_dim))
+                x = x + layer.mlp(layer.post_attention_layernorm(x))
+            return m.lm_head(m.norm(x[:, -1])).float()
+
+    def next_logits(self, live: list[int]) -> torch.Tensor:
+        if self.pending is not None:
+            tok, self.pending = self.pending, None
+            B = tok.shape[0]
+            self.keep = torch.cat([self.keep, torch.ones(B, 1, dtype=torch.bool, device=self.keep.device)], 1)
+            positions = self.next_pos[:, None]
+            self.next_pos = self.next_pos + 1
+            self.last = self._forward(tok[:, None], positions, self.keep[:, None, None, :])
+        return self.last[torch.tensor(live, device=self.last.device)]
+
+    def push(self, live: list[int], tokens: list[int]) -> None:
+        tok = torch.full((self.last.shape[0],), self.adapter.codec.pad_id, dtype=torch.long)
+        tok[torch.tensor(live)] = torch.tensor(tokens)
+        self.pending = tok.to(self.adapter.device)
 
 
 class NativeAdapter(CausalLMAdapter):
@@ -326,9 +440,11 @@ class NativeAdapter(CausalLMAdapter):
     falls back to the padded strategy; a test checks that packed and padded scores agree.
     """
 
-    def __init__(self, model: torch.nn.Module, codec: Codec, *, max_len: int | None = None, **kw: Any):
+    def __init__(self, model: torch.nn.Module, codec: Codec, *, max_len: int | None = None,
+                 kv_cache: bool = True, **kw: Any):
         self.model = model.eval()
         self.supports_tree_mask = all(hasattr(model, a) for a in _TREE_PARTS)
+        self.kv_cache = kv_cache
         if max_len is None:
             cfg = getattr(model, "cfg", None)
             max_len = int(getattr(cfg, "seq_len", 0) or 2048)
@@ -347,15 +463,31 @@ class NativeAdapter(CausalLMAdapter):
         return cls(model, Codec.from_tokenizers(tok), **kw)
 
     def _forward(self, ids, positions, mask):
-        m = self.model
         if mask is None:
-            out = m(ids)
+            out = self.model(ids)
             return out[0] if isinstance(out, tuple) else out
+        return self._head(self._hidden(ids, positions, mask))
+
+    def _hidden(self, ids, positions, mask):
+        m = self.model
+        if not self.supports_tree_mask:
+            return None
         cos, sin = m._rope(ids.shape[1], positions)
         x = m.embed_tokens(ids)
         for layer in m.layers:
-            x = layer(x, cos, sin, mask[:, None])
-        return m.lm_head(m.norm(x))
+            x = layer(x, cos, sin, None if mask is None else mask[:, None])
+        return m.norm(x)
+
+    def _head(self, hidden):
+        return self.model.lm_head(hidden)
+
+    def _decoder(self, seqs):
+        if self.strategy == "naive" or not self.supports_tree_mask or not self.kv_cache:
+            return RecomputeDecoder(self, seqs)
+        return NativeKVDecoder(self, seqs)
+
+
+_PLAIN_HEAD = {"llama", "mistral", "qwen2", "qwen3"}  # logits = lm_head(last hidden state), nothing else
 
 
 class HFAdapter(CausalLMAdapter):
@@ -381,6 +513,19 @@ class HFAdapter(CausalLMAdapter):
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise EvalError(f"cannot load a Hugging Face causal LM from {path}: {first}") from None
         return cls(model.to(device), tok, device=device, **kw)
+
+    def _hidden(self, ids, positions, mask):
+        if getattr(self.model.config, "model_type", "") not in _PLAIN_HEAD or not hasattr(self.model, "model"):
+            return None  # e.g. logit soft-capping after the head: use the model's own logits
+        return self.model.model(
+            input_ids=ids,
+            attention_mask=None if mask is None else mask[:, None],
+            position_ids=positions,
+            use_cache=False,
+        ).last_hidden_state
+
+    def _head(self, hidden):
+        return self.model.lm_head(hidden)
 
     def _forward(self, ids, positions, mask):
         return self.model(
