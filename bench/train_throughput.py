@@ -1,0 +1,170 @@
+"""Training throughput at the default preset's model shape: our trainer vs an fp32 eager nanoGPT baseline.
+
+    .venv/bin/python bench/train_throughput.py [--steps 12] [--no-compile] [--preset default]
+
+Both models are built and timed in this process, interleaved (ours, baseline, ours, ...) so that load
+from other processes hits both alike; each figure is the median step time. Also measured here: the
+machine's bf16 and fp32 matmul peaks (2048^3 GEMMs), so MFU (model FLOPs per second / peak) refers
+to this machine as it is now. Prints one JSON object:
+
+    {"speedup", "mfu", "tokens_per_s", "baseline_tokens_per_s", "peak_rss_mb", ...}
+
+`tokens_per_s` / `mfu` are our trainer's step as the preset configures it (dtype `auto`, compile
+off); `compiled_*` add `torch.compile`. The baseline is nanoGPT's model (learned positions,
+LayerNorm, GELU MLP with 4 x d hidden = the same parameter count as our SwiGLU, fused-QKV SDPA
+attention, tied embeddings) trained in fp32 eager with PyTorch's default AdamW.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import statistics
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from cleanroom.config import load_config
+from cleanroom.train.model import Transformer
+from cleanroom.train.trainer import autocast, make_optimizer, resolve_dtype
+
+
+class NanoGPTBlock(nn.Module):
+    def __init__(self, d: int, n_heads: int, hidden: int):
+        super().__init__()
+        self.n_heads = n_heads
+        self.ln_1, self.ln_2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.c_attn, self.c_proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.c_fc, self.mlp_proj = nn.Linear(d, hidden), nn.Linear(hidden, d)
+
+    def forward(self, x):
+        B, T, C = x.shape
+        q, k, v = self.c_attn(self.ln_1(x)).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, T, C)
+        x = x + self.c_proj(y)
+        return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x))))
+
+
+class NanoGPT(nn.Module):
+    """nanoGPT's GPT (Karpathy), trimmed: the fp32 eager baseline."""
+
+    def __init__(self, vocab: int, d: int, n_layers: int, n_heads: int, seq_len: int, hidden: int):
+        super().__init__()
+        self.wte, self.wpe = nn.Embedding(vocab, d), nn.Embedding(seq_len, d)
+        self.h = nn.ModuleList(NanoGPTBlock(d, n_heads, hidden) for _ in range(n_layers))
+        self.ln_f = nn.LayerNorm(d)
+        self.lm_head = nn.Linear(d, vocab, bias=False)
+        self.lm_head.weight = self.wte.weight
+
+    def forward(self, idx, targets):
+        x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
+        for block in self.h:
+            x = block(x)
+        logits = self.lm_head(self.ln_f(x))
+        return logits, F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 2048, seconds: float = 1.5) -> float:
+    """Best-of GFLOP/s of an n^3 GEMM."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    best, end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t = time.perf_counter()
+        a @ b
+        best = max(best, 2 * n**3 / (time.perf_counter() - t) / 1e9)
+    return best
+
+
+def make_step(model: nn.Module, opt: torch.optim.Optimizer, x, y, dtype: str, clip: float):
+    def step():
+        with autocast("cpu", dtype):
+            _, loss = model(x, y)
+        loss.backward()
+        if clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default="default")
+    p.add_argument("--steps", type=int, default=12, help="timed steps per variant")
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
+    args = p.parse_args()
+    cfg = load_config(args.preset)
+    m, t = cfg.model, cfg.train
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    vocab, B, T = cfg.tokenizer.vocab_size, t.batch_size, m.seq_len
+    dtype = resolve_dtype("cpu", t.dtype)
+    load_before = os.getloadavg()[0]
+
+    peak_bf16, peak_fp32 = matmul_peak(torch.bfloat16), matmul_peak(torch.float32)
+
+    torch.manual_seed(0)
+    x, y = torch.randint(0, vocab, (B, T)), torch.randint(0, vocab, (B, T))
+    ours = Transformer(m, vocab)
+    ours_opt = make_optimizer(ours, t.lr, t.weight_decay, (t.beta1, t.beta2))
+    hidden = m.ffn_hidden * 3 // 2  # GELU MLP with the parameter count of our SwiGLU (4d when ffn = 8d/3)
+    base = NanoGPT(vocab, m.d_model, m.n_layers, m.n_heads, T, hidden)
+    base_opt = torch.optim.AdamW(base.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    variants = {
+        "ours": make_step(ours, ours_opt, x, y, dtype, t.grad_clip),
+        "baseline": make_step(base, base_opt, x, y, "fp32", t.grad_clip),
+    }
+    compile_s = None
+    if not args.no_compile:
+        compiled = Transformer(m, vocab)
+        compiled.load_state_dict(ours.state_dict())
+        c_opt = make_optimizer(compiled, t.lr, t.weight_decay, (t.beta1, t.beta2))
+        variants["compiled"] = make_step(torch.compile(compiled), c_opt, x, y, dtype, t.grad_clip)
+        t0 = time.perf_counter()
+        variants["compiled"]()
+        compile_s = time.perf_counter() - t0
+    for step in variants.values():  # warm up (allocator, oneDNN primitive caches)
+        step()
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(args.steps):
+        for name, step in variants.items():
+            t0 = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - t0)
+    tps = {k: B * T / statistics.median(v) for k, v in times.items()}
+    flops = ours.flops_per_token(T)
+    out = {
+        "speedup": round(tps["ours"] / tps["baseline"], 3),
+        "mfu": round(tps["ours"] * flops / (peak_bf16 * 1e9), 4),
+        "tokens_per_s": round(tps["ours"], 1),
+        "baseline_tokens_per_s": round(tps["baseline"], 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "mfu_vs_fp32_peak": round(tps["ours"] * flops / (peak_fp32 * 1e9), 4),
+        "bf16_peak_gflops": round(peak_bf16, 1),
+        "fp32_peak_gflops": round(peak_fp32, 1),
+        "model_gflops": round(tps["ours"] * flops / 1e9, 1),
+        "dtype": dtype,
+        "shape": {"d_model": m.d_model, "n_layers": m.n_layers, "n_heads": m.n_heads, "ffn_hidden": m.ffn_hidden,
+                  "seq_len": T, "batch_size": B, "vocab": vocab, "params": ours.num_params()},
+        "threads": torch.get_num_threads(),
+        "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+    }
+    if compile_s is not None:
+        out["compiled_tokens_per_s"] = round(tps["compiled"], 1)
+        out["compiled_speedup"] = round(tps["compiled"] / tps["baseline"], 3)
+        out["compiled_mfu"] = round(tps["compiled"] * flops / (peak_bf16 * 1e9), 4)
+        out["compile_seconds"] = round(compile_s, 1)
+    assert all(math.isfinite(v) for v in tps.values())
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
