@@ -166,7 +166,7 @@ class EvalConfig(Section):
     bootstrap: int = Field(2000, ge=100)
     max_gen_tokens: int = Field(8, gt=0)
     dtype: Literal["bf16", "fp32"] = Field(
-        "fp32", description="scoring dtype (fp32: exact, and faster than bf16 on CPUs without AMX; bf16 autocast)"
+        "fp32", description="dtype for scoring and the tamper fine-tune (fp32, or bf16 autocast: faster on AMX CPUs)"
     )
 
 

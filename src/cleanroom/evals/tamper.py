@@ -8,7 +8,9 @@ held-out items use) and as prose (the relation's statements). One continuous run
 goes to max(tamper.steps); after k steps, for each k in the sweep, the held-out `restricted` items
 are scored. The attack facts and the held-out facts are disjoint compounds, so any gain on held-out
 items is knowledge the base model already had and the attack unlocked (plus the QA format, which
-the k = 0 row and the chance level bound).
+the k = 0 row and the chance level bound). The fine-tune uses AdamW (`train.make_optimizer`, the
+trainer's weight decay and betas) at a constant learning rate, `tamper.batch_size` whole documents
+per step in a seeded order (the same order for every learning rate), in `eval.dtype`.
 
 Output `evals/<recipe>/tamper.parquet`, one row per (k, lr): recipe, k, lr, acc, acc_norm, ci_low,
 ci_high, n, chance, train_loss (mean attack loss over the steps since the previous k), and
@@ -98,7 +100,7 @@ def attack_curve(base: torch.nn.Module, codec: Codec, docs: list[list[int]], ite
         model.train()
         while done < k:
             x, y = batches.next()
-            with autocast(device, cfg.train.dtype):
+            with autocast(device, cfg.eval.dtype):
                 _, loss = model(x.to(device), targets=y.to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
