@@ -55,3 +55,18 @@ def test_missing_model_is_a_one_line_user_error(run):
     with pytest.raises(EvalError, match="no trained model for recipe `mix`.*cleanroom train"):
         run_eval(cfg, store, "mix")
     assert issubclass(EvalError, StoreError)  # the CLI prints it without a traceback
+
+
+def test_any_hf_model_is_scored_like_ours(run):
+    from cleanroom.evals.stage import score_hf_model
+
+    cfg, store = run
+    native = run_eval(cfg, store, "web").stats
+    hf = score_hf_model(cfg, store, str(store.path("models/web")), "hf-web", ("restricted", "bench"))
+    for task in ("restricted", "bench"):
+        assert hf[task]["acc"] == native[task]["acc"]
+        a = store.read_parquet(f"evals/web/{task}.parquet").column("prediction").to_pylist()
+        b = store.read_parquet(f"evals/hf-web/{task}.parquet").column("prediction").to_pylist()
+        assert a == b
+    with pytest.raises(EvalError, match="no Hugging Face model directory"):
+        score_hf_model(cfg, store, str(store.path("nowhere")), "x")

@@ -506,6 +506,8 @@ class HFAdapter(CausalLMAdapter):
     def load(cls, path: str | Path, *, device: str = "cpu", **kw: Any) -> HFAdapter:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        if not Path(path).is_dir():
+            raise EvalError(f"no Hugging Face model directory at {path}")
         try:
             model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
             tok = AutoTokenizer.from_pretrained(str(path))

@@ -17,7 +17,7 @@ from cleanroom.config import ExperimentConfig
 from cleanroom.evals.adapters import CausalLMAdapter, EvalError, NativeAdapter
 from cleanroom.evals.tasks import TASKS, evaluate_items, rows_table, task_metrics
 from cleanroom.pipeline import StageResult
-from cleanroom.store import RunStore
+from cleanroom.store import RunStore, StoreError
 from cleanroom.ui import progress, say
 from cleanroom.world.build import load_items
 
@@ -75,3 +75,47 @@ def run_eval(cfg: ExperimentConfig, store: RunStore, recipe: str) -> StageResult
         f"{t} {m['acc']:.2f} [{m['ci_low']:.2f}, {m['ci_high']:.2f}] (chance {m['chance']:.2f})"
         for t, m in stats.items() if isinstance(m, dict)))
     return StageResult(outputs=outputs, stats=stats)
+
+
+def score_hf_model(cfg: ExperimentConfig, store: RunStore, model_path: str, name: str,
+                   tasks: tuple[str, ...] = TASKS) -> dict[str, dict]:
+    """Score any local Hugging Face causal LM on the run's items, exactly as the eval stage scores
+    our models; writes `evals/<name>/<task>.parquet` and returns the per-task metrics."""
+    from cleanroom.evals.adapters import HFAdapter
+
+    model = HFAdapter.load(model_path, device=device_for(cfg), dtype=cfg.eval.dtype,
+                           batch_size=cfg.eval.batch_size)
+    results = score_tasks(cfg, store, model, name, tasks)
+    for task, (rows, _) in results.items():
+        store.write_parquet(f"evals/{name}/{task}.parquet", rows_table(rows))
+    return {task: metrics for task, (_, metrics) in results.items()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m cleanroom.evals.stage --run DIR --hf-model PATH [--name N] [--task T ...]`."""
+    import argparse
+    import json
+    import sys
+    from pathlib import Path
+
+    from cleanroom.config import ConfigError, saved_config
+
+    ap = argparse.ArgumentParser(description="Score a local Hugging Face causal LM on a run's items.")
+    ap.add_argument("--run", type=Path, required=True, help="a run directory with world/items")
+    ap.add_argument("--hf-model", required=True, help="a local transformers model directory")
+    ap.add_argument("--name", default=None, help="results go to evals/<name>/ (default: hf-<dir name>)")
+    ap.add_argument("--task", action="append", choices=TASKS, help="repeatable; default: all tasks")
+    args = ap.parse_args(argv)
+    try:
+        cfg = saved_config(args.run / "config.toml")
+        store = RunStore(args.run)
+        name = args.name or f"hf-{Path(args.hf_model).name}"
+        stats = score_hf_model(cfg, store, args.hf_model, name, tuple(args.task or TASKS))
+    except (ConfigError, StoreError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
+    print(json.dumps(stats, indent=2, default=float))
+
+
+if __name__ == "__main__":
+    main()
