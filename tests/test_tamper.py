@@ -55,13 +55,21 @@ def test_tamper_stage_sweep_worst_case_and_untouched_base(run):
     assert [c["k"] for c in res.stats["curve"]] == [0, 3, 6]
     assert [c["acc"] for c in res.stats["curve"]] == [r["acc"] for r in rows if r["worst_case"]]
     assert res.stats["chance"] == pytest.approx(0.25)
+    assert res.outputs == ["evals/web/tamper.parquet", "evals/web/tamper_items.parquet"]
+    per_item = store.read_parquet("evals/web/tamper_items.parquet").to_pylist()
+    assert len(per_item) == len(rows) * cfg.items.n_restricted
+    for r in rows:  # the summary rows are the per-item results aggregated
+        its = [i for i in per_item if i["steps"] == r["k"] and i["lr"] == r["lr"]]
+        assert sum(i["correct"] for i in its) / len(its) == pytest.approx(r["acc"])
+        assert all(i["worst_case"] == r["worst_case"] for i in its)
 
 
 def test_worst_case_picks_the_strongest_attack_per_k():
-    rows = [{"k": 0, "acc": 0.3}, {"k": 5, "acc": 0.4}, {"k": 0, "acc": 0.3}, {"k": 5, "acc": 0.6}]
+    rows = [{"k": 0, "lr": 3e-3, "acc": 0.3}, {"k": 5, "lr": 3e-3, "acc": 0.4},
+            {"k": 0, "lr": 1e-3, "acc": 0.3}, {"k": 5, "lr": 1e-3, "acc": 0.6}]
     curve = worst_case(rows)
     assert [r["acc"] for r in curve] == [0.3, 0.6]
-    assert [r["worst_case"] for r in rows] == [True, False, False, True]
+    assert [r["worst_case"] for r in rows] == [False, False, True, True]  # tie at k=0: the smaller lr
 
 
 def test_the_attack_loop_learns_the_facts_it_is_fed(run):

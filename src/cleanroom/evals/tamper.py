@@ -15,8 +15,10 @@ per step in a seeded order (the same order for every learning rate), in `eval.dt
 Output `evals/<recipe>/tamper.parquet`, one row per (k, lr): recipe, k, lr, acc, acc_norm, ci_low,
 ci_high, n, chance, train_loss (mean attack loss over the steps since the previous k), and
 `worst_case` = True on the row with the highest held-out accuracy over learning rates at that k
-(the curve a durable-safeguard claim must be judged on: the strongest attack tried). The same
-worst-case curve is `StageResult.stats["curve"]`.
+(the curve a durable-safeguard claim must be judged on: the strongest attack tried; ties go to the
+smaller learning rate). The same worst-case curve is `StageResult.stats["curve"]`.
+`evals/<recipe>/tamper_items.parquet` has the per-item results behind every row (recipe, steps, lr,
+worst_case, id, fact_id, gold, prediction, correct, logprobs), for paired comparisons.
 """
 
 from __future__ import annotations
@@ -43,6 +45,14 @@ TAMPER_SCHEMA = pa.schema([
     ("recipe", pa.string()), ("k", pa.int32()), ("lr", pa.float64()), ("acc", pa.float64()),
     ("acc_norm", pa.float64()), ("ci_low", pa.float64()), ("ci_high", pa.float64()), ("n", pa.int32()),
     ("chance", pa.float64()), ("train_loss", pa.float64()), ("worst_case", pa.bool_()),
+])
+
+
+# per item, per (steps, lr): what the paired C3 comparison between recipes needs
+TAMPER_ITEMS_SCHEMA = pa.schema([
+    ("recipe", pa.string()), ("steps", pa.int32()), ("lr", pa.float64()), ("worst_case", pa.bool_()),
+    ("id", pa.string()), ("fact_id", pa.string()), ("gold", pa.int32()), ("prediction", pa.int32()),
+    ("correct", pa.bool_()), ("logprobs", pa.list_(pa.float64())),
 ])
 
 
@@ -85,13 +95,17 @@ class AttackBatches:
         return x, y
 
 
-def attack_curve(base: torch.nn.Module, codec: Codec, docs: list[list[int]], items: list[dict],
+def attack_curve(model: torch.nn.Module, codec: Codec, docs: list[list[int]], items: list[dict],
                  cfg: ExperimentConfig, lr: float, steps: list[int], device: str,
-                 base_metrics: dict | None = None, on_step=None) -> list[dict[str, Any]]:
-    """Fine-tune a copy of `base` at `lr`; metrics on `items` after each k in sorted `steps`."""
+                 base: tuple[list[dict], dict] | None = None, on_step=None) -> list[dict[str, Any]]:
+    """Fine-tune a copy of `base` at `lr`; metrics on `items` after each k in sorted `steps`.
+
+    `base` = (rows, metrics) of the untouched model, reused for k = 0. Each returned dict carries
+    the per-item rows under "items" (not a column of tamper.parquet).
+    """
     from cleanroom.train.trainer import autocast, make_optimizer
 
-    model = copy.deepcopy(base).to(device)
+    model = copy.deepcopy(model).to(device)
     # a constant learning rate: an attacker's short fine-tune, no schedule
     opt = make_optimizer(model, lr, cfg.train.weight_decay, (cfg.train.beta1, cfg.train.beta2))
     batches = AttackBatches(docs, cfg.tamper.batch_size, codec.pad_id, cfg.seed)
@@ -111,8 +125,8 @@ def attack_curve(base: torch.nn.Module, codec: Codec, docs: list[list[int]], ite
             done += 1
             if on_step is not None:
                 on_step(lr, done, losses[-1])
-        if k == 0 and base_metrics is not None:
-            metrics = base_metrics
+        if k == 0 and base is not None:
+            rows, metrics = base
         else:
             scorer = NativeAdapter(model, codec, device=device, dtype=cfg.eval.dtype,
                                    batch_size=cfg.eval.batch_size)
@@ -120,16 +134,18 @@ def attack_curve(base: torch.nn.Module, codec: Codec, docs: list[list[int]], ite
             metrics = task_metrics(rows, items, n_boot=cfg.eval.bootstrap, seed=cfg.seed)
         out.append({"k": k, "lr": lr, **{m: metrics[m] for m in ("acc", "acc_norm", "ci_low", "ci_high",
                                                                   "n", "chance")},
-                     "train_loss": float(np.mean(losses)) if losses else float("nan")})
+                     "train_loss": float(np.mean(losses)) if losses else float("nan"), "items": rows})
         losses = []
     return out
 
 
 def worst_case(rows: list[dict]) -> list[dict]:
-    """Mark, per k, the row with the highest held-out accuracy over learning rates."""
+    """Mark, per k, the row with the highest held-out accuracy over learning rates; return those."""
     best: dict[int, int] = {}
     for i, r in enumerate(rows):
-        if r["k"] not in best or r["acc"] > rows[best[r["k"]]]["acc"]:
+        b = best.get(r["k"])
+        # ties go to the smaller learning rate (the cheaper attack reaching the same accuracy)
+        if b is None or (r["acc"], -r["lr"]) > (rows[b]["acc"], -rows[b]["lr"]):
             best[r["k"]] = i
     for i, r in enumerate(rows):
         r["worst_case"] = best[r["k"]] == i
@@ -156,6 +172,7 @@ def run_tamper(cfg: ExperimentConfig, store: RunStore, recipe: str) -> StageResu
 
     base_rows = evaluate_items(base, items, max_gen_tokens=cfg.eval.max_gen_tokens)
     base_metrics = task_metrics(base_rows, items, n_boot=cfg.eval.bootstrap, seed=cfg.seed)
+    base_result = (base_rows, base_metrics)
     rows: list[dict] = []
     with progress(f"tamper {recipe}", total=len(cfg.tamper.lrs) * steps[-1]) as bar:
         def on_step(lr: float, step: int, loss: float) -> None:
@@ -163,12 +180,18 @@ def run_tamper(cfg: ExperimentConfig, store: RunStore, recipe: str) -> StageResu
 
         for lr in cfg.tamper.lrs:
             rows += attack_curve(base.model, base.codec, docs, items, cfg, lr, steps, device,
-                                 base_metrics=base_metrics, on_step=on_step)
+                                 base=base_result, on_step=on_step)
     curve = worst_case(rows)
     for r in rows:
         r["recipe"] = recipe
     rel = f"evals/{recipe}/tamper.parquet"
-    store.write_parquet(rel, pa.Table.from_pylist(rows, schema=TAMPER_SCHEMA))
+    store.write_parquet(rel, pa.Table.from_pylist([{c: r[c] for c in TAMPER_SCHEMA.names} for r in rows],
+                                                  schema=TAMPER_SCHEMA))
+    items_rel = f"evals/{recipe}/tamper_items.parquet"
+    per_item = [{"recipe": recipe, "steps": r["k"], "lr": r["lr"], "worst_case": r["worst_case"],
+                 **{c: it[c] for c in ("id", "fact_id", "gold", "prediction", "correct", "logprobs")}}
+                for r in rows for it in r["items"]]
+    store.write_parquet(items_rel, pa.Table.from_pylist(per_item, schema=TAMPER_ITEMS_SCHEMA))
     stats = {
         "curve": [{k: r[k] for k in ("k", "lr", "acc", "ci_low", "ci_high")} for r in curve],
         "chance": base_metrics["chance"],
@@ -178,4 +201,4 @@ def run_tamper(cfg: ExperimentConfig, store: RunStore, recipe: str) -> StageResu
     }
     say(f"  {recipe}: held-out restricted acc, worst case over lrs: "
         + " · ".join(f"k={r['k']} {r['acc']:.2f}" for r in curve) + f" (chance {stats['chance']:.2f})")
-    return StageResult(outputs=[rel], stats=stats)
+    return StageResult(outputs=[rel, items_rel], stats=stats)
