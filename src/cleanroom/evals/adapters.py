@@ -17,9 +17,14 @@ continuation tokens are encode(context + continuation) minus the context's token
 across the boundary cannot make one option look cheaper than another. Contexts that do not fit the
 model's window are cut from the left.
 
-Greedy generation (`generate_until`) batches right-padded rows and recomputes the full prefix at each
-step (no KV cache: prompts are short and `max_tokens` is small); each row reads the logits at its own
-last real position, so padding never changes a result.
+The batched strategies also apply the vocabulary head only at the positions whose log-probabilities
+are read (for a small model the head is the largest matmul).
+
+Greedy generation (`generate_until`) batches rows by prompt length. The native fast path runs each
+prompt once and decodes with a KV cache (`NativeKVDecoder`); otherwise (`RecomputeDecoder`, the HF
+adapter and the naive strategy) every step reruns the right-padded prefix and each row reads the
+logits at its own last real position, so padding never changes a result. Tests check that all paths
+generate the same text.
 """
 
 from __future__ import annotations
