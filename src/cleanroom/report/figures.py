@@ -52,15 +52,21 @@ def bench_vs_reality(s: Summary, path: Path) -> None:
     _save(fig, path)
 
 
-def longtail_deciles(s: Summary, path: Path) -> None:
+def _curves(s: Summary, curves: dict[str, list[tuple]], chance_task: str):
+    """One line per recipe through (x, acc) with its 95% CI band, and the task's chance level."""
     fig, ax = plt.subplots(figsize=(6, 4))
-    for recipe in s.recipes:
-        rows = s.longtail_by_decile.get(recipe, [])
-        if rows:
-            ax.plot([r.decile for r in rows], [r.acc for r in rows], marker="o", color=_color(recipe), label=recipe)
-            ax.fill_between([r.decile for r in rows], [r.ci_low for r in rows], [r.ci_high for r in rows],
-                            color=_color(recipe), alpha=0.12)
-    ax.axhline(s.results[s.recipes[0]]["longtail"].chance, color="grey", ls="--", lw=0.8, label="chance")
+    for recipe, pts in curves.items():
+        if pts:
+            x, acc, lo, hi = zip(*pts, strict=True)
+            ax.plot(x, acc, marker="o", color=_color(recipe), label=recipe)
+            ax.fill_between(x, lo, hi, color=_color(recipe), alpha=0.12)
+    ax.axhline(s.results[s.recipes[0]][chance_task].chance, color="grey", ls="--", lw=0.8, label="chance")
+    return fig, ax
+
+
+def longtail_deciles(s: Summary, path: Path) -> None:
+    fig, ax = _curves(s, {r: [(p.decile, p.acc, p.ci_low, p.ci_high) for p in s.longtail_by_decile.get(r, [])]
+                          for r in s.recipes}, "longtail")
     ax.set_xticks(range(1, 11))
     ax.set_xlabel("popularity decile (1 = most popular)")
     ax.set_ylabel("long-tail accuracy")
@@ -87,14 +93,8 @@ def bench_twin_bars(s: Summary, path: Path) -> None:
 
 
 def tamper_curves(s: Summary, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for recipe in s.recipes:
-        pts = s.tamper.get(recipe, [])
-        if pts:
-            ax.plot([p.steps for p in pts], [p.acc for p in pts], marker="o", color=_color(recipe), label=recipe)
-            ax.fill_between([p.steps for p in pts], [p.ci_low for p in pts], [p.ci_high for p in pts],
-                            color=_color(recipe), alpha=0.12)
-    ax.axhline(s.results[s.recipes[0]]["restricted"].chance, color="grey", ls="--", lw=0.8, label="chance")
+    fig, ax = _curves(s, {r: [(p.steps, p.acc, p.ci_low, p.ci_high) for p in s.tamper.get(r, [])]
+                          for r in s.recipes}, "restricted")
     ax.set_xlabel("attack fine-tuning steps on other restricted facts")
     ax.set_ylabel("held-out restricted accuracy (worst case over LRs)")
     ax.set_title("Tamper resistance")
