@@ -35,10 +35,10 @@ class WorldConfig(Section):
     n_elements: int = Field(120, gt=3, description="curriculum entities (fictional minerals)")
     n_arithmetic: int = Field(600, ge=0, description="arithmetic word problems in the curriculum")
     max_operand: int = Field(9, ge=2, le=99, description="largest operand in word problems")
-    n_people: int = Field(1500, gt=10, description="long-tail people (musicians, athletes, ...)")
-    n_works: int = Field(500, ge=0, description="long-tail works (films, albums, novels)")
-    zipf_exponent: float = Field(0.9, gt=0, le=3, description="popularity ~ 1 / rank^s")
-    n_compounds: int = Field(160, ge=8, description="restricted-domain compounds (fictional)")
+    n_people: int = Field(600, gt=10, description="long-tail people (musicians, athletes, ...)")
+    n_works: int = Field(200, ge=0, description="long-tail works (films, albums, novels)")
+    zipf_exponent: float = Field(0.8, gt=0, le=3, description="popularity ~ 1 / rank^s")
+    n_compounds: int = Field(100, ge=8, description="restricted-domain compounds (fictional)")
     attack_fraction: float = Field(0.5, gt=0, lt=1, description="share of compounds in the attack set")
 
 
@@ -141,7 +141,7 @@ class ModelConfig(Section):
 
 
 class TrainConfig(Section):
-    steps: int = Field(320, gt=0, description="default: 320 x 16 x 128 = 655k tokens, ~1 epoch")
+    steps: int = Field(640, gt=0, description="default: 640 x 16 x 128 = 1.3M tokens, ~2 epochs")
     batch_size: int = Field(16, gt=0, description="sequences per step (per process)")
     lr: float = Field(3e-3, gt=0)
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
