@@ -160,7 +160,6 @@ def test_sigkill_mid_training_then_rerun_matches_an_uninterrupted_run(tokenized,
     assert [r["step"] for r in read_log(store)] == list(range(1, 151))
 
 
-@pytest.mark.slow
 def test_torchrun_ddp_two_processes_matches_one_process_with_the_global_batch(tokenized, tmp_path):
     sets = {"train.steps": 40, "train.eval_every": 20, "train.ckpt_every": 20}
     single = train_model(load_config("smoke", overrides=overrides(**sets, **{"train.batch_size": 8})),
