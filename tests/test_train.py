@@ -1,4 +1,4 @@
-"""The trainer: schedule, determinism, outputs, exact resume after SIGKILL, DDP (slow)."""
+"""The trainer: schedule, determinism, outputs, exact resume after SIGKILL, DDP under torchrun."""
 
 from __future__ import annotations
 
