@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from cleanroom.cli import app
 from cleanroom.config import load_config
+from cleanroom.report.claims import strongest_attack
 from cleanroom.report.stage import write_report
 from cleanroom.report.summary import Summary
 from cleanroom.store import RunStore
@@ -82,6 +83,17 @@ def test_missing_recipe_cannot_be_tested(run_dir):
     summary, _ = write_report(cfg, run_dir)
     assert summary.claims["C1"].verdict == "inconclusive" and "cannot be tested" in summary.claims["C1"].detail
     assert summary.claims["C3"].verdict == "supported"  # web vs filtered_web still testable
+
+
+def test_strongest_attack_is_the_best_point_of_the_grid_not_the_last_step(run_dir):
+    rows = [{"steps": k, "lr": lr, "id": f"restricted-{i:04d}", "correct": i < n}
+            for k, lr, n in [(0, 1e-3, 10), (0, 3e-3, 10), (10, 1e-3, 30), (10, 3e-3, 40), (20, 1e-3, 20),
+                             (20, 3e-3, 40)]
+            for i in range(100)]
+    run_dir.write_parquet("evals/web/tamper_items.parquet", pa.Table.from_pylist(rows))
+    k, lr, items = strongest_attack(run_dir, "web")
+    assert (k, lr) == (10, 3e-3)  # the overfit k=20/lr=1e-3 point and the later tie both lose
+    assert len(items) == 100 and sum(r["correct"] for r in items.values()) == 40
 
 
 def test_summary_schema_and_report_files(run_dir):

@@ -185,3 +185,6 @@ def test_auto_dtype_is_bf16_only_where_bf16_is_fast(monkeypatch):
     assert trainer.resolve_dtype("cpu", "auto") == "fp32"
     with autocast("cpu", "auto"):
         assert torch.nn.Linear(2, 2)(torch.ones(1, 2)).dtype == torch.float32
+    monkeypatch.undo()
+    ratio = trainer.cpu_bf16_speedup(1)
+    assert 0 < ratio < 100 and trainer.fast_bf16("cpu") == (trainer.cpu_bf16_speedup(torch.get_num_threads()) >= 1.25)

@@ -141,7 +141,7 @@ class ModelConfig(Section):
 
 
 class TrainConfig(Section):
-    steps: int = Field(640, gt=0, description="default: 640 x 16 x 128 = 1.3M tokens, ~2 epochs")
+    steps: int = Field(512, gt=0, description="default: 512 x 16 x 128 = 1.05M tokens, ~1.6 epochs")
     batch_size: int = Field(16, gt=0, description="sequences per step (per process)")
     lr: float = Field(3e-3, gt=0)
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
@@ -154,7 +154,8 @@ class TrainConfig(Section):
     eval_batches: int = Field(4, gt=0)
     ckpt_every: int = Field(80, gt=0)
     dtype: Literal["auto", "bf16", "fp32"] = Field(
-        "auto", description="autocast dtype; auto = bf16 on CUDA and on AMX CPUs, else fp32 (faster there)"
+        "fp32", description="autocast dtype; auto = bf16 on CUDA and where a probe finds bf16 GEMMs faster, else fp32. "
+        "fp32 by default on CPU: same results on every CPU, and bf16 autocast slows fact memorisation (README)"
     )
     compile: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
