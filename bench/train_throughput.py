@@ -1,6 +1,6 @@
 """Training throughput at the default preset's model shape: our trainer vs an fp32 eager nanoGPT baseline.
 
-    .venv/bin/python bench/train_throughput.py [--steps 12] [--no-compile] [--preset default]
+    .venv/bin/python bench/train_throughput.py [--steps 12] [--no-compile] [--preset default] [--dtype auto]
 
 Both models are built and timed in this process, interleaved (ours, baseline, ours, ...) so that load
 from other processes hits both alike; each figure is the median step time. Also measured here: the
@@ -9,10 +9,12 @@ to this machine as it is now. Prints one JSON object:
 
     {"speedup", "mfu", "tokens_per_s", "baseline_tokens_per_s", "peak_rss_mb", ...}
 
-`tokens_per_s` / `mfu` are our trainer's step as the preset configures it (dtype `auto`, compile
-off); `compiled_*` add `torch.compile`. The baseline is nanoGPT's model (learned positions,
-LayerNorm, GELU MLP with 4 x d hidden = the same parameter count as our SwiGLU, fused-QKV SDPA
-attention, tied embeddings) trained in fp32 eager with PyTorch's default AdamW.
+`tokens_per_s` / `mfu` are our trainer's step in `--dtype` (default `auto`: bf16 where this machine's
+bf16 GEMMs are faster, the trainer's fastest setting), compile off; `compiled_*` add `torch.compile`;
+`preset_dtype_tokens_per_s` is the step in the preset's own dtype (fp32 for `default`) when it differs.
+The baseline is nanoGPT's model (learned positions, LayerNorm, GELU MLP with 4 x d hidden = the same
+parameter count as our SwiGLU, fused-QKV SDPA attention, tied embeddings) trained in fp32 eager with
+PyTorch's default AdamW.
 """
 
 from __future__ import annotations
@@ -100,13 +102,14 @@ def main() -> None:
     p.add_argument("--preset", default="default")
     p.add_argument("--steps", type=int, default=12, help="timed steps per variant")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
+    p.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp32"], help="our trainer's autocast dtype")
     args = p.parse_args()
     cfg = load_config(args.preset)
     m, t = cfg.model, cfg.train
     if t.threads:
         torch.set_num_threads(t.threads)
     vocab, B, T = cfg.tokenizer.vocab_size, t.batch_size, m.seq_len
-    dtype = resolve_dtype("cpu", t.dtype)
+    dtype, preset_dtype = resolve_dtype("cpu", args.dtype), resolve_dtype("cpu", t.dtype)
     load_before = os.getloadavg()[0]
 
     peak_bf16, peak_fp32 = matmul_peak(torch.bfloat16), matmul_peak(torch.float32)
@@ -122,6 +125,11 @@ def main() -> None:
         "ours": make_step(ours, ours_opt, x, y, dtype, t.grad_clip),
         "baseline": make_step(base, base_opt, x, y, "fp32", t.grad_clip),
     }
+    if preset_dtype != dtype:
+        as_preset = Transformer(m, vocab)
+        as_preset.load_state_dict(ours.state_dict())
+        p_opt = make_optimizer(as_preset, t.lr, t.weight_decay, (t.beta1, t.beta2))
+        variants["preset_dtype"] = make_step(as_preset, p_opt, x, y, preset_dtype, t.grad_clip)
     compile_s = None
     if not args.no_compile:
         compiled = Transformer(m, vocab)
@@ -157,6 +165,10 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
+    if "preset_dtype" in tps:
+        out["preset_dtype"] = preset_dtype
+        out["preset_dtype_tokens_per_s"] = round(tps["preset_dtype"], 1)
+        out["preset_dtype_speedup"] = round(tps["preset_dtype"] / tps["baseline"], 3)
     if compile_s is not None:
         out["compiled_tokens_per_s"] = round(tps["compiled"], 1)
         out["compiled_speedup"] = round(tps["compiled"] / tps["baseline"], 3)

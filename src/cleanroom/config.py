@@ -141,7 +141,7 @@ class ModelConfig(Section):
 
 
 class TrainConfig(Section):
-    steps: int = Field(512, gt=0, description="default: 512 x 16 x 128 = 1.05M tokens, ~1.6 epochs")
+    steps: int = Field(640, gt=0, description="default: 640 x 16 x 128 = 1.3M tokens, ~2 epochs")
     batch_size: int = Field(16, gt=0, description="sequences per step (per process)")
     lr: float = Field(3e-3, gt=0)
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
