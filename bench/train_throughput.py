@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from cleanroom.config import load_config
 from cleanroom.train.model import Transformer
-from cleanroom.train.trainer import autocast, make_optimizer, resolve_dtype
+from cleanroom.train.trainer import autocast, gemm_gflops, make_optimizer, resolve_dtype
 
 
 class NanoGPTBlock(nn.Module):
@@ -72,18 +72,6 @@ class NanoGPT(nn.Module):
         return logits, F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
 
 
-def matmul_peak(dtype: torch.dtype, n: int = 2048, seconds: float = 1.5) -> float:
-    """Best-of GFLOP/s of an n^3 GEMM."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    best, end = 0.0, time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        t = time.perf_counter()
-        a @ b
-        best = max(best, 2 * n**3 / (time.perf_counter() - t) / 1e9)
-    return best
-
-
 def make_step(model: nn.Module, opt: torch.optim.Optimizer, x, y, dtype: str, clip: float):
     def step():
         with autocast("cpu", dtype):
@@ -112,30 +100,34 @@ def main() -> None:
     dtype, preset_dtype = resolve_dtype("cpu", args.dtype), resolve_dtype("cpu", t.dtype)
     load_before = os.getloadavg()[0]
 
-    peak_bf16, peak_fp32 = matmul_peak(torch.bfloat16), matmul_peak(torch.float32)
+    peak_bf16, peak_fp32 = (gemm_gflops(dt, n=2048, seconds=1.5) for dt in (torch.bfloat16, torch.float32))
 
     torch.manual_seed(0)
     x, y = torch.randint(0, vocab, (B, T)), torch.randint(0, vocab, (B, T))
     ours = Transformer(m, vocab)
-    ours_opt = make_optimizer(ours, t.lr, t.weight_decay, (t.beta1, t.beta2))
+
+    def step_of(model: nn.Module, dtype: str):
+        """A training step of `model` (with its own AdamW, as the trainer makes it) in `dtype`."""
+        return make_step(model, make_optimizer(model, t.lr, t.weight_decay, (t.beta1, t.beta2)), x, y, dtype,
+                         t.grad_clip)
+
+    def copy_of_ours() -> Transformer:
+        twin = Transformer(m, vocab)
+        twin.load_state_dict(ours.state_dict())
+        return twin
+
     hidden = m.ffn_hidden * 3 // 2  # GELU MLP with the parameter count of our SwiGLU (4d when ffn = 8d/3)
     base = NanoGPT(vocab, m.d_model, m.n_layers, m.n_heads, T, hidden)
     base_opt = torch.optim.AdamW(base.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     variants = {
-        "ours": make_step(ours, ours_opt, x, y, dtype, t.grad_clip),
+        "ours": step_of(ours, dtype),
         "baseline": make_step(base, base_opt, x, y, "fp32", t.grad_clip),
     }
     if preset_dtype != dtype:
-        as_preset = Transformer(m, vocab)
-        as_preset.load_state_dict(ours.state_dict())
-        p_opt = make_optimizer(as_preset, t.lr, t.weight_decay, (t.beta1, t.beta2))
-        variants["preset_dtype"] = make_step(as_preset, p_opt, x, y, preset_dtype, t.grad_clip)
+        variants["preset_dtype"] = step_of(copy_of_ours(), preset_dtype)
     compile_s = None
     if not args.no_compile:
-        compiled = Transformer(m, vocab)
-        compiled.load_state_dict(ours.state_dict())
-        c_opt = make_optimizer(compiled, t.lr, t.weight_decay, (t.beta1, t.beta2))
-        variants["compiled"] = make_step(torch.compile(compiled), c_opt, x, y, dtype, t.grad_clip)
+        variants["compiled"] = step_of(torch.compile(copy_of_ours()), dtype)
         t0 = time.perf_counter()
         variants["compiled"]()
         compile_s = time.perf_counter() - t0

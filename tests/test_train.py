@@ -186,5 +186,14 @@ def test_auto_dtype_is_bf16_only_where_bf16_is_fast(monkeypatch):
     with autocast("cpu", "auto"):
         assert torch.nn.Linear(2, 2)(torch.ones(1, 2)).dtype == torch.float32
     monkeypatch.undo()
-    ratio = trainer.cpu_bf16_speedup(1)
-    assert 0 < ratio < 100 and trainer.fast_bf16("cpu") == (trainer.cpu_bf16_speedup(torch.get_num_threads()) >= 1.25)
+
+
+def test_cpu_bf16_decision_follows_the_measured_gemm_speedup(monkeypatch):
+    from cleanroom.train import trainer
+
+    ratio = trainer.cpu_bf16_speedup(1)  # the real probe: a finite, positive throughput ratio
+    assert 0 < ratio < 100 and torch.get_num_threads() >= 1
+    for measured, expected in [(2.3, True), (1.25, True), (1.2, False), (0.5, False)]:
+        monkeypatch.setattr(trainer, "cpu_bf16_speedup", lambda threads, m=measured: m)
+        assert trainer.fast_bf16("cpu") is expected and trainer.resolve_dtype("cpu", "auto") == (
+            "bf16" if expected else "fp32")
