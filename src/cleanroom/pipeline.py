@@ -8,19 +8,38 @@ eval, tamper) have one manifest per recipe, so `--recipe web` redoes one model, 
 
 Stage functions are imported lazily ("module:function"), so `cleanroom generate` on a finished run
 answers in well under a second without importing torch.
+
+Per-recipe stages marked `parallel` (train, eval, tamper) run several recipes at once, in threads
+(`train.jobs`; on a CPU the cores are split between them: two 1-thread models train ~1.2x faster on
+2 cores than one 2-thread model after the other, because these models are too small to keep two
+cores busy). The first error or Ctrl-C stops the other recipes at their next step (`check_cancelled`).
 """
 
 from __future__ import annotations
 
 import importlib
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
 from cleanroom.config import ExperimentConfig
 from cleanroom.store import Manifest, RunStore, StoreError, write_text
 from cleanroom.ui import say
+
+_CANCEL = threading.Event()
+
+
+class Cancelled(KeyboardInterrupt):
+    """Raised in a stage running beside another one that failed or was interrupted."""
+
+
+def check_cancelled() -> None:
+    """Long loops call this once per step, so parallel recipes stop soon after one of them fails."""
+    if _CANCEL.is_set():
+        raise Cancelled("stopped because a stage running beside this one failed or was interrupted")
 
 
 @dataclass
@@ -36,6 +55,7 @@ class Stage:
     deps: tuple[str, ...]
     sections: tuple[str, ...]  # config sections the outputs depend on (plus the seed)
     per_recipe: bool = False
+    parallel: bool = False  # per-recipe keys may run at once (`train.jobs`)
     version: str = "1"  # bump when a stage's code changes its outputs
     doc: str = ""
 
@@ -52,11 +72,11 @@ STAGES: dict[str, Stage] = {
         Stage("tokenize", "cleanroom.train.tokenize:run_tokenize", ("generate", "curate"), ("tokenizer",),
               doc="BPE tokenizer on the union of corpora; token files per recipe"),
         Stage("train", "cleanroom.train.trainer:run_train", ("tokenize",), ("model", "train"), per_recipe=True,
-              doc="one Llama-style model per recipe; HF export"),
+              parallel=True, doc="one Llama-style model per recipe; HF export"),
         Stage("eval", "cleanroom.evals.stage:run_eval", ("train", "world"), ("eval",), per_recipe=True,
-              doc="bench, twin, longtail, restricted"),
+              parallel=True, doc="bench, twin, longtail, restricted"),
         Stage("tamper", "cleanroom.evals.tamper:run_tamper", ("train", "world", "tokenize"), ("tamper", "eval"),
-              per_recipe=True, version="2",
+              per_recipe=True, parallel=True, version="2",
               doc="fine-tune attack on restricted facts; held-out accuracy curves"),
         Stage("report", "cleanroom.report.stage:run_report", ("eval", "tamper", "generate"), ("eval",),
               doc="summary.json, report.md, report.html, figures"),
@@ -95,7 +115,47 @@ class Pipeline:
 
     def ensure(self, name: str) -> list[Manifest | None]:
         """Bring a stage (every recipe of a per-recipe stage) up to date; return its manifests."""
-        return [self._ensure_key(k) for k in self.keys(name)]
+        keys = self.keys(name)
+        if STAGES[name].parallel and len(keys) > 1:
+            for dep in STAGES[name].deps:
+                self.ensure(dep)
+            stale = [k for k in keys if self._stale(k)]
+            if len(stale) > 1:
+                from cleanroom.train.trainer import parallel_jobs  # torch: only once a torch stage runs
+
+                # the split depends on the stage's key count, not on how many are stale, so a resumed
+                # run trains with the same threads per model as the run it resumes
+                jobs, threads = parallel_jobs(self.cfg.train, len(keys))
+                if jobs > 1:
+                    self._run_parallel(stale, min(jobs, len(stale)), threads)
+        return [self._ensure_key(k) for k in keys]
+
+    def _run_parallel(self, keys: list[str], jobs: int, threads: int) -> None:
+        """Settle `keys` (their prerequisites already settled) `jobs` at a time, `threads` torch threads each."""
+        import torch
+
+        before = torch.get_num_threads()
+
+        def work(key: str) -> None:
+            torch.set_num_threads(threads)
+            self._ensure_key(key)
+
+        _CANCEL.clear()
+        pool = ThreadPoolExecutor(jobs, thread_name_prefix="stage")
+        futures = [pool.submit(work, k) for k in keys]
+        try:
+            finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            if any(f.exception() is not None for f in finished):
+                _CANCEL.set()
+            for f in futures:
+                f.result()  # raises the first error, in key order
+        except BaseException:
+            _CANCEL.set()  # Ctrl-C here, or an error: the other keys stop at their next step
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            _CANCEL.clear()
+            torch.set_num_threads(before)
 
     def _dep_keys(self, stage: Stage, recipe: str | None) -> list[str]:
         out = []
@@ -114,21 +174,40 @@ class Pipeline:
             self.on_done(key)
         return m
 
-    def _settle(self, key: str) -> Manifest | None:
+    def _inputs(self, key: str) -> dict[str, str]:
+        """Digests of the key's prerequisites, settling them first."""
         name, _, recipe = key.partition("/")
-        stage = STAGES[name]
         inputs = {}
-        for dk in self._dep_keys(stage, recipe or None):
+        for dk in self._dep_keys(STAGES[name], recipe or None):
             m = self._ensure_key(dk)
             if m is not None:
                 inputs[dk] = m.digest
+        return inputs
+
+    def _fingerprint(self, stage: Stage) -> str:
+        return f"{self.cfg.fingerprint(*stage.sections)}-v{stage.version}"
+
+    def _stale(self, key: str) -> bool:
+        """Whether settling `key` would run its stage (prerequisites must already be settled)."""
+        name = key.partition("/")[0]
+        stage = STAGES[name]
+        if key in self.done or stage.func is None:
+            return False
+        old = self.store.manifest(key)
+        return (name in self.force or old is None or old.fingerprint != self._fingerprint(stage)
+                or old.inputs != self._inputs(key))
+
+    def _settle(self, key: str) -> Manifest | None:
+        name, _, recipe = key.partition("/")
+        stage = STAGES[name]
+        inputs = self._inputs(key)
         if stage.func is None:
             if name not in self.missing:
                 self.missing.append(name)
                 say(f"[yellow]· {name}[/]: not built yet in this version of cleanroom — skipped")
             self.done[key] = None
             return None
-        fingerprint = f"{self.cfg.fingerprint(*stage.sections)}-v{stage.version}"
+        fingerprint = self._fingerprint(stage)
         old = self.store.manifest(key)
         if name not in self.force and old is not None and old.fingerprint == fingerprint and old.inputs == inputs:
             self.store.verify(old)

@@ -108,6 +108,7 @@ class Manifest(BaseModel):
     stats: dict[str, Any] = Field(default_factory=dict)
     seconds: float = 0.0
     finished_at: str = ""
+    ended: float = 0.0  # Unix time the stage finished: with `seconds`, when it ran (parallel recipes overlap)
 
     @property
     def digest(self) -> str:
@@ -226,6 +227,7 @@ class RunStore:
             stats=stats,
             seconds=round(seconds, 3),
             finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
+            ended=round(time.time(), 3),
         )
         write_text(self._manifest_path(key), m.model_dump_json(indent=2) + "\n")
         return m

@@ -8,6 +8,7 @@ per finished task, so logs stay readable.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Iterator
 
@@ -24,6 +25,7 @@ from rich.progress import (
 console = Console(stderr=True, highlight=False)
 _progress: Progress | None = None
 _depth = 0
+_lock = threading.Lock()  # recipes running in parallel threads open and close bars at once
 
 
 class Task:
@@ -61,6 +63,20 @@ def progress(description: str, total: float | None = None) -> Iterator[Task]:
         info = f" · {task.info}" if task.info else ""
         console.print(f"  {description}: {task.done:g}{'/' + format(total, 'g') if total else ''} in {secs:.1f}s{info}")
         return
+    with _lock:
+        task = _open_task(description, total)
+    try:
+        yield task
+    finally:
+        with _lock:
+            _depth -= 1
+            if _depth == 0 and _progress is not None:
+                _progress.stop()
+                _progress = None
+
+
+def _open_task(description: str, total: float | None) -> Task:
+    global _progress, _depth
     if _progress is None:
         _progress = Progress(
             TextColumn("  [bold]{task.description}"),
@@ -76,14 +92,7 @@ def progress(description: str, total: float | None = None) -> Iterator[Task]:
         _progress.start()
     _depth += 1
     task_id = _progress.add_task(description, total=total, info="")
-    task = Task(_progress, task_id, description, total)
-    try:
-        yield task
-    finally:
-        _depth -= 1
-        if _depth == 0:
-            _progress.stop()
-            _progress = None
+    return Task(_progress, task_id, description, total)
 
 
 def say(msg: str) -> None:

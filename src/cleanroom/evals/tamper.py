@@ -35,7 +35,7 @@ from cleanroom.config import ExperimentConfig
 from cleanroom.evals.adapters import Codec, EvalError, NativeAdapter
 from cleanroom.evals.stage import device_for, set_threads
 from cleanroom.evals.tasks import evaluate_items, task_metrics
-from cleanroom.pipeline import StageResult
+from cleanroom.pipeline import StageResult, check_cancelled
 from cleanroom.store import RunStore
 from cleanroom.ui import progress, say
 from cleanroom.world.build import load_items
@@ -113,6 +113,7 @@ def attack_curve(model: torch.nn.Module, codec: Codec, docs: list[list[int]], it
     for k in sorted(set(steps)):
         model.train()
         while done < k:
+            check_cancelled()
             x, y = batches.next()
             with autocast(device, cfg.eval.dtype):
                 _, loss = model(x.to(device), targets=y.to(device))

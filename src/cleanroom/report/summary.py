@@ -127,14 +127,30 @@ def task_result(rows: list[dict], n_boot: int, seed: int) -> TaskResult:
 
 
 def timings(store: RunStore, recipes: list[str]) -> dict[str, float]:
-    """Wall seconds per stage (summed over recipes), from the manifests: when the stage last ran."""
+    """Wall seconds per stage, from the manifests: when the stage last ran.
+
+    Per-recipe stages count the time any recipe was running (the union of their intervals), so
+    recipes that ran in parallel are not counted twice.
+    """
     out: dict[str, float] = {}
     for name, stage in STAGES.items():
         keys = [f"{name}/{r}" for r in recipes] if stage.per_recipe else [name]
-        secs = [m.seconds for k in keys if (m := store.manifest(k)) is not None]
-        if secs:
-            out[name] = round(sum(secs), 2)
+        ms = [m for k in keys if (m := store.manifest(k)) is not None]
+        if ms and all(m.ended for m in ms):
+            out[name] = round(busy_seconds([(m.ended - m.seconds, m.ended) for m in ms]), 2)
+        elif ms:  # manifests from before `ended` was recorded: recipes ran one after another
+            out[name] = round(sum(m.seconds for m in ms), 2)
     return out
+
+
+def busy_seconds(intervals: list[tuple[float, float]]) -> float:
+    """Length of the union of (start, end) intervals."""
+    total, reach = 0.0, -math.inf
+    for start, end in sorted(intervals):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
 
 
 def data_section(store: RunStore) -> dict:

@@ -124,7 +124,9 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-    def __init__(self, cfg: ModelConfig, vocab_size: int):
+    def __init__(self, cfg: ModelConfig, vocab_size: int, seed: int | None = None):
+        """`seed`: initialise from a private generator, so models built at once in parallel threads
+        get the same weights as when built alone (the global RNG is shared between threads)."""
         super().__init__()
         self.cfg, self.vocab_size = cfg, vocab_size
         self.embed_tokens = nn.Embedding(vocab_size, cfg.d_model)
@@ -138,17 +140,15 @@ class Transformer(nn.Module):
         # buffers (move with .to(device)) but not persistent: recomputed, never saved in checkpoints
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
-        self.apply(self._init_weights)
+        gen = None if seed is None else torch.Generator().manual_seed(seed)
+        for m in self.modules():
+            if isinstance(m, nn.Linear | nn.Embedding):
+                nn.init.normal_(m.weight, mean=0.0, std=0.02, generator=gen)
         # GPT-2 / nanoGPT: scale the projections that write into the residual stream by 1/sqrt(2L),
         # so the residual's variance does not grow with depth at init
         for name, p in self.named_parameters():
             if name.endswith(("o_proj.weight", "down_proj.weight")):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layers))
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear | nn.Embedding):
-            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layers), generator=gen)
 
     def num_params(self, exclude_embeddings: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())  # tied weights are counted once

@@ -27,6 +27,7 @@ import hashlib
 import json
 import math
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,7 +37,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from cleanroom.config import ExperimentConfig, TrainConfig
-from cleanroom.pipeline import StageResult
+from cleanroom.pipeline import StageResult, check_cancelled
 from cleanroom.store import RunStore, StoreError, atomic_path, write_text
 from cleanroom.train.data import TrainBatches, open_tokens, val_batches
 from cleanroom.train.export import export_hf
@@ -82,15 +83,40 @@ def gemm_gflops(dtype: torch.dtype, n: int = 512, seconds: float = 0.05) -> floa
     return 2 * n**3 / best / 1e9
 
 
-@functools.lru_cache(maxsize=8)
+_PROBE_LOCK = threading.Lock()
+
+
 def cpu_bf16_speedup(threads: int) -> float:
     """bf16 / fp32 GEMM throughput on this CPU with `threads` threads (512^3 matmuls, ~0.1 s)."""
+    with _PROBE_LOCK:  # recipes training in parallel threads probe once, not against each other
+        return _bf16_probe(threads)
+
+
+@functools.lru_cache(maxsize=8)
+def _bf16_probe(threads: int) -> float:
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         return gemm_gflops(torch.bfloat16) / gemm_gflops(torch.float32)
     finally:
         torch.set_num_threads(before)
+
+
+def parallel_jobs(cfg: TrainConfig, n_keys: int) -> tuple[int, int]:
+    """(recipes run at once, torch threads each) for a per-recipe stage with `n_keys` recipes.
+
+    `cfg.jobs`, or auto: one at a time on CUDA and under torchrun (the device or the process group is
+    shared), min(recipes, cores) on a CPU. Threads: `cfg.threads`, or the cores split between the jobs.
+    """
+    cores = os.cpu_count() or 1
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        jobs = 1
+    elif cfg.jobs:
+        jobs = cfg.jobs
+    else:
+        jobs = 1 if pick_device(cfg).type == "cuda" else min(n_keys, cores)
+    jobs = max(1, min(jobs, n_keys))
+    return jobs, cfg.threads or max(1, cores // jobs)
 
 
 def resolve_dtype(device: torch.device | str, dtype: str | torch.dtype) -> str:
@@ -260,8 +286,8 @@ def _train(cfg: ExperimentConfig, store: RunStore, recipe: str, stop_after: int 
     batches = TrainBatches(train_tokens, mcfg.seq_len, cfg.seed)
     val = val_batches(open_tokens(tokens_dir, recipe, "val"), mcfg.seq_len, tcfg.batch_size, tcfg.eval_batches)
 
-    torch.manual_seed(cfg.seed)  # same init on every rank (DDP also broadcasts rank 0's weights)
-    model = Transformer(mcfg, meta["vocab_size"]).to(device)
+    # same init on every rank (DDP also broadcasts rank 0's weights) and in parallel threads
+    model = Transformer(mcfg, meta["vocab_size"], seed=cfg.seed).to(device)
     opt = make_optimizer(model, tcfg.lr, tcfg.weight_decay, (tcfg.beta1, tcfg.beta2))
 
     ckpt_path = store.path(f"checkpoints/{recipe}/last.pt")
@@ -300,6 +326,7 @@ def _train(cfg: ExperimentConfig, store: RunStore, recipe: str, stop_after: int 
         with progress(f"train {recipe}", total=tcfg.steps) as task, _quiet(quiet):
             task.set(completed=start)
             for step in range(start, tcfg.steps):
+                check_cancelled()
                 t0 = time.perf_counter()
                 lr = lr_at(step, tcfg)
                 for g in opt.param_groups:

@@ -1,0 +1,107 @@
+"""The stage runner's parallel per-recipe stages: recipes overlap, each gets its share of the cores,
+the first error stops the others, and stage timings count overlapping recipes once."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+
+from cleanroom import pipeline
+from cleanroom.config import load_config
+from cleanroom.pipeline import Pipeline, Stage, StageResult, check_cancelled
+from cleanroom.report.summary import busy_seconds, timings
+from cleanroom.store import RunStore
+from cleanroom.train.trainer import parallel_jobs
+
+SEEN: dict[str, dict] = {}
+
+
+def fake_train(cfg, store, recipe: str) -> StageResult:
+    """Sleeps a little, recording when it ran, in which thread, with how many torch threads."""
+    t0 = time.time()
+    time.sleep(0.4)
+    SEEN[recipe] = {"start": t0, "end": time.time(), "thread": threading.current_thread().name,
+                    "torch_threads": torch.get_num_threads()}
+    rel = f"out/{recipe}.txt"
+    store.path(rel).parent.mkdir(parents=True, exist_ok=True)
+    store.path(rel).write_text(recipe)
+    return StageResult(outputs=[rel])
+
+
+def failing_or_waiting(cfg, store, recipe: str) -> StageResult:
+    """`web` fails at once; the other recipes would run for 20 s unless cancelled."""
+    if recipe == "web":
+        raise ValueError("planted failure")
+    end = time.time() + 20
+    while time.time() < end:
+        check_cancelled()
+        time.sleep(0.01)
+    return StageResult(outputs=[])
+
+
+@pytest.fixture
+def fake_stage(monkeypatch):
+    def install(fn_name: str) -> None:
+        stage = Stage("train", f"{__name__}:{fn_name}", (), ("train",), per_recipe=True, parallel=True)
+        monkeypatch.setitem(pipeline.STAGES, "train", stage)
+    SEEN.clear()
+    return install
+
+
+def test_parallel_recipes_overlap_and_split_the_cores(tmp_path, fake_stage):
+    fake_stage("fake_train")
+    cfg = load_config("smoke", overrides=["train.jobs=2", "train.threads=1"])
+    store = RunStore(tmp_path)
+    before = torch.get_num_threads()
+    t0 = time.perf_counter()
+    Pipeline(cfg, store).ensure("train")
+    wall = time.perf_counter() - t0
+    assert set(SEEN) == set(cfg.recipes.names)
+    assert all(s["thread"] != threading.main_thread().name for s in SEEN.values())
+    assert all(s["torch_threads"] == 1 for s in SEEN.values())
+    assert torch.get_num_threads() == before  # the main thread gets its cores back
+    # 4 recipes x 0.4 s, two at a time: ~0.8 s, not 1.6 s
+    assert wall < 1.4, wall
+    spans = sorted((s["start"], s["end"]) for s in SEEN.values())
+    assert spans[1][0] < spans[0][1], "the first two recipes should run at the same time"
+    t = timings(store, cfg.recipes.names)["train"]
+    assert t < 0.75 * sum(s["end"] - s["start"] for s in SEEN.values())
+    # up to date now: a second pipeline skips every recipe and starts no threads
+    p = Pipeline(cfg, store)
+    SEEN.clear()
+    p.ensure("train")
+    assert SEEN == {} and len(p.skipped) == 4
+
+
+def test_first_error_stops_the_other_recipes(tmp_path, fake_stage):
+    fake_stage("failing_or_waiting")
+    cfg = load_config("smoke", overrides=["train.jobs=2"])
+    store = RunStore(tmp_path)
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match="planted failure"):
+        Pipeline(cfg, store).ensure("train")
+    assert time.perf_counter() - t0 < 10, "the waiting recipe should have been cancelled"
+    assert all(store.manifest(f"train/{r}") is None for r in cfg.recipes.names)
+    check_cancelled()  # the flag is cleared for whatever runs next
+
+
+def test_parallel_jobs_policy(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    cpu = load_config("smoke", overrides=["train.device=cpu", "train.threads=0"]).train
+    assert parallel_jobs(cpu, 4) == (4, 2)  # auto: min(recipes, cores), cores split between them
+    assert parallel_jobs(cpu, 1) == (1, 8)
+    explicit = load_config("smoke", overrides=["train.device=cpu", "train.jobs=2", "train.threads=3"]).train
+    assert parallel_jobs(explicit, 4) == (2, 3)
+    monkeypatch.setenv("WORLD_SIZE", "2")  # torchrun: the process group trains one model at a time
+    assert parallel_jobs(explicit, 4)[0] == 1
+
+
+def test_busy_seconds_counts_overlap_once():
+    assert busy_seconds([(0, 10), (5, 12), (20, 21)]) == 13
+    assert busy_seconds([(0, 1), (1, 2)]) == 2
+    assert busy_seconds([(3, 4), (0, 10)]) == 10
+    assert busy_seconds([]) == 0
