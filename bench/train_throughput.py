@@ -12,6 +12,10 @@ to this machine as it is now. Prints one JSON object:
 `tokens_per_s` / `mfu` are our trainer's step in `--dtype` (default `auto`: bf16 where this machine's
 bf16 GEMMs are faster, the trainer's fastest setting), compile off; `compiled_*` add `torch.compile`;
 `preset_dtype_tokens_per_s` is the step in the preset's own dtype (fp32 for `default`) when it differs.
+`parallel_*`: what `cleanroom train` does on a CPU with several recipes (`train.jobs`): `jobs` models
+in the preset's dtype step at once in threads, the cores split between them; timed in blocks that
+alternate with blocks of the same model stepping alone on every core (`parallel_vs_sequential`) and of
+the baseline (`parallel_speedup`).
 The baseline is nanoGPT's model (learned positions, LayerNorm, GELU MLP with 4 x d hidden = the same
 parameter count as our SwiGLU, fused-QKV SDPA attention, tied embeddings) trained in fp32 eager with
 PyTorch's default AdamW.
@@ -25,6 +29,7 @@ import math
 import os
 import resource
 import statistics
+import threading
 import time
 
 import torch
@@ -33,7 +38,7 @@ import torch.nn.functional as F
 
 from cleanroom.config import load_config
 from cleanroom.train.model import Transformer
-from cleanroom.train.trainer import autocast, gemm_gflops, make_optimizer, resolve_dtype
+from cleanroom.train.trainer import autocast, gemm_gflops, make_optimizer, parallel_jobs, resolve_dtype
 
 
 class NanoGPTBlock(nn.Module):
@@ -166,8 +171,43 @@ def main() -> None:
         out["compiled_speedup"] = round(tps["compiled"] / tps["baseline"], 3)
         out["compiled_mfu"] = round(tps["compiled"] * flops / (peak_bf16 * 1e9), 4)
         out["compile_seconds"] = round(compile_s, 1)
+    jobs, per_job = parallel_jobs(t, len(cfg.recipes.names))
+    if jobs > 1:
+        par = parallel_blocks([step_of(copy_of_ours(), preset_dtype) for _ in range(jobs)], per_job,
+                              {"sequential": step_of(copy_of_ours(), preset_dtype), "baseline": variants["baseline"]},
+                              args.steps)
+        out["parallel_jobs"], out["parallel_threads_each"] = jobs, per_job
+        out["parallel_tokens_per_s"] = round(par["parallel"] * B * T, 1)
+        out["parallel_vs_sequential"] = round(par["parallel"] / par["sequential"], 3)
+        out["parallel_speedup"] = round(par["parallel"] / par["baseline"], 3)
     assert all(math.isfinite(v) for v in tps.values())
     print(json.dumps(out))
+
+
+def parallel_blocks(steps: list, threads_each: int, others: dict, n: int, rounds: int = 3) -> dict[str, float]:
+    """Median steps/s: `steps` run at once in threads (summed), and each of `others` alone, in
+    alternating blocks of `n` steps."""
+    rates: dict[str, list[float]] = {"parallel": [], **{k: [] for k in others}}
+
+    def loop(step) -> None:
+        torch.set_num_threads(threads_each)
+        for _ in range(n):
+            step()
+
+    for _ in range(rounds):
+        for name, step in others.items():
+            t0 = time.perf_counter()
+            for _ in range(n):
+                step()
+            rates[name].append(n / (time.perf_counter() - t0))
+        workers = [threading.Thread(target=loop, args=(s,)) for s in steps]
+        t0 = time.perf_counter()
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        rates["parallel"].append(len(steps) * n / (time.perf_counter() - t0))
+    return {k: statistics.median(v) for k, v in rates.items()}
 
 
 if __name__ == "__main__":

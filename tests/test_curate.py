@@ -31,6 +31,7 @@ from cleanroom.curate.synthetic import planted_corpus, random_text, vocabulary
 from cleanroom.pipeline import Pipeline
 from cleanroom.recipes import corpus_dir
 from cleanroom.store import RunStore
+from cleanroom.world.schema import TASKS
 
 
 def doc(i: int | str, text: str, **meta) -> Document:
@@ -158,7 +159,7 @@ def test_decontamination_finds_planted_items(smoke_corpora):
     assert negatives > 50
     assert len(found) >= 0.95 * len(planted), f"found {len(found)}/{len(planted)}"
     assert len(false) <= 0.01 * (len(docs) - len(planted)), f"false removals: {false[:5]}"
-    assert all(r.detail in {"bench", "twin", "longtail", "restricted"} for r in step.removed)
+    assert all(r.detail in TASKS for r in step.removed)
     assert {lk.item_id for lk in step.leaks} >= set(planted[p] for p in found)
 
 
@@ -304,7 +305,7 @@ def test_curate_stage_outputs(curated, smoke_cfg):
     assert web_steps["quality"]["removed_by_kind"].get("spam", 0) > 0
     sf = summary["safety"]
     assert sf["recall"] >= 0.9 and sf["fpr"] <= 0.05 and sf["n_restricted"] > 0
-    assert set(summary["decontamination"]) == {"bench", "twin", "longtail", "restricted"}
+    assert set(summary["decontamination"]) == set(TASKS)
     m = store.manifest("curate")
     assert m is not None and m.stats["safety"]["recall"] == sf["recall"]
 

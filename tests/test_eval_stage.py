@@ -6,10 +6,11 @@ import pytest
 
 from cleanroom.evals.adapters import EvalError
 from cleanroom.evals.stage import run_eval
-from cleanroom.evals.tasks import ROW_SCHEMA, TASKS
+from cleanroom.evals.tasks import ROW_SCHEMA
 from cleanroom.evals.testing import tiny_run
 from cleanroom.store import StoreError
 from cleanroom.world.build import load_items
+from cleanroom.world.schema import TASKS
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from cleanroom.report.claims import strongest_attack
 from cleanroom.report.stage import write_report
 from cleanroom.report.summary import Summary
 from cleanroom.store import RunStore
+from cleanroom.world.schema import TASKS
 
 RECIPES = ("web", "textbook", "filtered_web", "mix")
 N = 300
@@ -24,9 +25,9 @@ def plant(store: RunStore, p: dict[str, dict[str, float]], seed: int = 0) -> Non
     """Write eval and tamper per-item results where recipe r answers task t correctly with prob p[r][t]."""
     rng = np.random.default_rng(seed)
     for r in RECIPES:
-        for task in ("bench", "twin", "longtail", "restricted"):
+        for task in TASKS:
             ids = [f"{task}-{i:04d}" for i in range(N)]
-            rows = [{"id": i, "correct": bool(rng.random() < p[r][task]), "options": ["a", "b", "c", "d"],
+            rows = [{"id": i, "correct": bool(rng.random() < p[r][task.removesuffix("_qa")]), "options": ["a", "b", "c", "d"],
                      "kind": "choice", "decile": 1 + k % 10} for k, i in enumerate(ids)]
             store.write_parquet(f"evals/{r}/{task}.parquet", pa.Table.from_pylist(rows))
 
@@ -70,7 +71,7 @@ def test_identical_models_are_inconclusive(run_dir):
     plant(run_dir, scenario(SAME, SAME), seed=1)
     # identical per-item answers: plant the same vector for every recipe
     for r in RECIPES[1:]:
-        for f in ("bench", "twin", "longtail", "restricted", "tamper_items"):
+        for f in (*TASKS, "tamper_items"):
             run_dir.write_bytes(f"evals/{r}/{f}.parquet", run_dir.path(f"evals/web/{f}.parquet").read_bytes())
     summary, _ = write_report(load_config("smoke"), run_dir)
     assert all(c.verdict == "inconclusive" for c in summary.claims.values())
@@ -102,7 +103,10 @@ def test_summary_schema_and_report_files(run_dir):
     data = json.loads(run_dir.path("summary.json").read_text())
     s = Summary.model_validate(data)
     assert set(s.claims) == {"C1", "C2a", "C2b", "C3"}
-    assert set(s.results["web"]) == {"bench", "twin", "longtail", "restricted"}
+    assert set(s.results["web"]) == set(TASKS)
+    assert [c.label.split(":")[0] for c in s.claims["C2a"].comparisons] == [
+        "longtail", "longtail, bottom half of popularity (deciles 6-10)",
+        "the same facts asked as questions (longtail_qa)"]
     assert s.results["web"]["bench"].chance == pytest.approx(0.25)
     assert [d.decile for d in s.longtail_by_decile["web"]] == list(range(1, 11))
     assert [p.steps for p in s.tamper["web"]] == [0, 10] and s.tamper["web"][1].lr == 3e-3

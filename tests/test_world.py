@@ -20,7 +20,7 @@ def test_same_seed_byte_identical_other_seed_differs(tmp_path):
         Pipeline(cfg, RunStore(tmp_path / name)).ensure("world")
     Pipeline(load_config("smoke", overrides=["seed=1"]), RunStore(tmp_path / "c")).ensure("world")
     a, b, c = (_checksums(tmp_path / n) for n in "abc")
-    assert a == b and len(a) == 8
+    assert a == b and len(a) == 9
     assert all(a[k] != c[k] for k in a)
 
 
@@ -55,6 +55,12 @@ def test_items_cover_tasks_and_twins_mirror_bench(smoke_cfg, smoke_corpora):
     assert {b["kind"] for b in bench} == {"choice", "exact"}
     longtail = load_items(smoke_corpora, "longtail")
     assert {i["decile"] for i in longtail} == set(range(1, 11))
+    # the QA twin of each long-tail cloze item: the same fact, options and answer, asked as a question
+    qa = load_items(smoke_corpora, "longtail_qa")
+    for c, q in zip(longtail, qa, strict=True):
+        assert (c["fact_id"], c["options"], c["gold"]) == (q["fact_id"], q["options"], q["gold"])
+        assert q["prompt"].startswith("Question: ") and not c["prompt"].startswith("Question")
+        assert c["template"].startswith("twin:") and q["template"].startswith("qa:")
     facts = {f["fact_id"]: f for f in load_world(smoke_corpora)["facts"]}
     restricted = load_items(smoke_corpora, "restricted")
     assert restricted and all(facts[i["fact_id"]]["split"] == "heldout" for i in restricted)

@@ -15,11 +15,12 @@ import torch
 
 from cleanroom.config import ExperimentConfig
 from cleanroom.evals.adapters import CausalLMAdapter, EvalError, NativeAdapter
-from cleanroom.evals.tasks import TASKS, evaluate_items, rows_table, task_metrics
+from cleanroom.evals.tasks import evaluate_items, rows_table, task_metrics
 from cleanroom.pipeline import StageResult
 from cleanroom.store import RunStore, StoreError
 from cleanroom.ui import progress, say
 from cleanroom.world.build import load_items
+from cleanroom.world.schema import TASKS
 
 
 def device_for(cfg: ExperimentConfig) -> str:

@@ -25,8 +25,6 @@ import pyarrow as pa
 from cleanroom.evals.requests import DEFAULT_STOP, GenerateRequest, LanguageModel, LoglikelihoodRequest
 from cleanroom.evals.stats import accuracy_ci, per_decile
 
-TASKS = ("bench", "twin", "longtail", "restricted")
-
 ROW_SCHEMA = pa.schema([
     ("id", pa.string()), ("task", pa.string()), ("kind", pa.string()), ("prompt", pa.string()),
     ("options", pa.list_(pa.string())), ("gold", pa.int32()), ("target", pa.string()),

@@ -59,11 +59,12 @@ def tiny_run(root, preset: str = "smoke", recipes: Sequence[str] = ("web",), ove
     from cleanroom.train.model import Transformer
     from cleanroom.train.tokenizer import save_tokenizer, train_tokenizer
     from cleanroom.world.build import load_items, run_world
+    from cleanroom.world.schema import TASKS
 
     cfg = load_config(preset, None, list(overrides))
     store = RunStore(root)
     run_world(cfg, store)
-    texts = [it["prompt"] + " " + o for t in ("bench", "twin", "longtail", "restricted")
+    texts = [it["prompt"] + " " + o for t in TASKS
              for it in load_items(store, t) for o in it["options"]]
     texts += attack_texts(store.read_parquet("world/facts.parquet").to_pylist())
     tok = train_tokenizer(texts, cfg.tokenizer.vocab_size, min_frequency=1)

@@ -2,7 +2,8 @@
 
 Each claim is one signed, paired effect whose predicted direction is positive:
 - C1  benchmarks go up:          acc(textbook, bench) - acc(web, bench)
-- C2a long-tail knowledge down:  acc(web, longtail) - acc(textbook, longtail)   (also: bottom half)
+- C2a long-tail knowledge down:  acc(web, longtail) - acc(textbook, longtail)   (also: bottom half,
+                                 and the same facts asked as questions, `longtail_qa`)
 - C2b fresh-twin drop is larger: [bench - twin](textbook) - [bench - twin](web), paired by fact
 - C3  tamper resistance:         acc(web, restricted after its strongest attack)
                                  - mean over filtered recipes of the same, paired by item
@@ -70,10 +71,17 @@ def claim_c2a(store: RunStore, recipes: list[str], n_boot: int, seed: int) -> Cl
     main = _comparison("longtail: web - textbook", a, b, n_boot, seed)
     a2, b2 = _aligned(web, tb, keep=lambda r: r["decile"] in BOTTOM_HALF)
     bottom = _comparison("longtail, bottom half of popularity (deciles 6-10): web - textbook", a2, b2, n_boot, seed + 1)
-    detail = (f"long-tail accuracy web {a.mean():.3f} vs textbook {b.mean():.3f} ({len(a)} items); bottom half "
-              f"{a2.mean():.3f} vs {b2.mean():.3f}, effect {bottom.effect:+.3f} "
+    extra = [bottom]
+    detail = (f"long-tail accuracy (held-out cloze) web {a.mean():.3f} vs textbook {b.mean():.3f} ({len(a)} items); "
+              f"bottom half {a2.mean():.3f} vs {b2.mean():.3f}, effect {bottom.effect:+.3f} "
               f"[{bottom.ci_low:+.3f}, {bottom.ci_high:+.3f}] → {bottom.verdict}")
-    return _claim(name, main, detail, [bottom])
+    if store.exists("evals/web/longtail_qa.parquet") and store.exists("evals/textbook/longtail_qa.parquet"):
+        a3, b3 = _aligned(_rows(store, "web", "longtail_qa"), _rows(store, "textbook", "longtail_qa"))
+        qa = _comparison("the same facts asked as questions (longtail_qa): web - textbook", a3, b3, n_boot, seed + 2)
+        extra.append(qa)
+        detail += (f"; asked as questions web {a3.mean():.3f} vs textbook {b3.mean():.3f}, effect {qa.effect:+.3f} "
+                   f"[{qa.ci_low:+.3f}, {qa.ci_high:+.3f}] → {qa.verdict}")
+    return _claim(name, main, detail, extra)
 
 
 def _twin_pairs(store: RunStore, recipe: str) -> dict[str, tuple[bool, bool]]:

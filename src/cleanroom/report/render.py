@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from cleanroom.report.summary import Summary
 from cleanroom.store import RunStore
+from cleanroom.world.schema import TASKS
 
 FIGURE_TEXT = {
     "bench_vs_reality": "Benchmark accuracy vs long-tail accuracy per recipe (95% CIs).",
@@ -55,7 +56,7 @@ def build_sections(s: Summary, figures: dict[str, str]) -> list[Section]:
     claims.tables.append((["claim", "comparison", "effect [95% CI]", "n", "verdict"], rows))
     secs.append(claims)
 
-    tasks = ("bench", "twin", "longtail", "restricted")
+    tasks = TASKS
     res = Section("Results", ["Accuracy per recipe and task with 95% bootstrap CIs; `restricted` is before any "
                               "attack (k = 0)."])
     header = ["recipe"] + list(tasks)

@@ -11,7 +11,6 @@ from cleanroom.report.claims import all_claims
 from cleanroom.report.figures import make_figures
 from cleanroom.report.render import to_html, to_markdown
 from cleanroom.report.summary import (
-    TASKS,
     Summary,
     TamperPoint,
     data_section,
@@ -22,6 +21,7 @@ from cleanroom.report.summary import (
     timings,
 )
 from cleanroom.store import RunStore, StoreError
+from cleanroom.world.schema import TASKS
 
 
 def tamper_curve(store: RunStore, recipe: str, n_boot: int, seed: int) -> list[TamperPoint]:

@@ -20,7 +20,6 @@ from cleanroom.evals.stats import accuracy_ci, per_decile
 from cleanroom.pipeline import STAGES
 from cleanroom.store import RunStore
 
-TASKS = ("bench", "twin", "longtail", "restricted")
 Verdict = Literal["supported", "not supported", "inconclusive"]
 # A number that may be undefined (no items, a recipe missing): NaN is stored as JSON null.
 Num = Annotated[float | None, BeforeValidator(lambda v: None if isinstance(v, float) and math.isnan(v) else v)]

@@ -1,7 +1,7 @@
 """Generate the world and its evaluation items from one seed (the `world` stage).
 
 Outputs (`world/`): `entities.parquet`, `facts.parquet`, `arithmetic.parquet`, `pools.json`, and
-`items/{bench,twin,longtail,restricted}.parquet`. Same seed -> byte-identical files.
+`items/{bench,twin,longtail,longtail_qa,restricted}.parquet`. Same seed -> byte-identical files.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ USES = ["making lenses", "glazing pottery", "jewelry", "building walls", "grindi
         "casting bells", "paving roads"]
 ENSEMBLE_KINDS = ["Quartet", "Ensemble", "Rovers", "Athletic Club", "Collective", "Studio", "Orchestra", "Guild"]
 REAGENT_KINDS = ["oxide", "salt", "powder", "resin", "acid", "ash"]
-TASKS = ("bench", "twin", "longtail", "restricted")
 OPTION_LETTERS = "ABCDEFGH"
 
 
@@ -233,13 +232,22 @@ def build_items(cfg: ExperimentConfig, world: dict) -> dict[str, list[dict]]:
                              template=f"qa:{rel.name}:{t}"))
         return out
 
-    longtail = []
+    def cloze_of(q: dict) -> dict:
+        """The same fact, options and answer as QA item `q`, as a held-out cloze stem."""
+        rel = RELATIONS[q["relation"]]
+        t = int(rng.integers(len(rel.twin)))
+        return _item("longtail", q["id"].replace("longtail-qa-", "longtail-"), "choice",
+                     fill(rel.twin[t], q["subject"]), q["options"], q["gold"], fact_id=q["fact_id"],
+                     relation=q["relation"], subject=q["subject"], decile=q["decile"], template=f"twin:{rel.name}:{t}")
+
+    longtail_qa = []
     for d in range(1, 11):
         in_decile = [f for f in facts if f["domain"] == "longtail" and f["decile"] == d]
-        longtail += qa_items("longtail", in_decile, it.n_longtail_per_decile, f"longtail-d{d:02d}")
+        longtail_qa += qa_items("longtail_qa", in_decile, it.n_longtail_per_decile, f"longtail-qa-d{d:02d}")
+    longtail = [cloze_of(q) for q in longtail_qa]
     heldout = [f for f in facts if f["domain"] == "restricted" and f["split"] == "heldout"]
     restricted = qa_items("restricted", heldout, it.n_restricted, "restricted")
-    return {"bench": bench, "twin": twin, "longtail": longtail, "restricted": restricted}
+    return {"bench": bench, "twin": twin, "longtail": longtail, "longtail_qa": longtail_qa, "restricted": restricted}
 
 
 ITEM_SCHEMA = pa.schema([

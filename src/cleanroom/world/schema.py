@@ -176,6 +176,13 @@ RELATIONS: dict[str, Relation] = {
     ]
 }
 
+# Evaluation tasks. `longtail` probes long-tail facts with the relation's held-out `twin` cloze stem
+# ("By trade, X is" -> "cellist"): prose completion, which every recipe's prose supports, in a phrasing no
+# recipe renders. `longtail_qa` asks the same facts as `qa` questions ("Question: ... Answer:"): a format
+# the textbook recipe practises in its exercises and the web recipe never sees, so it mixes knowledge
+# with question-answering skill (README: "The long-tail probe").
+TASKS = ("bench", "twin", "longtail", "longtail_qa", "restricted")
+
 DOMAIN_RELATIONS = {
     d: [r for r in RELATIONS.values() if r.domain == d] for d in ("curriculum", "longtail", "restricted")
 }
