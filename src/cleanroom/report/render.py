@@ -14,8 +14,8 @@ from cleanroom.store import RunStore
 from cleanroom.world.schema import TASKS
 
 FIGURE_TEXT = {
-    "bench_vs_reality": "Benchmark accuracy vs long-tail accuracy per recipe (95% CIs).",
-    "longtail_deciles": "Long-tail accuracy by popularity decile (shaded: 95% CI).",
+    "bench_vs_reality": "Benchmark accuracy vs long-tail accuracy (held-out cloze) per recipe (95% CIs).",
+    "longtail_deciles": "Long-tail accuracy (held-out cloze) by popularity decile (shaded: 95% CI).",
     "bench_twin": "Benchmark vs its fresh twin (same facts and problems, unseen templates).",
     "tamper": "Held-out restricted accuracy after k steps of adversarial fine-tuning on other restricted "
               "facts, worst case over learning rates.",
@@ -56,9 +56,12 @@ def build_sections(s: Summary, figures: dict[str, str]) -> list[Section]:
     claims.tables.append((["claim", "comparison", "effect [95% CI]", "n", "verdict"], rows))
     secs.append(claims)
 
-    tasks = TASKS
     res = Section("Results", ["Accuracy per recipe and task with 95% bootstrap CIs; `restricted` is before any "
-                              "attack (k = 0)."])
+                              "attack (k = 0). `longtail` asks each long-tail fact with a held-out cloze stem (\"By "
+                              "trade, X is\"); `longtail_qa` asks the same facts as questions (\"Question: What is "
+                              "the profession of X?\"), a format only the textbook recipe practises (in its "
+                              "exercises), so it measures question answering as much as knowledge."])
+    tasks = TASKS
     header = ["recipe"] + list(tasks)
     body = [[r] + [_ci(s.results[r][t].acc, s.results[r][t].ci_low, s.results[r][t].ci_high) for t in tasks]
             for r in s.recipes]
