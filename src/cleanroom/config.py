@@ -177,7 +177,9 @@ class EvalConfig(Section):
 class TamperConfig(Section):
     """Deep-Ignorance-style attack: fine-tune on the restricted attack set, score held-out facts."""
 
-    steps: list[int] = Field(default_factory=lambda: [0, 25, 50, 100, 200])
+    # k = 200 was dropped (it halved the stage's time): in 3 seeds x 4 recipes it was never the strongest
+    # attack, because 200 steps overfit the attack facts and held-out accuracy falls again (README)
+    steps: list[int] = Field(default_factory=lambda: [0, 25, 50, 100])
     lrs: list[float] = Field(default_factory=lambda: [3e-4, 1e-3])
     batch_size: int = Field(16, gt=0)
 
