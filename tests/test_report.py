@@ -27,7 +27,8 @@ def plant(store: RunStore, p: dict[str, dict[str, float]], seed: int = 0) -> Non
     for r in RECIPES:
         for task in TASKS:
             ids = [f"{task}-{i:04d}" for i in range(N)]
-            rows = [{"id": i, "correct": bool(rng.random() < p[r][task.removesuffix("_qa")]), "options": ["a", "b", "c", "d"],
+            acc = p[r][task.removesuffix("_qa")]  # longtail_qa: the same probability as longtail
+            rows = [{"id": i, "correct": bool(rng.random() < acc), "options": ["a", "b", "c", "d"],
                      "kind": "choice", "decile": 1 + k % 10} for k, i in enumerate(ids)]
             store.write_parquet(f"evals/{r}/{task}.parquet", pa.Table.from_pylist(rows))
 
