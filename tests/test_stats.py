@@ -79,3 +79,12 @@ def test_per_decile():
 def test_verdict_undefined_is_inconclusive():
     assert verdict(float("nan"), 0.3) == "inconclusive"
     assert verdict(-0.3, -0.1, -1) == "supported"
+
+
+def test_a_bound_at_zero_up_to_rounding_does_not_decide():
+    # a real default run's C3 CI: [2.4e-17, 0.135], a lower percentile that is exactly 0 in exact arithmetic
+    assert verdict(2.4313884239291122e-17, 0.135) == "inconclusive"
+    assert verdict(-0.2, -3e-17) == "inconclusive"
+    assert verdict(0.005, 0.135) == "supported"
+    assert verdict(-0.2, -0.005) == "not supported"
+

@@ -109,13 +109,20 @@ def per_decile(deciles: Sequence[int], correct: Sequence[bool], n_boot: int = 20
     return out
 
 
+ZERO_TOL = 1e-9  # a bound this close to zero *is* zero: bootstrap means of 0/1 differences carry rounding
+
+
 def verdict(ci_low: float, ci_high: float, expected_sign: int = 1) -> str:
     """"supported" if the CI excludes zero on the expected side, "not supported" if it excludes zero
-    on the other side, "inconclusive" if it contains zero (or is undefined)."""
+    on the other side, "inconclusive" if it contains zero, touches it, or is undefined.
+
+    A bound within `ZERO_TOL` of zero counts as zero: a percentile that is exactly 0 in exact arithmetic
+    can come out as +2e-17 after floating-point means, and must not decide a claim.
+    """
     if not (np.isfinite(ci_low) and np.isfinite(ci_high)):
         return "inconclusive"
-    if ci_low > 0:
+    if ci_low > ZERO_TOL:
         return "supported" if expected_sign > 0 else "not supported"
-    if ci_high < 0:
+    if ci_high < -ZERO_TOL:
         return "supported" if expected_sign < 0 else "not supported"
     return "inconclusive"
