@@ -110,3 +110,27 @@ def test_killed_mid_training_resumes_to_same_results(smoke_run, tmp_path):
     r = _run(out)
     assert r.returncode == 0, r.stderr[-3000:]
     assert _results(out) == _results(smoke_run)
+
+
+
+def test_report_command_records_what_it_rewrote(smoke_run, tmp_path, monkeypatch):
+    """`cleanroom report` rewrites the report files (here: changed report code writes a different
+    report.md); the next `cleanroom run` must find a valid run, not a checksum mismatch."""
+    from typer.testing import CliRunner
+
+    import cleanroom.report.stage as report_stage
+    from cleanroom.cli import app
+    from cleanroom.store import RunStore
+
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run, run)
+    md = report_stage.to_markdown
+    monkeypatch.setattr(report_stage, "to_markdown", lambda *a, **k: md(*a, **k) + "\n<!-- newer code -->\n")
+    r = CliRunner().invoke(app, ["report", str(run)])
+    assert r.exit_code == 0, r.output
+    store = RunStore(run)
+    store.verify(store.manifest("report"))  # raises CorruptFileError if the manifest is stale
+    monkeypatch.undo()
+    r = _run(run)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "corrupted" not in r.stderr and "▶" not in r.stderr

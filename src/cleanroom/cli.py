@@ -7,6 +7,7 @@ Every stage command runs its missing prerequisites first and skips what is alrea
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -235,15 +236,24 @@ def run_cmd(preset: PresetOpt = None, out: OutOpt = Path("runs/default"), config
 @app.command("report")
 def report_cmd(run_dir: Annotated[Path, typer.Argument(help="a finished run directory")]):
     """Regenerate summary.json, report.md and report.html from stored results (no recomputation)."""
-    from cleanroom.report.stage import write_report
+    from cleanroom.report.stage import run_report
+    from cleanroom.report.summary import Summary
     from cleanroom.store import RunStore
 
     if not (run_dir / "config.toml").exists():
         _fail(f"{run_dir} is not a cleanroom run directory (no config.toml)", 1)
+    store = RunStore(run_dir)
     try:
-        summary, _ = write_report(saved_config(run_dir / "config.toml"), RunStore(run_dir))
+        t0 = time.perf_counter()
+        result = run_report(saved_config(run_dir / "config.toml"), store)
+        if (old := store.manifest("report")) is not None:
+            # same stage and inputs, rewritten files: record them, or the next `cleanroom run` would
+            # find checksums that no longer match and call the run corrupted
+            store.finish("report", old.fingerprint, old.inputs, result.outputs, result.stats,
+                         time.perf_counter() - t0)
     except (ConfigError, StoreError) as e:
         _fail(str(e), 1)
+    summary = Summary.model_validate_json(store.path("summary.json").read_text())
     print_verdicts(summary)
     say(f"[bold]report:[/] {run_dir / 'report.html'}")
 
