@@ -193,9 +193,12 @@ class Pipeline:
         stage = STAGES[name]
         if key in self.done or stage.func is None:
             return False
-        old = self.store.manifest(key)
-        return (name in self.force or old is None or old.fingerprint != self._fingerprint(stage)
-                or old.inputs != self._inputs(key))
+        return not self._current(name, self.store.manifest(key), self._inputs(key))
+
+    def _current(self, name: str, old: Manifest | None, inputs: dict[str, str]) -> bool:
+        """Is the recorded run of a stage key still valid: not forced, same fingerprint, same inputs?"""
+        return (name not in self.force and old is not None and old.fingerprint == self._fingerprint(STAGES[name])
+                and old.inputs == inputs)
 
     def _settle(self, key: str) -> Manifest | None:
         name, _, recipe = key.partition("/")
@@ -209,7 +212,7 @@ class Pipeline:
             return None
         fingerprint = self._fingerprint(stage)
         old = self.store.manifest(key)
-        if name not in self.force and old is not None and old.fingerprint == fingerprint and old.inputs == inputs:
+        if self._current(name, old, inputs):
             self.store.verify(old)
             say(f"[dim]· {key}: up to date, skipped (--force redoes it)[/]")
             self.skipped.append(key)
