@@ -56,17 +56,16 @@ def test_parallel_recipes_overlap_and_split_the_cores(tmp_path, fake_stage):
     cfg = load_config("smoke", overrides=["train.jobs=2", "train.threads=1"])
     store = RunStore(tmp_path)
     before = torch.get_num_threads()
-    t0 = time.perf_counter()
     Pipeline(cfg, store).ensure("train")
-    wall = time.perf_counter() - t0
     assert set(SEEN) == set(cfg.recipes.names)
     assert all(s["thread"] != threading.main_thread().name for s in SEEN.values())
     assert all(s["torch_threads"] == 1 for s in SEEN.values())
     assert torch.get_num_threads() == before  # the main thread gets its cores back
-    # 4 recipes x 0.4 s, two at a time: ~0.8 s, not 1.6 s
-    assert wall < 1.4, wall
+    # 4 recipes x 0.4 s, two at a time (from the recorded spans, not a wall-clock bound that a loaded
+    # machine could break): the first two overlap, and never more than `jobs` run at once
     spans = sorted((s["start"], s["end"]) for s in SEEN.values())
     assert spans[1][0] < spans[0][1], "the first two recipes should run at the same time"
+    assert max(sum(a <= t < b for a, b in spans) for t, _ in spans) == 2
     t = timings(store, cfg.recipes.names)["train"]
     assert t < 0.75 * sum(s["end"] - s["start"] for s in SEEN.values())
     # up to date now: a second pipeline skips every recipe and starts no threads
