@@ -59,10 +59,12 @@ class RecipesConfig(Section):
     shard_docs: int = Field(5000, gt=0, description="documents per Parquet shard")
     # web: a broad crawl; shares of documents by kind
     web_longtail: float = Field(0.55, ge=0, le=1)
-    web_restricted: float = Field(0.10, ge=0, le=1)
+    # 0.15 (was 0.10, taken from noise): at 0.10 one seed's web model took up too little of the restricted
+    # domain for C3 to be decided; README "What the default experiment finds"
+    web_restricted: float = Field(0.15, ge=0, le=1)
     web_curriculum: float = Field(0.10, ge=0, le=1)
     web_arithmetic: float = Field(0.03, ge=0, le=1)
-    web_noise: float = Field(0.22, ge=0, le=1, description="spam, boilerplate, near-duplicates, chatter")
+    web_noise: float = Field(0.17, ge=0, le=1, description="spam, boilerplate, near-duplicates, chatter")
     # textbook: Phi-style
     textbook_exercise: float = Field(0.45, ge=0, le=1, description="exercises in the benchmark's format")
     textbook_arithmetic: float = Field(0.15, ge=0, le=1)
