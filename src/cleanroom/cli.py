@@ -279,6 +279,9 @@ def config_show(preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt
 
 
 def main() -> None:
+    from cleanroom.malloc import tune_malloc
+
+    tune_malloc()  # before any thread allocates (see cleanroom.malloc)
     app()
 
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from cleanroom.config import ExperimentConfig
 from cleanroom.evals.stats import accuracy_ci, per_decile
+from cleanroom.malloc import malloc_state
 from cleanroom.pipeline import STAGES
 from cleanroom.store import RunStore
 
@@ -111,6 +112,7 @@ def environment() -> dict:
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "malloc": malloc_state(),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
     }
 

@@ -418,8 +418,10 @@ def main(argv: list[str] | None = None) -> None:
     """
     from cleanroom.cli import resolve_config
     from cleanroom.config import ConfigError
+    from cleanroom.malloc import tune_malloc
     from cleanroom.pipeline import Pipeline
 
+    tune_malloc()
     p = argparse.ArgumentParser(prog="python -m cleanroom.train.trainer", description=main.__doc__)
     p.add_argument("--out", type=Path, required=True, help="run directory")
     p.add_argument("--preset", default=None)
