@@ -16,6 +16,7 @@ bf16 GEMMs are faster, the trainer's fastest setting), compile off; `compiled_*`
 in the preset's dtype step at once in threads, the cores split between them; timed in blocks that
 alternate with blocks of the same model stepping alone on every core (`parallel_vs_sequential`) and of
 the baseline (`parallel_speedup`).
+Both run with the CLI's malloc settings (`cleanroom.malloc`; key `malloc`); `bench/malloc.py` measures those.
 The baseline is nanoGPT's model (learned positions, LayerNorm, GELU MLP with 4 x d hidden = the same
 parameter count as our SwiGLU, fused-QKV SDPA attention, tied embeddings) trained in fp32 eager with
 PyTorch's default AdamW.
@@ -37,6 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cleanroom.config import load_config
+from cleanroom.malloc import tune_malloc
 from cleanroom.train.model import Transformer
 from cleanroom.train.trainer import autocast, gemm_gflops, make_optimizer, parallel_jobs, resolve_dtype
 
@@ -91,6 +93,7 @@ def make_step(model: nn.Module, opt: torch.optim.Optimizer, x, y, dtype: str, cl
 
 
 def main() -> None:
+    malloc = tune_malloc()  # as the CLI does, before any thread allocates; both models get it
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="default")
     p.add_argument("--steps", type=int, default=12, help="timed steps per variant")
@@ -160,6 +163,7 @@ def main() -> None:
         "shape": {"d_model": m.d_model, "n_layers": m.n_layers, "n_heads": m.n_heads, "ffn_hidden": m.ffn_hidden,
                   "seq_len": T, "batch_size": B, "vocab": vocab, "params": ours.num_params()},
         "threads": torch.get_num_threads(),
+        "malloc": malloc,
         "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
     if "preset_dtype" in tps:
