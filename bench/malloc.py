@@ -30,10 +30,11 @@ def child(preset: str, steps: int) -> dict:
 
     state = tune_malloc()  # first, like the CLI
     import torch
+    from train_throughput import make_step  # this directory: the same step as the throughput bench
 
     from cleanroom.config import load_config
     from cleanroom.train.model import Transformer
-    from cleanroom.train.trainer import autocast, make_optimizer, parallel_jobs, resolve_dtype
+    from cleanroom.train.trainer import make_optimizer, parallel_jobs, resolve_dtype
 
     cfg = load_config(preset)
     jobs, threads_each = parallel_jobs(cfg.train, len(cfg.recipes.names))
@@ -47,18 +48,13 @@ def child(preset: str, steps: int) -> dict:
         opt = make_optimizer(model, cfg.train.lr, cfg.train.weight_decay)
         gen = torch.Generator().manual_seed(j)
         x, y = torch.randint(0, V, (B, T), generator=gen), torch.randint(0, V, (B, T), generator=gen)
+        step = make_step(model, opt, x, y, dtype, cfg.train.grad_clip)
         times, losses, warm = [], [], 3
         for s in range(warm + steps):
             if s == warm:
                 faults = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
             t = time.perf_counter()
-            with autocast("cpu", dtype):
-                _, loss = model(x, y)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            losses.append(loss.item())
+            losses.append(step().item())
             if s >= warm:
                 times.append(time.perf_counter() - t)
         out[j] = {"step_s": statistics.median(times), "losses": losses,

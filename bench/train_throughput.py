@@ -80,7 +80,8 @@ class NanoGPT(nn.Module):
 
 
 def make_step(model: nn.Module, opt: torch.optim.Optimizer, x, y, dtype: str, clip: float):
-    def step():
+    """One training step as the trainer takes it; returns the loss (detached)."""
+    def step() -> torch.Tensor:
         with autocast("cpu", dtype):
             _, loss = model(x, y)
         loss.backward()
@@ -88,6 +89,7 @@ def make_step(model: nn.Module, opt: torch.optim.Optimizer, x, y, dtype: str, cl
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
+        return loss.detach()
 
     return step
 

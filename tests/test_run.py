@@ -112,7 +112,6 @@ def test_killed_mid_training_resumes_to_same_results(smoke_run, tmp_path):
     assert _results(out) == _results(smoke_run)
 
 
-
 def test_report_command_records_what_it_rewrote(smoke_run, tmp_path, monkeypatch):
     """`cleanroom report` rewrites the report files (here: changed report code writes a different
     report.md); the next `cleanroom run` must find a valid run, not a checksum mismatch."""

@@ -87,4 +87,3 @@ def test_a_bound_at_zero_up_to_rounding_does_not_decide():
     assert verdict(-0.2, -3e-17) == "inconclusive"
     assert verdict(0.005, 0.135) == "supported"
     assert verdict(-0.2, -0.005) == "not supported"
-

@@ -13,7 +13,7 @@ freed memory in one heap for reuse:
   create and drop mmap'd heaps around big tensors, which brings the faults back).
 
 Only where memory comes from changes, not what is computed: losses are bit-identical with and without
-(`bench/train_throughput.py`, key `malloc_tuned_vs_default`, measures the speed). The price is that a
+(`bench/malloc.py` checks that and measures the speed, key `malloc_tuned_vs_default`). The price is that a
 process keeps up to its peak heap until it exits. `M_ARENA_MAX` only takes effect before a second
 thread allocates, so `tune_malloc()` runs first thing in the CLI. Set `CLEANROOM_MALLOC=default` to
 leave glibc's defaults; on other C libraries this is a no-op.
