@@ -21,10 +21,10 @@ import sys
 import time
 
 import numpy as np
+from synthetic_corpus import planted_corpus
 
 from cleanroom.curate.base import Document, require
 from cleanroom.curate.dedup import NearDedup
-from cleanroom.curate.synthetic import planted_corpus
 
 
 def ours(docs: list[Document], shingle: int, num_perm: int, bands: int, threshold: float) -> set[str]:

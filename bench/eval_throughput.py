@@ -26,7 +26,7 @@ import torch
 from cleanroom.evals.adapters import NativeAdapter
 from cleanroom.evals.tasks import TASKS, evaluate_items
 from cleanroom.store import RunStore
-from cleanroom.world.build import load_items
+from cleanroom.world.stage import load_items
 
 
 def sample_items(store: RunStore, n: int, seed: int) -> list[dict]:
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
         cfg = saved_config(args.run / "config.toml")
         source = f"trained model {args.run}/models/{args.recipe}"
     else:
-        from cleanroom.evals.testing import tiny_run
+        from doubles import tiny_run
 
         tmp = tempfile.TemporaryDirectory(prefix="eval-bench-")
         cfg, store = tiny_run(tmp.name, preset=args.preset, recipes=(args.recipe,))

@@ -33,8 +33,9 @@ def child(preset: str, steps: int) -> dict:
     from train_throughput import make_step  # this directory: the same step as the throughput bench
 
     from cleanroom.config import load_config
+    from cleanroom.runtime import parallel_jobs, resolve_dtype
     from cleanroom.train.model import Transformer
-    from cleanroom.train.trainer import make_optimizer, parallel_jobs, resolve_dtype
+    from cleanroom.train.trainer import make_optimizer
 
     cfg = load_config(preset)
     jobs, threads_each = parallel_jobs(cfg.train, len(cfg.recipes.names))

@@ -39,8 +39,9 @@ import torch.nn.functional as F
 
 from cleanroom.config import load_config
 from cleanroom.malloc import tune_malloc
+from cleanroom.runtime import autocast, gemm_gflops, parallel_jobs, resolve_dtype
 from cleanroom.train.model import Transformer
-from cleanroom.train.trainer import autocast, gemm_gflops, make_optimizer, parallel_jobs, resolve_dtype
+from cleanroom.train.trainer import make_optimizer
 
 
 class NanoGPTBlock(nn.Module):

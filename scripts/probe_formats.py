@@ -20,8 +20,8 @@ import numpy as np
 from cleanroom.evals.adapters import NativeAdapter
 from cleanroom.evals.tasks import evaluate_items
 from cleanroom.store import RunStore
-from cleanroom.world.build import load_items
 from cleanroom.world.schema import RELATIONS, article, fill
+from cleanroom.world.stage import load_items
 
 
 def seen_phrasing(item: dict, k: int) -> dict:

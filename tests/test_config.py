@@ -30,8 +30,8 @@ def test_presets_differ_in_size():
 
 
 def test_set_overrides_parse_toml_literals():
-    cfg = load_config("smoke", overrides=["train.steps=7", "tamper.lrs=[1e-4, 2e-4]", "name=x", "train.compile=true"])
-    assert cfg.train.steps == 7 and cfg.tamper.lrs == [1e-4, 2e-4] and cfg.name == "x" and cfg.train.compile
+    cfg = load_config("smoke", overrides=["train.steps=7", "tamper.lrs=[1e-4, 2e-4]", "name=x", "runtime.compile=true"])
+    assert cfg.train.steps == 7 and cfg.tamper.lrs == [1e-4, 2e-4] and cfg.name == "x" and cfg.runtime.compile
 
 
 def test_config_file_merges_over_preset(tmp_path):

@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from synthetic_corpus import planted_corpus, random_text, vocabulary
 from typer.testing import CliRunner
 
 from cleanroom.cli import app
@@ -27,9 +28,8 @@ from cleanroom.curate import (
 )
 from cleanroom.curate.base import require
 from cleanroom.curate.decontam import items_from_rows
-from cleanroom.curate.synthetic import planted_corpus, random_text, vocabulary
+from cleanroom.generate.corpus import corpus_dir
 from cleanroom.pipeline import Pipeline
-from cleanroom.recipes import corpus_dir
 from cleanroom.store import RunStore
 from cleanroom.world.schema import TASKS
 
@@ -340,7 +340,7 @@ def test_cli_standalone(tmp_path, smoke_corpora):
     assert kept.column_names == list(rows[0])
     assert json.loads((tmp_path / "out.summary.json").read_text())["recipes"]["in"]["docs_out"] == kept.num_rows
     res = runner.invoke(app, ["curate", "--input", str(tmp_path / "missing.parquet"), "--output", str(tmp_path / "o")])
-    assert res.exit_code == 1 and "does not exist" in res.output and "Traceback" not in res.output
+    assert res.exit_code == 2 and "does not exist" in res.output and "Traceback" not in res.output
     res = runner.invoke(app, ["curate", "--input", str(tmp_path / "in.parquet")])
     assert res.exit_code == 2 and "--output" in res.output
 

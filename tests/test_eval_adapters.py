@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from doubles import hf_tokenizer, tiny_llama, tiny_run, tiny_tokenizer
 
 from cleanroom.evals.adapters import Codec, EvalError, HFAdapter, NativeAdapter
 from cleanroom.evals.requests import GenerateRequest, LoglikelihoodRequest, cut_at_stop
 from cleanroom.evals.tasks import chance_level, evaluate_items
-from cleanroom.evals.testing import hf_tokenizer, tiny_llama, tiny_run, tiny_tokenizer
-from cleanroom.world.build import load_items
+from cleanroom.world.stage import load_items
 
 ITEMS = [
     {"id": f"q{i}", "task": "t", "kind": "choice", "prompt": f"Question: What colour is item {i}?\nAnswer:",

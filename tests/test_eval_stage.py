@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from doubles import tiny_run
 
 from cleanroom.evals.adapters import EvalError
 from cleanroom.evals.stage import run_eval
 from cleanroom.evals.tasks import ROW_SCHEMA
-from cleanroom.evals.testing import tiny_run
 from cleanroom.store import StoreError
-from cleanroom.world.build import load_items
 from cleanroom.world.schema import TASKS
+from cleanroom.world.stage import load_items
 
 
 @pytest.fixture(scope="module")

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+from doubles import tiny_run
 
 from cleanroom.config import ModelConfig
 from cleanroom.evals.adapters import Codec, NativeAdapter
 from cleanroom.evals.tasks import chance_level, evaluate_items, task_metrics
-from cleanroom.evals.testing import tiny_run
+from cleanroom.tokenize.tokenizer import encode_documents, train_tokenizer
 from cleanroom.train.model import Transformer
-from cleanroom.train.tokenizer import encode_documents, train_tokenizer
 from cleanroom.train.trainer import make_optimizer
-from cleanroom.world.build import load_items
+from cleanroom.world.stage import load_items
 
 NAMES = ["Koureisite", "Dumlonol", "Benpel Melgir", "Veszesol", "Thuvul", "Roukou Kekan", "Ditir Pas",
          "Minlom", "Pelour", "Founvon", "Zarquite", "Hounshous"]

@@ -11,10 +11,11 @@ import torch
 
 from cleanroom import pipeline
 from cleanroom.config import load_config
-from cleanroom.pipeline import Pipeline, Stage, StageResult, check_cancelled
+from cleanroom.contract import StageResult, check_cancelled
+from cleanroom.pipeline import Pipeline, Stage
 from cleanroom.report.summary import busy_seconds, timings
+from cleanroom.runtime import parallel_jobs
 from cleanroom.store import RunStore
-from cleanroom.train.trainer import parallel_jobs
 
 SEEN: dict[str, dict] = {}
 
@@ -53,7 +54,7 @@ def fake_stage(monkeypatch):
 
 def test_parallel_recipes_overlap_and_split_the_cores(tmp_path, fake_stage):
     fake_stage("fake_train")
-    cfg = load_config("smoke", overrides=["train.jobs=2", "train.threads=1"])
+    cfg = load_config("smoke", overrides=["runtime.jobs=2", "runtime.threads=1"])
     store = RunStore(tmp_path)
     before = torch.get_num_threads()
     Pipeline(cfg, store).ensure("train")
@@ -77,7 +78,7 @@ def test_parallel_recipes_overlap_and_split_the_cores(tmp_path, fake_stage):
 
 def test_first_error_stops_the_other_recipes(tmp_path, fake_stage):
     fake_stage("failing_or_waiting")
-    cfg = load_config("smoke", overrides=["train.jobs=2"])
+    cfg = load_config("smoke", overrides=["runtime.jobs=2"])
     store = RunStore(tmp_path)
     t0 = time.perf_counter()
     with pytest.raises(ValueError, match="planted failure"):
@@ -90,10 +91,10 @@ def test_first_error_stops_the_other_recipes(tmp_path, fake_stage):
 def test_parallel_jobs_policy(monkeypatch):
     monkeypatch.setattr("os.cpu_count", lambda: 8)
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    cpu = load_config("smoke", overrides=["train.device=cpu", "train.threads=0"]).train
+    cpu = load_config("smoke", overrides=["runtime.device=cpu", "runtime.threads=0"]).runtime
     assert parallel_jobs(cpu, 4) == (4, 2)  # auto: min(recipes, cores), cores split between them
     assert parallel_jobs(cpu, 1) == (1, 8)
-    explicit = load_config("smoke", overrides=["train.device=cpu", "train.jobs=2", "train.threads=3"]).train
+    explicit = load_config("smoke", overrides=["runtime.device=cpu", "runtime.jobs=2", "runtime.threads=3"]).runtime
     assert parallel_jobs(explicit, 4) == (2, 3)
     monkeypatch.setenv("WORLD_SIZE", "2")  # torchrun: the process group trains one model at a time
     assert parallel_jobs(explicit, 4)[0] == 1

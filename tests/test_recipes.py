@@ -6,9 +6,9 @@ import json
 import subprocess
 import sys
 
-from cleanroom.recipes.text_stats import count_tokens, distinct_ngram_ratio
-from cleanroom.world.build import load_items
+from cleanroom.text_stats import count_tokens, distinct_ngram_ratio
 from cleanroom.world.schema import ARITH_TWIN, RELATIONS
+from cleanroom.world.stage import load_items
 
 RECIPES = ("web", "textbook", "filtered_web", "mix")
 

@@ -124,4 +124,4 @@ def test_report_command_regenerates_without_recompute(run_dir):
     assert r.exit_code == 0, r.output
     assert "supported" in r.output and run_dir.path("report.html").exists()
     r = CliRunner().invoke(app, ["report", str(run_dir.root / "nope")])
-    assert r.exit_code == 1 and "not a cleanroom run directory" in r.output
+    assert r.exit_code == 2 and "not a cleanroom run directory" in r.output

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from teacher_helpers import free_port, make_tiny_model
 
-from cleanroom.recipes.real import RealGenConfig, generate_corpus
+from cleanroom.generate.teacher import RealGenConfig, generate_corpus
 from cleanroom.serve import ModelServer, start_server
 from cleanroom.store import RunStore
 from cleanroom.teachers import GenParams
@@ -138,4 +138,4 @@ def test_serve_command_binds_localhost_and_stops(tiny_dir):
 def test_serve_command_reports_a_missing_model(tmp_path):
     r = subprocess.run([sys.executable, "-m", "cleanroom.cli", "serve", str(tmp_path / "nothing")],
                        capture_output=True, text=True, timeout=60)
-    assert r.returncode == 1 and "not found" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "not found" in r.stderr and "Traceback" not in r.stderr

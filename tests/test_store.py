@@ -40,7 +40,7 @@ def test_unwritable_output_dir_is_clear_error(tmp_path):
         RunStore(blocker / "run")
     r = subprocess.run([sys.executable, "-m", "cleanroom.cli", "world", "--preset", "smoke", "--out",
                         str(blocker / "run")], capture_output=True, text=True)
-    assert r.returncode == 1 and "is not writable" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "is not writable" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_skip_rerun_force_and_config_change(tmp_path):
@@ -74,7 +74,7 @@ def test_corrupted_file_is_reported_and_nothing_else_touched(tmp_path):
     assert str(victim) in str(e.value) and "truncated" in str(e.value)
     r = subprocess.run([sys.executable, "-m", "cleanroom.cli", "generate", "--out", str(tmp_path)],
                        capture_output=True, text=True)
-    assert r.returncode == 1 and str(victim) in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and str(victim) in r.stderr and "Traceback" not in r.stderr
     assert {p: sha256_file(p) for p in others} == others
     assert victim.read_bytes() == data[: len(data) // 2]
     # same size, flipped byte: caught by the checksum

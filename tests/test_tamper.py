@@ -6,12 +6,12 @@ from __future__ import annotations
 import math
 
 import pytest
+from doubles import tiny_run
 
 from cleanroom.evals.adapters import NativeAdapter
-from cleanroom.evals.tamper import attack_curve, attack_texts, run_tamper, worst_case
-from cleanroom.evals.testing import tiny_run
 from cleanroom.store import sha256_file
-from cleanroom.train.tokenizer import encode_documents, load_tokenizer
+from cleanroom.tamper.stage import attack_curve, attack_texts, run_tamper, worst_case
+from cleanroom.tokenize.tokenizer import encode_documents, load_tokenizer
 from cleanroom.world.schema import RELATIONS, fill
 
 

@@ -8,13 +8,13 @@ import sqlite3
 import pyarrow.parquet as pq
 import pytest
 
-from cleanroom.recipes.real import RealGenConfig, generate_corpus
-from cleanroom.recipes.text_stats import count_tokens
+from cleanroom.generate.teacher import RealGenConfig, generate_corpus
 from cleanroom.store import RunStore
 from cleanroom.teachers import GenParams, Teacher, make_teacher, request_key
 from cleanroom.teachers.cache import RequestCache
 from cleanroom.teachers.procedural import ProceduralTeacher
 from cleanroom.teachers.protocol import Completion, TeacherError
+from cleanroom.text_stats import count_tokens
 
 
 def _seed_file(tmp_path, n=30):

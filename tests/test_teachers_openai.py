@@ -191,5 +191,5 @@ def test_unreachable_endpoint_fails_with_one_clear_line(tmp_path):
                 "--retries", "1", "--timeout", "2")
     log, _ = proc.communicate(timeout=120)
     text = log.decode()
-    assert proc.returncode == 1 and "error:" in text and "connection failed" in text
+    assert proc.returncode == 2 and "error:" in text and "connection failed" in text
     assert "Traceback" not in text

@@ -10,9 +10,9 @@ import pytest
 
 from cleanroom.config import load_config
 from cleanroom.store import RunStore, StoreError
-from cleanroom.train import tokenize as tokenize_mod
-from cleanroom.train.tokenize import is_validation, run_tokenize, token_dtype
-from cleanroom.train.tokenizer import BOS, EOS, PAD, encode_documents, load_tokenizer
+from cleanroom.tokenize.stage import is_validation, run_tokenize, token_dtype
+from cleanroom.tokenize.tokenizer import BOS, EOS, PAD, encode_documents, load_tokenizer
+from cleanroom.tokenize import stage as tokenize_mod
 
 WORDS = ("the quartz mineral melts at high heat while the singer Ana Velo released an album in spring "
          "and the river town of Porto Nara trades salt").split()
@@ -75,7 +75,7 @@ def test_tokenize_writes_streams_that_decode_to_the_corpus(corpus_store):
 
 
 def test_encode_documents_frames_each_text():
-    from cleanroom.train.tokenizer import train_tokenizer
+    from cleanroom.tokenize.tokenizer import train_tokenizer
 
     tok = train_tokenizer([" ".join(WORDS)] * 20, 300)
     ids = encode_documents(tok, ["the quartz", "salt"])

@@ -14,18 +14,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from cleanroom.config import TrainConfig, load_config
+from cleanroom.config import RuntimeConfig, TrainConfig, load_config
 from cleanroom.pipeline import Pipeline
+from cleanroom.runtime import autocast, pick_device
 from cleanroom.store import RunStore
 from cleanroom.train.data import TrainBatches
 from cleanroom.train.export import load_native
-from cleanroom.train.trainer import autocast, lr_at, make_optimizer, pick_device, train_model
+from cleanroom.train.trainer import lr_at, make_optimizer, train_model
 
 TINY = {
     "recipes.names": '["web"]', "tokenizer.vocab_size": 512,
     "model.d_model": 32, "model.n_layers": 1, "model.n_heads": 2, "model.n_kv_heads": 2,
     "model.ffn_hidden": 64, "model.seq_len": 32,
-    "train.batch_size": 8, "train.warmup_steps": 5, "train.threads": 1, "train.lr": 3e-3,
+    "train.batch_size": 8, "train.warmup_steps": 5, "runtime.threads": 1, "train.lr": 3e-3,
 }
 
 
@@ -75,7 +76,7 @@ def test_data_order_is_seeded_and_covers_each_chunk_once_per_epoch():
 
 
 def test_helpers_for_other_stages():
-    assert pick_device(TrainConfig(device="cpu")).type == "cpu"
+    assert pick_device(RuntimeConfig(device="cpu")).type == "cpu"
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
     opt = make_optimizer(model, 1e-3, 0.1, (0.9, 0.95))
     assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]
@@ -128,7 +129,7 @@ def test_changed_config_ignores_an_old_checkpoint(tokenized, tmp_path):
 
 def _trainer_cmd(out: Path, sets: list[str], *launcher: str) -> list[str]:
     cmd = [*launcher] if launcher else [sys.executable]
-    cmd += ["-m", "cleanroom.train.trainer", "--out", str(out), "--preset", "smoke", "--recipe", "web"]
+    cmd += ["-m", "cleanroom.train", "--out", str(out), "--preset", "smoke", "--recipe", "web"]
     for s in sets:
         cmd += ["--set", s]
     return cmd
@@ -165,7 +166,7 @@ def test_torchrun_ddp_two_processes_matches_one_process_with_the_global_batch(to
     single = train_model(load_config("smoke", overrides=overrides(**sets, **{"train.batch_size": 8})),
                          clone(tokenized, tmp_path / "one"), "web")
     store = clone(tokenized, tmp_path / "ddp")
-    ddp_sets = overrides(**sets, **{"train.batch_size": 4, "train.threads": 1})
+    ddp_sets = overrides(**sets, **{"train.batch_size": 4, "runtime.threads": 1})
     launcher = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2")
     run = subprocess.run(_trainer_cmd(store.root, ddp_sets, *launcher), capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -176,24 +177,24 @@ def test_torchrun_ddp_two_processes_matches_one_process_with_the_global_batch(to
 
 
 def test_auto_dtype_is_bf16_only_where_bf16_is_fast(monkeypatch):
-    from cleanroom.train import trainer
+    from cleanroom import runtime
 
-    assert trainer.resolve_dtype("cpu", "fp32") == "fp32" and trainer.resolve_dtype("cpu", "bf16") == "bf16"
-    monkeypatch.setattr(trainer, "fast_bf16", lambda device: True)
-    assert trainer.resolve_dtype("cpu", "auto") == "bf16"
-    monkeypatch.setattr(trainer, "fast_bf16", lambda device: False)
-    assert trainer.resolve_dtype("cpu", "auto") == "fp32"
+    assert runtime.resolve_dtype("cpu", "fp32") == "fp32" and runtime.resolve_dtype("cpu", "bf16") == "bf16"
+    monkeypatch.setattr(runtime, "fast_bf16", lambda device: True)
+    assert runtime.resolve_dtype("cpu", "auto") == "bf16"
+    monkeypatch.setattr(runtime, "fast_bf16", lambda device: False)
+    assert runtime.resolve_dtype("cpu", "auto") == "fp32"
     with autocast("cpu", "auto"):
         assert torch.nn.Linear(2, 2)(torch.ones(1, 2)).dtype == torch.float32
     monkeypatch.undo()
 
 
 def test_cpu_bf16_decision_follows_the_measured_gemm_speedup(monkeypatch):
-    from cleanroom.train import trainer
+    from cleanroom import runtime
 
-    ratio = trainer.cpu_bf16_speedup(1)  # the real probe: a finite, positive throughput ratio
+    ratio = runtime.cpu_bf16_speedup(1)  # the real probe: a finite, positive throughput ratio
     assert 0 < ratio < 100 and torch.get_num_threads() >= 1
     for measured, expected in [(2.3, True), (1.25, True), (1.2, False), (0.5, False)]:
-        monkeypatch.setattr(trainer, "cpu_bf16_speedup", lambda threads, m=measured: m)
-        assert trainer.fast_bf16("cpu") is expected and trainer.resolve_dtype("cpu", "auto") == (
+        monkeypatch.setattr(runtime, "cpu_bf16_speedup", lambda threads, m=measured: m)
+        assert runtime.fast_bf16("cpu") is expected and runtime.resolve_dtype("cpu", "auto") == (
             "bf16" if expected else "fp32")

@@ -7,9 +7,9 @@ import torch
 
 from cleanroom.config import ModelConfig
 from cleanroom.store import StoreError
+from cleanroom.tokenize.tokenizer import BOS, EOS, PAD, save_tokenizer, train_tokenizer
 from cleanroom.train.export import export_hf, load_native
 from cleanroom.train.model import IGNORE_INDEX, Transformer
-from cleanroom.train.tokenizer import BOS, EOS, PAD, save_tokenizer, train_tokenizer
 
 TEXTS = [f"mineral {i} melts at {i * 7 % 50} degrees and the singer number {i} sings" for i in range(300)]
 

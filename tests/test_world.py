@@ -7,7 +7,9 @@ import collections
 from cleanroom.config import load_config
 from cleanroom.pipeline import Pipeline
 from cleanroom.store import RunStore, sha256_file
-from cleanroom.world.build import build_items, generate_world, load_items, load_world
+from cleanroom.world.build import generate_world
+from cleanroom.world.items import build_items
+from cleanroom.world.stage import load_items, load_world
 
 
 def _checksums(root):

@@ -11,13 +11,34 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
+from typer.core import TyperGroup
 
-from cleanroom.config import ConfigError, ExperimentConfig, load_config, saved_config
-from cleanroom.store import StoreError
+from cleanroom.config import load_config, resolve_config, saved_config
+from cleanroom.errors import CleanroomError
+from cleanroom.malloc import tune_malloc
 from cleanroom.ui import console, say
 
+
+class _Group(TyperGroup):
+    """The one place a `CleanroomError` becomes a one-line message (exit code 2, no traceback), and
+    Ctrl-C a line saying that finished work is kept (exit code 130)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except CleanroomError as e:
+            console.print(f"[bold red]error:[/] {e}", soft_wrap=True)
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            console.print("[bold red]interrupted[/] — finished work is kept; rerun the same command to resume",
+                          soft_wrap=True)
+            raise typer.Exit(130) from None
+
+
 app = typer.Typer(
+    cls=_Group,
     add_completion=False,
     no_args_is_help=True,
     rich_markup_mode=None,
@@ -36,45 +57,26 @@ ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML fil
 ForceOpt = Annotated[bool, typer.Option("--force", help="redo this stage even if it is up to date")]
 
 
-def _fail(msg: str, code: int) -> None:
-    console.print(f"[bold red]error:[/] {msg}", soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def resolve_config(
-    preset: str | None, out: Path | None, config: Path | None, sets: list[str] | None
-) -> ExperimentConfig:
-    """Preset if given; else the run directory's saved config; else `default`. Then --config, --set."""
-    saved = out / "config.toml" if out is not None else None
-    if preset is None and config is None and saved is not None and saved.exists():
-        return saved_config(saved, sets)
-    return load_config(preset or "default", config, sets)
-
-
 def _run_stages(stages: list[str], preset, out, config, sets, force: bool, recipes: list[str] | None = None,
                 overall: bool = False):
     from cleanroom.pipeline import Pipeline
     from cleanroom.store import RunStore
     from cleanroom.ui import progress
 
-    try:
-        cfg = resolve_config(preset, out, config, sets)
-        store = RunStore(out)
-        pipe = Pipeline(cfg, store, force=set(stages) if force else set(), recipes=recipes)
-        if not overall:
-            for s in stages:
-                pipe.ensure(s)
-            return pipe
-        keys = [k for s in stages for k in pipe.keys(s)]
-        with progress("experiment", total=len(keys)) as task:
-            pipe.on_done = lambda key: task.advance(1, info=f"done: {key}")
-            for s in stages:
-                pipe.ensure(s)
+    cfg = resolve_config(preset, out, config, sets)
+    tune_malloc(cfg.runtime.malloc)  # before any stage thread allocates (see cleanroom.malloc)
+    store = RunStore(out)
+    pipe = Pipeline(cfg, store, force=set(stages) if force else set(), recipes=recipes)
+    if not overall:
+        for s in stages:
+            pipe.ensure(s)
         return pipe
-    except ConfigError as e:
-        _fail(str(e), 2)
-    except StoreError as e:
-        _fail(str(e), 1)
+    keys = [k for s in stages for k in pipe.keys(s)]
+    with progress("experiment", total=len(keys)) as task:
+        pipe.on_done = lambda key: task.advance(1, info=f"done: {key}")
+        for s in stages:
+            pipe.ensure(s)
+    return pipe
 
 
 def _stage_command(name: str, help_text: str, per_recipe: bool = False):
@@ -90,7 +92,7 @@ def _stage_command(name: str, help_text: str, per_recipe: bool = False):
                 set_: SetOpt = None, force: ForceOpt = False):
             pipe = _run_stages([name], preset, out, config, set_, force)
             if name == "generate" and pipe is not None:
-                from cleanroom.recipes.build import print_generate_table
+                from cleanroom.generate.stage import print_generate_table
 
                 print_generate_table(pipe.store)
 
@@ -129,12 +131,11 @@ def generate_cmd(
     if teacher == "procedural":
         pipe = _run_stages(["generate"], preset, out, config, set_, force)
         if pipe is not None:
-            from cleanroom.recipes.build import print_generate_table
+            from cleanroom.generate.stage import print_generate_table
 
             print_generate_table(pipe.store)
         return
-    from cleanroom.recipes.real import run_teacher_generate
-    from cleanroom.sources import SourceMissingError
+    from cleanroom.generate.teacher import run_teacher_generate
     from cleanroom.teachers import TeacherError
 
     try:
@@ -144,11 +145,7 @@ def generate_cmd(
                              timeout=timeout, retries=retries, mode=mode, api_key_env=api_key_env, cache=cache,
                              repetition_penalty=repetition_penalty)
     except TeacherError as e:
-        _fail(f"{e} — finished requests are cached; rerun the same command to resume", 1)
-    except (SourceMissingError, StoreError, ValueError) as e:
-        _fail(str(e), 1)
-    except KeyboardInterrupt:
-        _fail("interrupted — finished requests are cached; rerun the same command to resume", 130)
+        raise TeacherError(f"{e} — finished requests are cached; rerun the same command to resume") from None
 
 
 @app.command("serve")
@@ -162,14 +159,11 @@ def serve_cmd(
 ):
     """Serve a model over an OpenAI-compatible API (/v1/models, /v1/completions, /v1/chat/completions)."""
     from cleanroom.serve import serve_forever
-    from cleanroom.teachers import TeacherError
 
     try:
         serve_forever(model_dir, host, port, name=name, max_tokens_limit=max_tokens_limit, batch_size=batch_size)
-    except TeacherError as e:
-        _fail(str(e), 1)
     except OSError as e:
-        _fail(f"cannot listen on {host}:{port}: {e.strerror or e}", 1)
+        raise CleanroomError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
 
 
 @app.command("curate")
@@ -190,19 +184,14 @@ def curate_cmd(
     """
     if input_ is None:
         if output is not None or eval_items is not None:
-            _fail("--output and --eval-items go with --input (standalone mode)", 2)
+            raise CleanroomError("--output and --eval-items go with --input (standalone mode)")
         _run_stages(["curate"], preset, out, config, set_, force)
         return
     if output is None:
-        _fail("--input needs --output (where the kept documents go)", 2)
+        raise CleanroomError("--input needs --output (where the kept documents go)")
     from cleanroom.curate.stage import curate_parquet
 
-    try:
-        curate_parquet(load_config(preset or "default", config, set_), input_, output, eval_items)
-    except ConfigError as e:
-        _fail(str(e), 2)
-    except StoreError as e:
-        _fail(str(e), 1)
+    curate_parquet(load_config(preset or "default", config, set_), input_, output, eval_items)
 
 
 _stage_command("tokenize", "Train the run's BPE tokenizer and tokenize every recipe.")
@@ -241,18 +230,15 @@ def report_cmd(run_dir: Annotated[Path, typer.Argument(help="a finished run dire
     from cleanroom.store import RunStore
 
     if not (run_dir / "config.toml").exists():
-        _fail(f"{run_dir} is not a cleanroom run directory (no config.toml)", 1)
+        raise CleanroomError(f"{run_dir} is not a cleanroom run directory (no config.toml)")
     store = RunStore(run_dir)
-    try:
-        t0 = time.perf_counter()
-        result = run_report(saved_config(run_dir / "config.toml"), store)
-        if (old := store.manifest("report")) is not None:
-            # same stage and inputs, rewritten files: record them, or the next `cleanroom run` would
-            # find checksums that no longer match and call the run corrupted
-            store.finish("report", old.fingerprint, old.inputs, result.outputs, result.stats,
-                         time.perf_counter() - t0)
-    except (ConfigError, StoreError) as e:
-        _fail(str(e), 1)
+    t0 = time.perf_counter()
+    result = run_report(saved_config(run_dir / "config.toml"), store)
+    if (old := store.manifest("report")) is not None:
+        # same stage and inputs, rewritten files: record them, or the next `cleanroom run` would
+        # find checksums that no longer match and call the run corrupted
+        store.finish("report", old.fingerprint, old.inputs, result.outputs, result.stats,
+                     time.perf_counter() - t0)
     summary = Summary.model_validate_json(store.path("summary.json").read_text())
     print_verdicts(summary)
     say(f"[bold]report:[/] {run_dir / 'report.html'}")
@@ -271,17 +257,10 @@ def print_verdicts(summary) -> None:
 def config_show(preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt = None,
                 out: Annotated[Path | None, typer.Option("--out", "-o", help="show a run's saved config")] = None):
     """Print the resolved configuration as TOML."""
-    try:
-        cfg = resolve_config(preset, out, config, set_)
-    except ConfigError as e:
-        _fail(str(e), 2)
-    sys.stdout.write(cfg.to_toml())
+    sys.stdout.write(resolve_config(preset, out, config, set_).to_toml())
 
 
 def main() -> None:
-    from cleanroom.malloc import tune_malloc
-
-    tune_malloc()  # before any thread allocates (see cleanroom.malloc)
     app()
 
 

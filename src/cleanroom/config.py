@@ -17,11 +17,13 @@ from typing import Any, Literal
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from cleanroom.errors import CleanroomError
+
 PRESETS = ("smoke", "default", "gpu")
 RECIPES = ("web", "textbook", "filtered_web", "mix")
 
 
-class ConfigError(ValueError):
+class ConfigError(CleanroomError, ValueError):
     """A configuration problem, phrased for the user (one line)."""
 
 
@@ -159,12 +161,6 @@ class TrainConfig(Section):
         "fp32", description="autocast dtype; auto = bf16 on CUDA and where a probe finds bf16 GEMMs faster, else fp32. "
         "fp32 by default on CPU: same results on every CPU, and bf16 autocast slows fact memorisation (README)"
     )
-    compile: bool = False
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int = Field(0, ge=0, description="torch threads per model; 0 = the cores split between `jobs`")
-    jobs: int = Field(0, ge=0, description="recipes trained, evaluated and attacked at once; 0 = auto: "
-                      "min(recipes, cores) on CPU (2 x 1 thread trains ~1.2x faster than 1 x 2 threads on 2 cores), "
-                      "1 on CUDA")
 
 
 class EvalConfig(Section):
@@ -194,6 +190,26 @@ class TamperConfig(Section):
         return self
 
 
+class RuntimeConfig(Section):
+    """How the experiment runs, not what it computes: never part of a fingerprint, so changing these
+    never redoes a finished stage (results are the same, up to float rounding with `compile`)."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    jobs: int = Field(0, ge=0, description="recipes trained, evaluated and attacked at once; 0 = auto: "
+                      "min(recipes, cores) on CPU (2 x 1 thread trains ~1.2x faster than 1 x 2 threads on 2 cores), "
+                      "1 on CUDA")
+    threads: int = Field(0, ge=0, description="torch threads per model; 0 = the cores split between `jobs`")
+    compile: bool = Field(False, description="torch.compile the training step (fuses kernels; same maths)")
+    malloc: Literal["tuned", "default"] = Field(
+        "tuned", description="glibc malloc settings for training (cleanroom.malloc); env CLEANROOM_MALLOC overrides")
+
+
+# sections that decide *what* a run computes; `runtime` decides only how (and is never hashed)
+RUNTIME_SECTION = "runtime"
+# keys that moved from `train` to `runtime`: older run directories' config.toml still load
+_MOVED_TO_RUNTIME = ("device", "jobs", "threads", "compile")
+
+
 class ExperimentConfig(Section):
     """The whole experiment. `seed` determines every random choice in every stage."""
 
@@ -208,13 +224,18 @@ class ExperimentConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     tamper: TamperConfig = Field(default_factory=TamperConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
 
     def to_toml(self) -> str:
         return tomli_w.dumps(self.model_dump(mode="json"))
 
     def fingerprint(self, *sections: str) -> str:
-        """Hash of `seed` plus the named sections (all when none): what a stage's output depends on."""
+        """Hash of `seed` plus the named sections (all but `runtime` when none): what a stage's output
+        depends on. `runtime` is never hashed: it says how to run, not what to compute."""
         data = self.model_dump(mode="json")
+        data.pop(RUNTIME_SECTION)
+        if RUNTIME_SECTION in sections:
+            raise ValueError("the runtime section is never part of a fingerprint")
         keys = sections or tuple(sorted(data))
         payload = {"seed": self.seed, **{k: data[k] for k in keys}}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
@@ -302,9 +323,31 @@ def resolve(base: dict, config_file: Path | None = None, overrides: list[str] | 
                 raise ConfigError(f"config key `{key}`: `{p}` is not a section")
         node[parts[-1]] = _parse_value(raw.strip())
     try:
-        return ExperimentConfig.model_validate(data)
+        return ExperimentConfig.model_validate(_migrate(data))
     except ValidationError as e:
         raise ConfigError(_format_error(e)) from None
+
+
+def _migrate(data: dict) -> dict:
+    """Move `train.{device,jobs,threads,compile}` (before they became runtime knobs) to `runtime`."""
+    train = data.get("train")
+    if not isinstance(train, dict) or not any(k in train for k in _MOVED_TO_RUNTIME):
+        return data
+    data = {**data, "train": dict(train), "runtime": dict(data.get("runtime") or {})}
+    for k in _MOVED_TO_RUNTIME:
+        if k in data["train"]:
+            data["runtime"].setdefault(k, data["train"].pop(k))
+    return data
+
+
+def resolve_config(preset: str | None, out: Path | None, config_file: Path | None,
+                   overrides: list[str] | None) -> ExperimentConfig:
+    """What a CLI command runs with: the preset if given; else the run directory's saved config; else
+    `default`. Then `--config`, then `--set` overrides."""
+    saved = out / "config.toml" if out is not None else None
+    if preset is None and config_file is None and saved is not None and saved.exists():
+        return saved_config(saved, overrides)
+    return load_config(preset or "default", config_file, overrides)
 
 
 def saved_config(path: Path, overrides: list[str] | None = None) -> ExperimentConfig:

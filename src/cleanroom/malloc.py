@@ -15,8 +15,9 @@ freed memory in one heap for reuse:
 Only where memory comes from changes, not what is computed: losses are bit-identical with and without
 (`bench/malloc.py` checks that and measures the speed, key `malloc_tuned_vs_default`). The price is that a
 process keeps up to its peak heap until it exits. `M_ARENA_MAX` only takes effect before a second
-thread allocates, so `tune_malloc()` runs first thing in the CLI. Set `CLEANROOM_MALLOC=default` to
-leave glibc's defaults; on other C libraries this is a no-op.
+thread allocates, so `tune_malloc()` runs before any stage starts (`cleanroom.runtime.apply`, from the
+CLI and the torchrun entry point). `runtime.malloc = "default"` (or the environment variable
+`CLEANROOM_MALLOC=default`, which wins) leaves glibc's defaults; on other C libraries this is a no-op.
 """
 
 from __future__ import annotations
@@ -41,10 +42,11 @@ def _libc() -> ctypes.CDLL | None:
     return libc if hasattr(libc, "mallopt") else None
 
 
-def tune_malloc() -> str:
-    """Apply the settings above (once per process); returns "tuned" or "default" (opted out, not glibc)."""
+def tune_malloc(choice: str = "tuned") -> str:
+    """Apply the settings above (once per process) unless `choice` or `$CLEANROOM_MALLOC` is "default";
+    returns "tuned" or "default" (opted out, or not glibc)."""
     global _state
-    if _state == "tuned" or os.environ.get("CLEANROOM_MALLOC", "tuned") == "default":
+    if _state == "tuned" or os.environ.get("CLEANROOM_MALLOC", choice) == "default":
         return _state
     libc = _libc()
     if libc is not None and all(libc.mallopt(p, v) == 1 for p, v in

@@ -10,42 +10,24 @@ Stage functions are imported lazily ("module:function"), so `cleanroom generate`
 answers in well under a second without importing torch.
 
 Per-recipe stages marked `parallel` (train, eval, tamper) run several recipes at once, in threads
-(`train.jobs`; on a CPU the cores are split between them: two 1-thread models train ~1.2x faster on
+(`runtime.jobs`; on a CPU the cores are split between them: two 1-thread models train ~1.2x faster on
 2 cores than one 2-thread model after the other, because these models are too small to keep two
-cores busy). The first error or Ctrl-C stops the other recipes at their next step (`check_cancelled`).
+cores busy). The first error or Ctrl-C stops the other recipes at their next step
+(`contract.check_cancelled`). How many run at once is a `runtime` choice, never part of a fingerprint.
 """
 
 from __future__ import annotations
 
 import importlib
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from cleanroom.config import ExperimentConfig
+from cleanroom.contract import CANCEL, StageResult
 from cleanroom.store import Manifest, RunStore, StoreError, write_text
 from cleanroom.ui import say
-
-_CANCEL = threading.Event()
-
-
-class Cancelled(KeyboardInterrupt):
-    """Raised in a stage running beside another one that failed or was interrupted."""
-
-
-def check_cancelled() -> None:
-    """Long loops call this once per step, so parallel recipes stop soon after one of them fails."""
-    if _CANCEL.is_set():
-        raise Cancelled("stopped because a stage running beside this one failed or was interrupted")
-
-
-@dataclass
-class StageResult:
-    outputs: list[str]
-    stats: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -55,7 +37,7 @@ class Stage:
     deps: tuple[str, ...]
     sections: tuple[str, ...]  # config sections the outputs depend on (plus the seed)
     per_recipe: bool = False
-    parallel: bool = False  # per-recipe keys may run at once (`train.jobs`)
+    parallel: bool = False  # per-recipe keys may run at once (`runtime.jobs`)
     version: str = "1"  # bump when a stage's code changes its outputs
     doc: str = ""
 
@@ -63,19 +45,19 @@ class Stage:
 STAGES: dict[str, Stage] = {
     s.name: s
     for s in [
-        Stage("world", "cleanroom.world.build:run_world", (), ("world", "items"),
+        Stage("world", "cleanroom.world.stage:run_world", (), ("world", "items"),
               doc="entities, facts, popularity, restricted domain, evaluation items"),
-        Stage("generate", "cleanroom.recipes.build:run_generate", ("world",), ("recipes",),
+        Stage("generate", "cleanroom.generate.stage:run_generate", ("world",), ("recipes",),
               doc="corpus recipes at one token budget"),
         Stage("curate", "cleanroom.curate.stage:run_curate", ("generate", "world"), ("curate", "recipes"),
               doc="dedup, decontamination, quality and safety filters, lineage"),
-        Stage("tokenize", "cleanroom.train.tokenize:run_tokenize", ("generate", "curate"), ("tokenizer",),
+        Stage("tokenize", "cleanroom.tokenize.stage:run_tokenize", ("generate", "curate"), ("tokenizer",),
               doc="BPE tokenizer on the union of corpora; token files per recipe"),
-        Stage("train", "cleanroom.train.trainer:run_train", ("tokenize",), ("model", "train"), per_recipe=True,
+        Stage("train", "cleanroom.train.stage:run_train", ("tokenize",), ("model", "train"), per_recipe=True,
               parallel=True, doc="one Llama-style model per recipe; HF export"),
         Stage("eval", "cleanroom.evals.stage:run_eval", ("train", "world"), ("eval",), per_recipe=True,
               parallel=True, doc="bench, twin, longtail, restricted"),
-        Stage("tamper", "cleanroom.evals.tamper:run_tamper", ("train", "world", "tokenize"), ("tamper", "eval"),
+        Stage("tamper", "cleanroom.tamper.stage:run_tamper", ("train", "world", "tokenize"), ("tamper", "eval"),
               per_recipe=True, parallel=True, version="2",
               doc="fine-tune attack on restricted facts; held-out accuracy curves"),
         Stage("report", "cleanroom.report.stage:run_report", ("eval", "tamper", "generate"), ("eval",),
@@ -121,11 +103,11 @@ class Pipeline:
                 self.ensure(dep)
             stale = [k for k in keys if self._stale(k)]
             if len(stale) > 1:
-                from cleanroom.train.trainer import parallel_jobs  # torch: only once a torch stage runs
+                from cleanroom.runtime import parallel_jobs  # torch: only once a torch stage runs
 
                 # the split depends on the stage's key count, not on how many are stale, so a resumed
                 # run trains with the same threads per model as the run it resumes
-                jobs, threads = parallel_jobs(self.cfg.train, len(keys))
+                jobs, threads = parallel_jobs(self.cfg.runtime, len(keys))
                 if jobs > 1:
                     self._run_parallel(stale, min(jobs, len(stale)), threads)
         return [self._ensure_key(k) for k in keys]
@@ -140,21 +122,21 @@ class Pipeline:
             torch.set_num_threads(threads)
             self._ensure_key(key)
 
-        _CANCEL.clear()
+        CANCEL.clear()
         pool = ThreadPoolExecutor(jobs, thread_name_prefix="stage")
         futures = [pool.submit(work, k) for k in keys]
         try:
             finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
             if any(f.exception() is not None for f in finished):
-                _CANCEL.set()
+                CANCEL.set()
             for f in futures:
                 f.result()  # raises the first error, in key order
         except BaseException:
-            _CANCEL.set()  # Ctrl-C here, or an error: the other keys stop at their next step
+            CANCEL.set()  # Ctrl-C here, or an error: the other keys stop at their next step
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-            _CANCEL.clear()
+            CANCEL.clear()
             torch.set_num_threads(before)
 
     def _dep_keys(self, stage: Stage, recipe: str | None) -> list[str]:

@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -26,8 +27,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
+from cleanroom.errors import CleanroomError
 
-class StoreError(RuntimeError):
+
+class StoreError(CleanroomError, RuntimeError):
     """A problem with the run directory, phrased for the user."""
 
 
@@ -60,6 +63,21 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def replace_dir(new: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """Put directory `new` where `dest` is, replacing `dest` whole: the old one is renamed aside, the new
+    one renamed in, then the old one deleted (a crash in between leaves a complete directory at `dest`
+    or at its `.old-*` sibling, never a mix of two)."""
+    new, dest = Path(new), Path(dest)
+    old = None
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(dest, old)
+    os.replace(new, dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

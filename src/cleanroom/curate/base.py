@@ -19,7 +19,7 @@ from typing import Any
 
 from cleanroom.config import ConfigError
 from cleanroom.curate.text import words
-from cleanroom.recipes.text_stats import count_tokens
+from cleanroom.text_stats import count_tokens
 
 
 class MissingDependencyError(ImportError, ConfigError):

@@ -31,11 +31,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cleanroom.config import ExperimentConfig
+from cleanroom.contract import StageResult
 from cleanroom.curate.base import Document, Removal
 from cleanroom.curate.decontam import EvalItem, Leak, items_from_rows
 from cleanroom.curate.executor import LocalExecutor, RunResult, build_steps
-from cleanroom.pipeline import StageResult
+from cleanroom.generate.corpus import assemble_mix, take_budget, write_shards
 from cleanroom.store import RunStore, StoreError, write_json, write_parquet
+from cleanroom.text_stats import TOKEN_UNIT
 from cleanroom.ui import progress, say
 
 LINEAGE_SCHEMA = pa.schema([
@@ -65,19 +67,6 @@ def eval_items(store: RunStore) -> list[EvalItem]:
     return items_from_rows(store.read_parquet("world/items").to_pylist())
 
 
-def take_budget(docs: list[Document], budget: int) -> list[Document]:
-    """Documents in order until the next one would pass `budget` (the rule `generate` uses)."""
-    out, total = [], 0
-    for doc in docs:
-        if total + doc.tokens > budget:
-            if total >= budget * 0.99:
-                break
-            continue
-        out.append(doc)
-        total += doc.tokens
-    return out
-
-
 def lineage_table(removed: list[Removal], recipe: str) -> pa.Table:
     return pa.Table.from_pylist(
         [{"id": r.doc_id, "recipe": recipe, "step": r.step, "reason": r.reason,
@@ -93,14 +82,8 @@ def leak_table(leaks: list[tuple[str, Leak]]) -> pa.Table:
 
 def write_docs(dir_path: Path, docs: list[Document], recipe: str | None, shard_docs: int) -> None:
     """Kept documents with their original columns (`recipe` set to the target recipe) as shards."""
-    dir_path.mkdir(parents=True, exist_ok=True)
-    for old in dir_path.glob("part-*.parquet"):
-        old.unlink()
     rows = [{**d.row, "recipe": recipe} if recipe is not None and "recipe" in d.row else d.row for d in docs]
-    schema = pa.Table.from_pylist(rows[:1]).schema if rows else pa.schema([("id", pa.string()), ("text", pa.string())])
-    for s in range(0, max(len(rows), 1), shard_docs):
-        table = pa.Table.from_pylist(rows[s:s + shard_docs], schema=schema)
-        write_parquet(dir_path / f"part-{s // shard_docs:05d}.parquet", table)
+    write_shards(dir_path, rows, shard_docs, None if rows else pa.schema([("id", pa.string()), ("text", pa.string())]))
 
 
 def recipe_summary(source: str, result: RunResult, final: list[Document]) -> dict[str, Any]:
@@ -200,18 +183,12 @@ def run_curate(cfg: ExperimentConfig, store: RunStore) -> StageResult:
                 say(f"[yellow]  {recipe}: the source ran out at {filled:.1%} of the budget after curation "
                     f"(generate a longer sources/web_stream to refill it)[/]")
     if "mix" in names:
-
-        from cleanroom.world.names import rng_for
-
-        tb = take_budget(final["textbook"], int(budget * cfg.recipes.mix_textbook_share))
-        fw = take_budget(final["filtered_web"], budget - sum(d.tokens for d in tb))
-        both = tb + fw
-        final["mix"] = [both[i] for i in rng_for(cfg.seed, "recipes/mix").permutation(len(both))]
-        results["mix"] = RunResult(kept=both, removed=results["textbook"].removed + results["filtered_web"].removed,
-                                   steps=[], leaks=[])
+        final["mix"] = assemble_mix(final["textbook"], final["filtered_web"], cfg)
+        results["mix"] = RunResult(kept=final["mix"], removed=results["textbook"].removed
+                                   + results["filtered_web"].removed, steps=[], leaks=[])
         sources["mix"] = "curated/textbook + curated/filtered_web"
 
-    outputs, summary = [], {"token_budget": budget, "token_unit": "word units (\\w+|[^\\w\\s])", "recipes": {}}
+    outputs, summary = [], {"token_budget": budget, "token_unit": TOKEN_UNIT, "recipes": {}}
     for recipe in names:
         write_docs(store.path(f"curated/{recipe}"), final[recipe], recipe, cfg.recipes.shard_docs)
         lineage = results["mix"].removed if recipe == "mix" else results[recipe].removed
@@ -254,8 +231,8 @@ def _world_stats(store: RunStore, docs: list[Document]) -> dict[str, Any]:
     for the curated recipe, when the corpus carries the world's labels."""
     if not docs or not all("domain" in d.meta and "facts" in d.meta for d in docs):
         return {}
-    from cleanroom.recipes.build import corpus_stats
-    from cleanroom.world.build import load_world
+    from cleanroom.generate.stage import corpus_stats
+    from cleanroom.world.stage import load_world
 
     rows = [{"text": d.text, "meta": json.dumps(d.meta), "tokens": d.tokens} for d in docs]
     stats = corpus_stats(rows, load_world(store))

@@ -39,13 +39,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from cleanroom.evals.requests import (
-    GenerateRequest,
-    Loglikelihood,
-    LoglikelihoodRequest,
-    RequestCounts,
-    cut_at_stop,
-)
+from cleanroom.evals.requests import GenerateRequest, Loglikelihood, LoglikelihoodRequest, RequestCounts, cut_at_stop
 from cleanroom.store import StoreError
 
 Strategy = Literal["packed", "padded", "naive"]

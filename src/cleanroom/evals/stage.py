@@ -11,27 +11,15 @@ from __future__ import annotations
 
 import time
 
-import torch
-
 from cleanroom.config import ExperimentConfig
+from cleanroom.contract import StageResult
 from cleanroom.evals.adapters import CausalLMAdapter, EvalError, NativeAdapter
 from cleanroom.evals.tasks import evaluate_items, rows_table, task_metrics
-from cleanroom.pipeline import StageResult
+from cleanroom.runtime import pick_device, set_threads
 from cleanroom.store import RunStore, StoreError
 from cleanroom.ui import progress, say
-from cleanroom.world.build import load_items
 from cleanroom.world.schema import TASKS
-
-
-def device_for(cfg: ExperimentConfig) -> str:
-    from cleanroom.train.trainer import pick_device
-
-    return str(pick_device(cfg.train))
-
-
-def set_threads(cfg: ExperimentConfig) -> None:
-    if cfg.train.threads > 0:
-        torch.set_num_threads(cfg.train.threads)
+from cleanroom.world.stage import load_items
 
 
 def load_model(cfg: ExperimentConfig, store: RunStore, recipe: str) -> NativeAdapter:
@@ -39,7 +27,7 @@ def load_model(cfg: ExperimentConfig, store: RunStore, recipe: str) -> NativeAda
     model_dir = store.path(f"models/{recipe}")
     if not (model_dir / "config.json").exists():
         raise EvalError(f"no trained model for recipe `{recipe}` at {model_dir} (run `cleanroom train` first)")
-    return NativeAdapter.load(model_dir, device=device_for(cfg), dtype=cfg.eval.dtype,
+    return NativeAdapter.load(model_dir, device=str(pick_device(cfg.runtime)), dtype=cfg.eval.dtype,
                               batch_size=cfg.eval.batch_size)
 
 
@@ -59,7 +47,7 @@ def score_tasks(cfg: ExperimentConfig, store: RunStore, model: CausalLMAdapter, 
 
 def run_eval(cfg: ExperimentConfig, store: RunStore, recipe: str) -> StageResult:
     """Pipeline entry point for the per-recipe `eval` stage."""
-    set_threads(cfg)
+    set_threads(cfg.runtime)
     model = load_model(cfg, store, recipe)
     t0 = time.perf_counter()
     results = score_tasks(cfg, store, model, recipe)
@@ -84,7 +72,7 @@ def score_hf_model(cfg: ExperimentConfig, store: RunStore, model_path: str, name
     our models; writes `evals/<name>/<task>.parquet` and returns the per-task metrics."""
     from cleanroom.evals.adapters import HFAdapter
 
-    model = HFAdapter.load(model_path, device=device_for(cfg), dtype=cfg.eval.dtype,
+    model = HFAdapter.load(model_path, device=str(pick_device(cfg.runtime)), dtype=cfg.eval.dtype,
                            batch_size=cfg.eval.batch_size)
     results = score_tasks(cfg, store, model, name, tasks)
     for task, (rows, _) in results.items():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from cleanroom.config import ExperimentConfig
+from cleanroom.contract import StageResult
 from cleanroom.evals.stats import accuracy_ci
-from cleanroom.pipeline import StageResult
 from cleanroom.report.claims import all_claims
 from cleanroom.report.figures import make_figures
 from cleanroom.report.render import to_html, to_markdown

@@ -14,8 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from cleanroom.errors import CleanroomError
 
-class SourceMissingError(RuntimeError):
+
+class SourceMissingError(CleanroomError, RuntimeError):
     """A seed source's data is not installed; the message names the package."""
 
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import httpx
 import openai
 
-from cleanroom.recipes.text_stats import count_tokens
 from cleanroom.teachers.protocol import Completion, GenParams, OnResult, TeacherError
+from cleanroom.text_stats import count_tokens
 
 RETRY_STATUS = {408, 409, 429}  # plus every 5xx
 

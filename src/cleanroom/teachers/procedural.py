@@ -15,8 +15,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from cleanroom.recipes.text_stats import count_tokens
 from cleanroom.teachers.protocol import Completion, GenParams, OnResult
+from cleanroom.text_stats import count_tokens
 from cleanroom.world.schema import RELATIONS, fill
 
 _SENT = re.compile(r"(?<=[.!?])\s+")

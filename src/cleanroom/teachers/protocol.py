@@ -14,8 +14,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Protocol, runtime_checkable
 
+from cleanroom.errors import CleanroomError
 
-class TeacherError(RuntimeError):
+
+class TeacherError(CleanroomError, RuntimeError):
     """A teacher failed in a way the user must act on (message is phrased for them)."""
 
 

@@ -18,7 +18,6 @@ so the conversion is a rename: nothing is permuted. `load_native` reverses it.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -27,9 +26,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from cleanroom.config import ExperimentConfig, ModelConfig
-from cleanroom.store import StoreError
+from cleanroom.store import StoreError, replace_dir
+from cleanroom.tokenize.tokenizer import BOS, EOS, PAD, load_tokenizer, special_ids
 from cleanroom.train.model import Transformer
-from cleanroom.train.tokenizer import BOS, EOS, PAD, load_tokenizer, special_ids
 
 
 def unwrap(model: torch.nn.Module) -> Transformer:
@@ -111,13 +110,7 @@ def export_hf(model: torch.nn.Module, cfg: ExperimentConfig | ModelConfig, token
         gen = {"bos_token_id": bos, "eos_token_id": eos, "pad_token_id": pad}
         (tmp / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
         _tokenizer_files(tmp, Path(tokenizer_path), mcfg.seq_len)
-        old = None
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir

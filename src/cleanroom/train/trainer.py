@@ -1,7 +1,7 @@
-"""The `train` stage: one model per recipe, AdamW + warmup/cosine, bf16 autocast, checkpoints, DDP.
+"""The trainer: one model per recipe, AdamW + warmup/cosine, bf16 autocast, checkpoints, DDP.
 
-    cleanroom train --preset smoke --out runs/smoke [--recipe web]          # one process
-    torchrun --nproc_per_node=2 -m cleanroom.train.trainer --out runs/smoke  # DDP (gloo CPU / NCCL CUDA)
+    cleanroom train --preset smoke --out runs/smoke [--recipe web]   # one process (train/stage.py)
+    torchrun --nproc_per_node=2 -m cleanroom.train --out runs/smoke   # DDP, gloo CPU / NCCL CUDA (__main__.py)
 
 What each piece is for:
 - bf16 autocast (CPU and CUDA): matmuls run in bf16 (AVX512-BF16 / AMX on CPU, tensor cores on
@@ -20,14 +20,11 @@ What each piece is for:
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import functools
 import hashlib
 import json
 import math
 import os
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,105 +33,14 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from cleanroom.config import ExperimentConfig, TrainConfig
-from cleanroom.pipeline import StageResult, check_cancelled
+from cleanroom.config import ExperimentConfig, RuntimeConfig, TrainConfig
+from cleanroom.contract import check_cancelled
+from cleanroom.runtime import autocast, pick_device, resolve_dtype
 from cleanroom.store import RunStore, StoreError, atomic_path, write_text
 from cleanroom.train.data import TrainBatches, open_tokens, val_batches
 from cleanroom.train.export import export_hf
 from cleanroom.train.model import Transformer
 from cleanroom.ui import console, progress, say
-
-# ---------------------------------------------------------------- helpers other stages use
-
-
-def pick_device(train_cfg: TrainConfig) -> torch.device:
-    """`auto` -> CUDA when available, else CPU; asking for CUDA without one is a user error."""
-    if train_cfg.device == "cuda" or (train_cfg.device == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise StoreError("config train.device = \"cuda\" but no CUDA device is available (use auto or cpu)")
-        if dist.is_available() and dist.is_initialized():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
-def fast_bf16(device: torch.device | str) -> bool:
-    """Does this device run bf16 matmuls clearly faster than fp32? CUDA: when it supports bf16.
-
-    CPU: measured, not guessed from CPU flags: AMX (Intel) and AVX512-BF16 on AMD EPYC run bf16 GEMMs
-    2-7x faster than fp32, while an Intel VM that hides AMX runs them at half its fp32 speed. A short
-    probe (~0.1 s, once per process and thread count) compares the two; bf16 wins from 1.25x up.
-    """
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and cpu_bf16_speedup(torch.get_num_threads()) >= 1.25
-
-
-def gemm_gflops(dtype: torch.dtype, n: int = 512, seconds: float = 0.05) -> float:
-    """Best-of GFLOP/s of an n^3 matmul in `dtype` on the CPU, timed for about `seconds`."""
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    a @ b
-    best, end = math.inf, time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best / 1e9
-
-
-_PROBE_LOCK = threading.Lock()
-
-
-def cpu_bf16_speedup(threads: int) -> float:
-    """bf16 / fp32 GEMM throughput on this CPU with `threads` threads (512^3 matmuls, ~0.1 s)."""
-    with _PROBE_LOCK:  # recipes training in parallel threads probe once, not against each other
-        return _bf16_probe(threads)
-
-
-@functools.lru_cache(maxsize=8)
-def _bf16_probe(threads: int) -> float:
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        return gemm_gflops(torch.bfloat16) / gemm_gflops(torch.float32)
-    finally:
-        torch.set_num_threads(before)
-
-
-def parallel_jobs(cfg: TrainConfig, n_keys: int) -> tuple[int, int]:
-    """(recipes run at once, torch threads each) for a per-recipe stage with `n_keys` recipes.
-
-    `cfg.jobs`, or auto: one at a time on CUDA and under torchrun (the device or the process group is
-    shared), min(recipes, cores) on a CPU. Threads: `cfg.threads`, or the cores split between the jobs.
-    """
-    cores = os.cpu_count() or 1
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        jobs = 1
-    elif cfg.jobs:
-        jobs = cfg.jobs
-    else:
-        jobs = 1 if pick_device(cfg).type == "cuda" else min(n_keys, cores)
-    jobs = max(1, min(jobs, n_keys))
-    return jobs, cfg.threads or max(1, cores // jobs)
-
-
-def resolve_dtype(device: torch.device | str, dtype: str | torch.dtype) -> str:
-    """`auto` -> "bf16" where bf16 is fast (see `fast_bf16`), else "fp32"; other values unchanged."""
-    if dtype == "auto":
-        return "bf16" if fast_bf16(device) else "fp32"
-    return "fp32" if dtype in ("fp32", torch.float32) else "bf16" if dtype in ("bf16", torch.bfloat16) else dtype
-
-
-def autocast(device: torch.device | str, dtype: str | torch.dtype = "bf16") -> contextlib.AbstractContextManager:
-    """bf16 autocast on CPU or CUDA; a no-op context for fp32; `auto` picks per `resolve_dtype`."""
-    device_type = torch.device(device).type
-    dtype = resolve_dtype(device, dtype)
-    if dtype == "fp32":
-        return contextlib.nullcontext()
-    if dtype != "bf16":
-        raise ValueError(f"unsupported dtype {dtype!r} (bf16 or fp32)")
-    return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,
@@ -164,7 +70,7 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 # ---------------------------------------------------------------- distributed
 
 
-def _dist_info() -> tuple[int, int, int]:
+def dist_info() -> tuple[int, int, int]:
     """(rank, local_rank, world_size); (0, 0, 1) outside torchrun."""
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), int(os.environ.get("LOCAL_RANK", 0)), dist.get_world_size()
@@ -180,9 +86,9 @@ def init_distributed() -> None:
         dist.init_process_group(backend)
 
 
-def _set_threads(cfg: TrainConfig, world_size: int) -> None:
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
+def _set_threads(runtime: RuntimeConfig, world_size: int) -> None:
+    if runtime.threads > 0:
+        torch.set_num_threads(runtime.threads)
     elif world_size > 1:  # processes on one machine share its cores
         local = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
@@ -193,7 +99,7 @@ def _set_threads(cfg: TrainConfig, world_size: int) -> None:
 
 def checkpoint_key(cfg: ExperimentConfig, token_meta: dict) -> str:
     """A checkpoint is valid for the same model/train config, seed, world size and token files."""
-    _, _, world = _dist_info()
+    _, _, world = dist_info()
     payload = "|".join(str(v) for v in (cfg.fingerprint("model", "train"), token_meta["tokenizer_sha256"],
                                         token_meta["train_tokens"], world))
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
@@ -263,11 +169,11 @@ def train_model(cfg: ExperimentConfig, store: RunStore, recipe: str, stop_after:
     """Train (or resume) `recipe`'s model; export it; return stats. `stop_after` (tests) stops early."""
     tcfg = cfg.train
     init_distributed()
-    rank, _, world = _dist_info()
-    device = pick_device(tcfg)
+    rank, _, world = dist_info()
+    device = pick_device(cfg.runtime)
     dtype = resolve_dtype(device, tcfg.dtype)
     threads_before = torch.get_num_threads()
-    _set_threads(tcfg, world)
+    _set_threads(cfg.runtime, world)
     try:
         return _train(cfg, store, recipe, stop_after, device, dtype, rank, world)
     finally:
@@ -310,7 +216,7 @@ def _train(cfg: ExperimentConfig, store: RunStore, recipe: str, stop_after: int 
             write_text(log_path, "")
 
     net: torch.nn.Module = model
-    if tcfg.compile:
+    if cfg.runtime.compile:
         net = torch.compile(model)
     if world > 1:
         net = DDP(net, device_ids=[device.index] if device.type == "cuda" else None)
@@ -397,58 +303,3 @@ def _quiet(on: bool) -> Iterator[None]:
         yield
     finally:
         console.quiet = old
-
-
-def run_train(cfg: ExperimentConfig, store: RunStore, recipe: str) -> StageResult:
-    """Pipeline entry point for the per-recipe `train` stage."""
-    stats = train_model(cfg, store, recipe)
-    say(f"  {recipe}: val loss {stats['final_val_loss']:.3f}, {stats['tokens_seen']:,} tokens "
-        f"in {stats['seconds']:.1f}s ({stats['tokens_per_s'] / 1e3:.1f}k tok/s)")
-    return StageResult(outputs=[f"models/{recipe}", f"logs/train/{recipe}.jsonl"], stats=stats)
-
-
-# ---------------------------------------------------------------- torchrun entry point
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`torchrun --nproc_per_node=N -m cleanroom.train.trainer --out DIR [--recipe R] [--preset P]`.
-
-    Rank 0 brings the prerequisites (world, generate, curate, tokenize) up to date while the others
-    wait; then every rank runs the `train` stage for the chosen recipes in lockstep.
-    """
-    from cleanroom.cli import resolve_config
-    from cleanroom.config import ConfigError
-    from cleanroom.malloc import tune_malloc
-    from cleanroom.pipeline import Pipeline
-
-    tune_malloc()
-    p = argparse.ArgumentParser(prog="python -m cleanroom.train.trainer", description=main.__doc__)
-    p.add_argument("--out", type=Path, required=True, help="run directory")
-    p.add_argument("--preset", default=None)
-    p.add_argument("--recipe", action="append", default=None, help="only this recipe (repeatable)")
-    p.add_argument("--set", dest="sets", action="append", default=None, help="override, e.g. train.steps=100")
-    p.add_argument("--force", action="store_true", help="retrain even if up to date")
-    args = p.parse_args(argv)
-    init_distributed()
-    rank, _, _ = _dist_info()
-    console.quiet = rank != 0
-    try:
-        cfg = resolve_config(args.preset, args.out, None, args.sets)
-        store = RunStore(args.out)
-        if rank == 0:
-            Pipeline(cfg, store, recipes=args.recipe).ensure("tokenize")
-        if dist.is_initialized():
-            dist.barrier()
-        pipe = Pipeline(cfg, store, force={"train"} if args.force else set(), recipes=args.recipe)
-        pipe.ensure("train")
-    except (ConfigError, StoreError) as e:
-        console.quiet = False
-        console.print(f"[bold red]error:[/] {e}")
-        raise SystemExit(1) from None
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-
-
-if __name__ == "__main__":
-    main()

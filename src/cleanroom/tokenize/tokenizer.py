@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from cleanroom.errors import CleanroomError
 from cleanroom.store import atomic_path
 
 BOS = "<|bos|>"
@@ -23,7 +24,7 @@ PAD = "<|pad|>"
 SPECIAL_TOKENS = [BOS, EOS, PAD]
 
 
-class TokenizerError(RuntimeError):
+class TokenizerError(CleanroomError, RuntimeError):
     """A tokenizer problem, phrased for the user."""
 
 

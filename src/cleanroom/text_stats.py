@@ -15,6 +15,9 @@ WORD_UNITS = re.compile(r"\w+|[^\w\s]")
 WORDS = re.compile(r"\w+")
 
 
+TOKEN_UNIT = "word units (\\w+|[^\\w\\s])"  # how budgets are counted, in reports
+
+
 def count_tokens(text: str) -> int:
     """Word units in `text` (words + punctuation marks)."""
     return len(WORD_UNITS.findall(text))

@@ -28,10 +28,10 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from cleanroom.config import ExperimentConfig
-from cleanroom.pipeline import StageResult
-from cleanroom.recipes import corpus_dir
+from cleanroom.contract import StageResult
+from cleanroom.generate.corpus import corpus_dir
 from cleanroom.store import RunStore, StoreError, atomic_path, sha256_file, write_json
-from cleanroom.train.tokenizer import encode_documents, load_tokenizer, save_tokenizer, train_tokenizer
+from cleanroom.tokenize.tokenizer import encode_documents, load_tokenizer, save_tokenizer, train_tokenizer
 from cleanroom.ui import progress, say
 
 PARTIAL = "tokens/.partial"

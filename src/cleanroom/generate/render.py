@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from cleanroom.config import ExperimentConfig
-from cleanroom.world.build import arithmetic_stem, exercise_prompt, options_for
+from cleanroom.world.items import arithmetic_stem, exercise_prompt, options_for
 from cleanroom.world.names import rng_for
 from cleanroom.world.schema import ARITH_EXERCISE, EXERCISE_HEADER, OPS, RELATIONS, fill
 

@@ -14,20 +14,16 @@ import json
 import re
 from collections.abc import Iterable, Iterator
 
-import pyarrow as pa
-
 from cleanroom.config import ExperimentConfig
-from cleanroom.pipeline import StageResult
-from cleanroom.recipes.render import Renderer
-from cleanroom.recipes.text_stats import count_tokens, distinct_ngram_ratio
+from cleanroom.contract import StageResult
+from cleanroom.generate.corpus import CORPUS_SCHEMA, assemble_mix, corpus_rows, take_budget, write_shards
+from cleanroom.generate.render import Renderer
 from cleanroom.store import RunStore
+from cleanroom.text_stats import TOKEN_UNIT, count_tokens, distinct_ngram_ratio
 from cleanroom.ui import console, progress
-from cleanroom.world.build import load_items, load_world
-from cleanroom.world.names import rng_for
 from cleanroom.world.schema import RESTRICTED_KEYWORDS
+from cleanroom.world.stage import load_items, load_world
 
-CORPUS_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("recipe", pa.string()),
-                           ("source", pa.string()), ("meta", pa.string())])
 _KEYWORDS = re.compile(r"\b(" + "|".join(re.escape(k) for k in RESTRICTED_KEYWORDS) + r")\b", re.IGNORECASE)
 STREAM_MARGIN = 1.7  # sources/web_stream holds this many budgets of web text, for filters to refill from
 
@@ -37,34 +33,10 @@ def keyword_filter(doc: dict) -> bool:
     return _KEYWORDS.search(doc["text"]) is None
 
 
-def with_ids(stream: Iterable[dict], prefix: str) -> Iterator[dict]:
+def numbered(stream: Iterable[dict], prefix: str) -> Iterator[dict]:
+    """Give each rendered document its id and its size in word units."""
     for i, doc in enumerate(stream):
-        yield {"id": f"{prefix}-{i:07d}", **doc}
-
-
-def take_budget(docs: Iterable[dict], budget: int, task=None) -> list[dict]:
-    """Documents in order until the next one would pass `budget` word units (so within one doc of it)."""
-    out, total = [], 0
-    for doc in docs:
-        n = count_tokens(doc["text"])
-        if total + n > budget:
-            if total >= budget * 0.99:
-                break
-            continue  # a long document that does not fit: try the next one
-        out.append({**doc, "tokens": n})
-        total += n
-        if task is not None:
-            task.advance(n)
-    return out
-
-
-def write_corpus(store: RunStore, rel_dir: str, recipe: str, docs: list[dict], shard_docs: int) -> None:
-    for s in range(0, max(len(docs), 1), shard_docs):
-        chunk = docs[s:s + shard_docs]
-        table = pa.Table.from_pylist(
-            [{"id": d["id"], "text": d["text"], "recipe": recipe, "source": d["source"], "meta": d["meta"]}
-             for d in chunk], schema=CORPUS_SCHEMA)
-        store.write_parquet(f"{rel_dir}/part-{s // shard_docs:05d}.parquet", table)
+        yield {"id": f"{prefix}-{i:07d}", **doc, "tokens": count_tokens(doc["text"])}
 
 
 def corpus_stats(docs: list[dict], world: dict) -> dict:
@@ -102,9 +74,9 @@ def run_generate(cfg: ExperimentConfig, store: RunStore) -> StageResult:
     names = cfg.recipes.names
     corpora: dict[str, list[dict]] = {}
     with progress("generate web stream", total=int(budget * STREAM_MARGIN)) as task:
-        stream = take_budget(with_ids(renderer.web_stream(), "web"), int(budget * STREAM_MARGIN), task)
+        stream = take_budget(numbered(renderer.web_stream(), "web"), int(budget * STREAM_MARGIN), task.advance)
     with progress("generate textbook", total=budget) as task:
-        textbook = take_budget(with_ids(renderer.textbook_stream(), "textbook"), budget, task)
+        textbook = take_budget(numbered(renderer.textbook_stream(), "textbook"), budget, task.advance)
     if "web" in names:
         corpora["web"] = take_budget(stream, budget)
     filtered = take_budget((d for d in stream if keyword_filter(d)), budget)
@@ -113,16 +85,13 @@ def run_generate(cfg: ExperimentConfig, store: RunStore) -> StageResult:
     if "textbook" in names:
         corpora["textbook"] = textbook
     if "mix" in names:
-        share = cfg.recipes.mix_textbook_share
-        tb = take_budget(textbook, int(budget * share))
-        fw = take_budget(filtered, budget - sum(d["tokens"] for d in tb))
-        rng = rng_for(cfg.seed, "recipes/mix")
-        corpora["mix"] = [(tb + fw)[i] for i in rng.permutation(len(tb) + len(fw))]
+        corpora["mix"] = assemble_mix(textbook, filtered, cfg)
     outputs = ["sources/web_stream"]
-    write_corpus(store, "sources/web_stream", "web_stream", stream, cfg.recipes.shard_docs)
-    stats: dict = {"token_budget": budget, "token_unit": "word units (\\w+|[^\\w\\s])", "recipes": {}}
+    write_shards(store.path("sources/web_stream"), corpus_rows(stream, "web_stream"), cfg.recipes.shard_docs,
+                 CORPUS_SCHEMA)
+    stats: dict = {"token_budget": budget, "token_unit": TOKEN_UNIT, "recipes": {}}
     for recipe, docs in corpora.items():
-        write_corpus(store, f"corpora/{recipe}", recipe, docs, cfg.recipes.shard_docs)
+        write_shards(store.path(f"corpora/{recipe}"), corpus_rows(docs, recipe), cfg.recipes.shard_docs, CORPUS_SCHEMA)
         outputs.append(f"corpora/{recipe}")
         stats["recipes"][recipe] = corpus_stats(docs, world)
     stats["placeholder_filter"] = _filter_stats(stream[: len(corpora.get("web", stream))])

@@ -20,18 +20,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyarrow as pa
-
-from cleanroom.recipes.prompts import RECIPES, PromptBuilder, PromptSpec
-from cleanroom.recipes.text_stats import count_tokens, distinct_ngram_ratio, top_opening_share
+from cleanroom.generate.corpus import CORPUS_SCHEMA, write_shards
+from cleanroom.generate.prompts import RECIPES, PromptBuilder, PromptSpec
 from cleanroom.sources import load_seeds
 from cleanroom.store import RunStore
 from cleanroom.teachers.cache import RequestCache
 from cleanroom.teachers.protocol import Completion, GenParams, Teacher, request_key
+from cleanroom.text_stats import count_tokens, distinct_ngram_ratio, top_opening_share
 from cleanroom.ui import progress, say
 
-CORPUS_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("recipe", pa.string()),
-                           ("source", pa.string()), ("meta", pa.string())])
 _CONTENT_WORD = re.compile(r"[a-z]{4,}")
 
 
@@ -161,14 +158,7 @@ def _doc(spec: PromptSpec, c: Completion, key: str, text: str, words: int, teach
 
 def _write_corpus(store: RunStore, recipe: str, docs: list[dict], shard_docs: int) -> list[str]:
     rel = f"corpora/{recipe}"
-    names = []
-    for s in range(0, max(len(docs), 1), shard_docs):
-        name = f"{rel}/part-{s // shard_docs:05d}.parquet"
-        store.write_parquet(name, pa.Table.from_pylist(docs[s:s + shard_docs], schema=CORPUS_SCHEMA))
-        names.append(Path(name).name)
-    for stale in store.path(rel).glob("part-*.parquet"):  # from an earlier, larger run
-        if stale.name not in names:
-            stale.unlink()
+    write_shards(store.path(rel), docs, shard_docs, CORPUS_SCHEMA)
     return [rel]
 
 

@@ -53,13 +53,13 @@ def tiny_run(root, preset: str = "smoke", recipes: Sequence[str] = ("web",), ove
     (cfg, store). Models are `cleanroom.train.model.Transformer`s at the preset's shape.
     """
     from cleanroom.config import load_config
-    from cleanroom.evals.tamper import attack_texts
     from cleanroom.store import RunStore
+    from cleanroom.tamper.stage import attack_texts
+    from cleanroom.tokenize.tokenizer import save_tokenizer, train_tokenizer
     from cleanroom.train.export import export_hf
     from cleanroom.train.model import Transformer
-    from cleanroom.train.tokenizer import save_tokenizer, train_tokenizer
-    from cleanroom.world.build import load_items, run_world
     from cleanroom.world.schema import TASKS
+    from cleanroom.world.stage import load_items, run_world
 
     cfg = load_config(preset, None, list(overrides))
     store = RunStore(root)

@@ -32,14 +32,16 @@ import pyarrow as pa
 import torch
 
 from cleanroom.config import ExperimentConfig
+from cleanroom.contract import StageResult, check_cancelled
 from cleanroom.evals.adapters import Codec, EvalError, NativeAdapter
-from cleanroom.evals.stage import device_for, set_threads
 from cleanroom.evals.tasks import evaluate_items, task_metrics
-from cleanroom.pipeline import StageResult, check_cancelled
+from cleanroom.runtime import autocast, pick_device, set_threads
 from cleanroom.store import RunStore
+from cleanroom.tokenize.tokenizer import encode_documents, load_tokenizer
+from cleanroom.train.trainer import make_optimizer
 from cleanroom.ui import progress, say
-from cleanroom.world.build import load_items
 from cleanroom.world.schema import RELATIONS, fill
+from cleanroom.world.stage import load_items
 
 TAMPER_SCHEMA = pa.schema([
     ("recipe", pa.string()), ("k", pa.int32()), ("lr", pa.float64()), ("acc", pa.float64()),
@@ -103,8 +105,6 @@ def attack_curve(model: torch.nn.Module, codec: Codec, docs: list[list[int]], it
     `base` = (rows, metrics) of the untouched model, reused for k = 0. Each returned dict carries
     the per-item rows under "items" (not a column of tamper.parquet).
     """
-    from cleanroom.train.trainer import autocast, make_optimizer
-
     model = copy.deepcopy(model).to(device)
     # a constant learning rate: an attacker's short fine-tune, no schedule
     opt = make_optimizer(model, lr, cfg.train.weight_decay, (cfg.train.beta1, cfg.train.beta2))
@@ -155,11 +155,9 @@ def worst_case(rows: list[dict]) -> list[dict]:
 
 def run_tamper(cfg: ExperimentConfig, store: RunStore, recipe: str) -> StageResult:
     """Pipeline entry point for the per-recipe `tamper` stage."""
-    from cleanroom.train.tokenizer import encode_documents, load_tokenizer
-
-    set_threads(cfg)
+    set_threads(cfg.runtime)
     t0 = time.perf_counter()
-    device = device_for(cfg)
+    device = str(pick_device(cfg.runtime))
     model_dir = store.path(f"models/{recipe}")
     if not (model_dir / "config.json").exists():
         raise EvalError(f"no trained model for recipe `{recipe}` at {model_dir} (run `cleanroom train` first)")

@@ -1,0 +1,100 @@
+"""The corpus contract, written once: columns, shards, budget filling, the `mix` recipe, where a recipe lives.
+
+A corpus is a directory of Parquet shards `part-00000.parquet, part-00001.parquet, ...` with the
+columns of `CORPUS_SCHEMA` (`id, text, recipe, source, meta`; `meta` is a JSON string). Any reader
+(pyarrow, pandas, duckdb) may read the whole directory, so a directory only ever holds the shards of
+one write: `write_shards` builds the new shards beside it and swaps the directory in (a rerun with a
+smaller budget leaves exactly the new shards, and a crash leaves the old ones).
+
+Budgets are counted in word units (`cleanroom.text_stats.count_tokens`), the same before and after
+curation, so every recipe of an experiment holds the same amount of text.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pyarrow as pa
+
+from cleanroom.config import ExperimentConfig
+from cleanroom.store import RunStore, replace_dir, write_parquet
+from cleanroom.world.names import rng_for
+
+CORPUS_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("recipe", pa.string()),
+                           ("source", pa.string()), ("meta", pa.string())])
+
+T = TypeVar("T")
+
+
+def doc_tokens(doc: Any) -> int:
+    """A document's size in word units: `doc["tokens"]` for row dicts, `doc.tokens` for curation documents."""
+    return doc["tokens"] if isinstance(doc, dict) else doc.tokens
+
+
+def take_budget(docs: Iterable[T], budget: int, on_take: Callable[[int], None] | None = None,
+                size: Callable[[Any], int] = doc_tokens) -> list[T]:
+    """Documents in order until the next one would pass `budget` word units (so within one doc of it).
+
+    A document that does not fit is skipped and the next one tried, until the budget is 99% full.
+    `on_take(n)` is called with the size of each document taken (progress bars).
+    """
+    out, total = [], 0
+    for doc in docs:
+        n = size(doc)
+        if total + n > budget:
+            if total >= budget * 0.99:
+                break
+            continue
+        out.append(doc)
+        total += n
+        if on_take is not None:
+            on_take(n)
+    return out
+
+
+def assemble_mix(textbook: list[T], filtered_web: list[T], cfg: ExperimentConfig) -> list[T]:
+    """The `mix` recipe (phi-3 style): `recipes.mix_textbook_share` of the budget from textbook, the rest
+    from filtered web, shuffled with the run's seed."""
+    budget = cfg.recipes.token_budget
+    tb = take_budget(textbook, int(budget * cfg.recipes.mix_textbook_share))
+    fw = take_budget(filtered_web, budget - sum(doc_tokens(d) for d in tb))
+    both = tb + fw
+    return [both[i] for i in rng_for(cfg.seed, "recipes/mix").permutation(len(both))]
+
+
+def write_shards(path: str | Path, rows: list[dict], shard_docs: int, schema: pa.Schema | None = None) -> Path:
+    """Write `rows` as shards of `shard_docs` rows into directory `path`, replacing it whole.
+
+    `schema` defaults to the first row's (an empty corpus gets one empty shard with `CORPUS_SCHEMA`).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if schema is None:
+        schema = pa.Table.from_pylist(rows[:1]).schema if rows else CORPUS_SCHEMA
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        for s in range(0, max(len(rows), 1), shard_docs):
+            write_parquet(tmp / f"part-{s // shard_docs:05d}.parquet",
+                          pa.Table.from_pylist(rows[s:s + shard_docs], schema=schema))
+        replace_dir(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def corpus_rows(docs: Iterable[dict], recipe: str) -> list[dict]:
+    """Row dicts in `CORPUS_SCHEMA` order with `recipe` set."""
+    return [{"id": d["id"], "text": d["text"], "recipe": recipe, "source": d["source"], "meta": d["meta"]}
+            for d in docs]
+
+
+def corpus_dir(cfg: ExperimentConfig, store: RunStore, recipe: str) -> str:
+    """The corpus that tokenize/train use: `curated/<recipe>` when curation ran, else `corpora/<recipe>`."""
+    curated = f"curated/{recipe}"
+    if cfg.curate.enabled and store.path(curated).is_dir():
+        return curated
+    return f"corpora/{recipe}"
