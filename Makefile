@@ -32,10 +32,10 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
-	for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b; done
+	for b in bench/[a-z]*.py; do echo "== $$b"; $(BIN)/python $$b; done
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench scripts
 
 clean:
 	rm -rf $(VENV) runs

@@ -8,19 +8,17 @@ index of documents kept so far holds a near-duplicate of it. Recall is measured 
 near-duplicates (a few word edits of an earlier document), false removals on everything else.
 
     .venv/bin/python bench/dedup_throughput.py            # 10k documents, best of 3
-    .venv/bin/python bench/dedup_throughput.py --docs 3000 --repeats 1
+    .venv/bin/python bench/dedup_throughput.py --quick    # 1k documents, one timing (CI)
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib.metadata
-import json
 import platform
-import sys
 import time
 
 import numpy as np
+from _bench import emit, parser
 from synthetic_corpus import planted_corpus
 
 from cleanroom.curate.base import Document, require
@@ -62,7 +60,7 @@ def timed(fn, repeats: int) -> tuple[float, set[str]]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = parser(__doc__)
     ap.add_argument("--docs", type=int, default=10_000, help="corpus size (10%% are planted near-duplicates)")
     ap.add_argument("--shingle", type=int, default=5)
     ap.add_argument("--num-perm", type=int, default=128)
@@ -72,6 +70,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--repeats", type=int, default=3, help="best of N timings per side")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    if args.quick:
+        args.docs, args.repeats = 1000, 1
 
     n_near = args.docs // 10
     corpus = planted_corpus(n_base=args.docs - n_near, n_exact=0, n_near=n_near, seed=args.seed,
@@ -116,9 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
                         "datasketch": datasketch.__version__, "numpy": np.__version__,
                         "repeats": args.repeats, "timing": "best of repeats, wall clock, same process"},
     }
-    json.dump(out, sys.stdout, indent=2)
-    sys.stdout.write("\n")
-    return out
+    return emit(out)
 
 
 if __name__ == "__main__":

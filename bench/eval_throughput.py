@@ -4,7 +4,7 @@ exported model, when `lm_eval` is installed). Prints one JSON object with `speed
 
     python bench/eval_throughput.py                      # default preset's model shape, random weights
     python bench/eval_throughput.py --run runs/default   # a trained run's model
-    python bench/eval_throughput.py --preset smoke --items 200
+    python bench/eval_throughput.py --quick              # smoke shape, 40 items (CI)
 
 Both scorers answer the same requests with the same model and dtype; the benchmark checks that every
 prediction is identical (and reports the largest log-probability difference).
@@ -12,8 +12,6 @@ prediction is identical (and reports the largest log-probability difference).
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 import tempfile
@@ -22,10 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _bench import emit, parser
 
 from cleanroom.evals.adapters import NativeAdapter
-from cleanroom.evals.tasks import TASKS, evaluate_items
+from cleanroom.evals.tasks import evaluate_items
 from cleanroom.store import RunStore
+from cleanroom.world.schema import TASKS
 from cleanroom.world.stage import load_items
 
 
@@ -66,7 +66,7 @@ def lm_eval_hf(model_dir: Path, items: list[dict], batch_size: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser(__doc__)
     ap.add_argument("--run", type=Path, help="a run directory with trained models (default: a random model)")
     ap.add_argument("--recipe", default="web")
     ap.add_argument("--preset", default="default", help="model shape and world when --run is not given")
@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args(argv)
+    if args.quick:  # the smoke model shape and 40 items
+        args.preset, args.items = "smoke", 40
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -136,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
         choice = [it for it in items if it["kind"] == "choice"]
         _, s_choice = timed(fast, choice, cfg.eval.max_gen_tokens)  # the same requests lm-eval answered
         result["lm_eval_hf"]["speedup_vs_lm_eval"] = round(result["lm_eval_hf"]["seconds"] / s_choice, 2)
-    print(json.dumps(result, indent=2))
+    emit(result)
     if tmp is not None:
         tmp.cleanup()
     return result

@@ -1,6 +1,6 @@
 """glibc malloc tuning (`cleanroom.malloc`): training step time with and without it.
 
-    .venv/bin/python bench/malloc.py [--steps 16] [--rounds 2] [--preset default]
+    .venv/bin/python bench/malloc.py [--steps 16] [--rounds 2] [--preset default]   # --quick: smoke shape (CI)
 
 What `cleanroom train` does on this machine (`jobs` models stepping at once in threads, the cores split
 between them, the preset's dtype), timed in child processes that alternate: glibc defaults
@@ -24,11 +24,13 @@ import sys
 import threading
 import time
 
+from _bench import emit, parser
+
 
 def child(preset: str, steps: int) -> dict:
     from cleanroom.malloc import tune_malloc
 
-    state = tune_malloc()  # first, like the CLI
+    state = tune_malloc()  # first, like the CLI (CLEANROOM_MALLOC picks the setting)
     import torch
     from train_throughput import make_step  # this directory: the same step as the throughput bench
 
@@ -38,7 +40,7 @@ def child(preset: str, steps: int) -> dict:
     from cleanroom.train.trainer import make_optimizer
 
     cfg = load_config(preset)
-    jobs, threads_each = parallel_jobs(cfg.train, len(cfg.recipes.names))
+    jobs, threads_each = parallel_jobs(cfg.runtime, len(cfg.recipes.names))
     dtype = resolve_dtype("cpu", cfg.train.dtype)
     B, T, V = cfg.train.batch_size, cfg.model.seq_len, cfg.tokenizer.vocab_size
     out: dict[int, dict] = {}
@@ -74,29 +76,32 @@ def child(preset: str, steps: int) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--steps", type=int, default=16, help="timed steps per model per child")
     ap.add_argument("--rounds", type=int, default=2, help="children per setting (alternating)")
     ap.add_argument("--preset", default="default")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.quick:  # the smoke shape, a few steps, one child per setting
+        args.preset, args.steps, args.rounds = "smoke", 4, 1
     if args.child:
-        print(json.dumps(child(args.preset, args.steps)))
+        emit(child(args.preset, args.steps))
         return
     runs: dict[str, list[dict]] = {"default": [], "tuned": []}
     for _ in range(args.rounds):
         for setting in runs:
             env = {**os.environ, "CLEANROOM_MALLOC": setting}
             cmd = [sys.executable, __file__, "--child", "--steps", str(args.steps), "--preset", args.preset]
-            res = json.loads(subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout)
+            res = json.loads(subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
+                             .splitlines()[-1])
             runs[setting].append(res)
     d, t = runs["default"], runs["tuned"]
     if t[0]["malloc"] != "tuned":
-        print(json.dumps({"skipped": "glibc mallopt not available: nothing to compare"}))
+        emit({"skipped": "glibc mallopt not available: nothing to compare"})
         return
     step = {k: statistics.mean(r["step_s"] for r in v) for k, v in runs.items()}
     first = d[0]
-    print(json.dumps({
+    emit({
         "malloc_tuned_vs_default": round(step["default"] / step["tuned"], 3),
         "tokens_per_s_default": round(first["jobs"] * first["tokens_per_step"] / step["default"], 1),
         "tokens_per_s_tuned": round(first["jobs"] * first["tokens_per_step"] / step["tuned"], 1),
@@ -107,7 +112,7 @@ def main() -> None:
         "same_losses": all(r["losses"] == first["losses"] for r in d + t),
         "jobs": first["jobs"], "threads_each": first["threads_each"], "steps": args.steps,
         "rounds": args.rounds, "cpu_count": os.cpu_count(),
-    }))
+    })
 
 
 if __name__ == "__main__":

@@ -9,12 +9,12 @@ busy the server's ceiling is slots * tokens / service time, so
 
 is what our client adds on top of the server's own work (target < 5%: the client saturates the
 server). `--model DIR` also runs both clients against `cleanroom serve DIR` (micro-batched real
-generation). Prints one JSON object. Bounded: fixed request counts, servers stopped at the end.
+generation). Prints one JSON line. Bounded: fixed request counts, servers stopped at the end.
+`--quick` (CI): fewer requests against a faster reference server.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import socket
 import threading
@@ -22,6 +22,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import openai
+from _bench import emit, parser
 
 from cleanroom.teachers import GenParams
 from cleanroom.teachers.openai_compat import OpenAITeacher
@@ -150,7 +151,7 @@ def bench_cleanroom_serve(args) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser(__doc__)
     ap.add_argument("--slots", type=int, default=8)
     ap.add_argument("--service-ms", type=float, default=100.0)
     ap.add_argument("--tokens", type=int, default=64)
@@ -161,10 +162,12 @@ def main() -> None:
     ap.add_argument("--model-requests", type=int, default=64)
     ap.add_argument("--model-tokens", type=int, default=32)
     args = ap.parse_args()
+    if args.quick:
+        args.service_ms, args.requests, args.seq_requests = 20.0, 96, 8
     out = {"bench": "teacher_throughput", "slot_server": bench_slot_server(args)}
     if args.model:
         out["cleanroom_serve"] = bench_cleanroom_serve(args)
-    print(json.dumps(out, indent=2))
+    emit(out)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Training throughput at the default preset's model shape: our trainer vs an fp32 eager nanoGPT baseline.
 
     .venv/bin/python bench/train_throughput.py [--steps 12] [--no-compile] [--preset default] [--dtype auto]
+    .venv/bin/python bench/train_throughput.py --quick   # smoke shape, 3 steps, no compile (CI)
 
 Both models are built and timed in this process, interleaved (ours, baseline, ours, ...) so that load
 from other processes hits both alike; each figure is the median step time. Also measured here: the
@@ -12,7 +13,7 @@ to this machine as it is now. Prints one JSON object:
 `tokens_per_s` / `mfu` are our trainer's step in `--dtype` (default `auto`: bf16 where this machine's
 bf16 GEMMs are faster, the trainer's fastest setting), compile off; `compiled_*` add `torch.compile`;
 `preset_dtype_tokens_per_s` is the step in the preset's own dtype (fp32 for `default`) when it differs.
-`parallel_*`: what `cleanroom train` does on a CPU with several recipes (`train.jobs`): `jobs` models
+`parallel_*`: what `cleanroom train` does on a CPU with several recipes (`runtime.jobs`): `jobs` models
 in the preset's dtype step at once in threads, the cores split between them; timed in blocks that
 alternate with blocks of the same model stepping alone on every core (`parallel_vs_sequential`) and of
 the baseline (`parallel_speedup`).
@@ -24,8 +25,6 @@ PyTorch's default AdamW.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import os
 import resource
@@ -36,6 +35,7 @@ import time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from _bench import emit, parser
 
 from cleanroom.config import load_config
 from cleanroom.malloc import tune_malloc
@@ -97,21 +97,24 @@ def make_step(model: nn.Module, opt: torch.optim.Optimizer, x, y, dtype: str, cl
 
 def main() -> None:
     malloc = tune_malloc()  # as the CLI does, before any thread allocates; both models get it
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = parser(__doc__)
     p.add_argument("--preset", default="default")
     p.add_argument("--steps", type=int, default=12, help="timed steps per variant")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
     p.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp32"], help="our trainer's autocast dtype")
     args = p.parse_args()
+    if args.quick:
+        args.preset, args.steps, args.no_compile = "smoke", 3, True
     cfg = load_config(args.preset)
     m, t = cfg.model, cfg.train
-    if t.threads:
-        torch.set_num_threads(t.threads)
+    if cfg.runtime.threads:
+        torch.set_num_threads(cfg.runtime.threads)
     vocab, B, T = cfg.tokenizer.vocab_size, t.batch_size, m.seq_len
     dtype, preset_dtype = resolve_dtype("cpu", args.dtype), resolve_dtype("cpu", t.dtype)
     load_before = os.getloadavg()[0]
 
-    peak_bf16, peak_fp32 = (gemm_gflops(dt, n=2048, seconds=1.5) for dt in (torch.bfloat16, torch.float32))
+    n, secs = (512, 0.2) if args.quick else (2048, 1.5)
+    peak_bf16, peak_fp32 = (gemm_gflops(dt, n=n, seconds=secs) for dt in (torch.bfloat16, torch.float32))
 
     torch.manual_seed(0)
     x, y = torch.randint(0, vocab, (B, T)), torch.randint(0, vocab, (B, T))
@@ -178,17 +181,17 @@ def main() -> None:
         out["compiled_speedup"] = round(tps["compiled"] / tps["baseline"], 3)
         out["compiled_mfu"] = round(tps["compiled"] * flops / (peak_bf16 * 1e9), 4)
         out["compile_seconds"] = round(compile_s, 1)
-    jobs, per_job = parallel_jobs(t, len(cfg.recipes.names))
+    jobs, per_job = parallel_jobs(cfg.runtime, len(cfg.recipes.names))
     if jobs > 1:
         par = parallel_blocks([step_of(copy_of_ours(), preset_dtype) for _ in range(jobs)], per_job,
                               {"sequential": step_of(copy_of_ours(), preset_dtype), "baseline": variants["baseline"]},
-                              args.steps)
+                              args.steps, rounds=1 if args.quick else 3)
         out["parallel_jobs"], out["parallel_threads_each"] = jobs, per_job
         out["parallel_tokens_per_s"] = round(par["parallel"] * B * T, 1)
         out["parallel_vs_sequential"] = round(par["parallel"] / par["sequential"], 3)
         out["parallel_speedup"] = round(par["parallel"] / par["baseline"], 3)
     assert all(math.isfinite(v) for v in tps.values())
-    print(json.dumps(out))
+    emit(out)
 
 
 def parallel_blocks(steps: list, threads_each: int, others: dict, n: int, rounds: int = 3) -> dict[str, float]:

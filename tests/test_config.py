@@ -87,3 +87,15 @@ def test_fingerprint_tracks_only_named_sections():
     assert a.fingerprint("train") != b.fingerprint("train")
     c = load_config("smoke", overrides=["seed=1"])
     assert a.fingerprint("world") != c.fingerprint("world")
+
+
+def test_runtime_section_is_never_fingerprinted_and_old_keys_migrate():
+    a = load_config("smoke")
+    b = load_config("smoke", overrides=["runtime.jobs=1", "runtime.threads=2", "runtime.compile=true",
+                                        "runtime.device=cpu", "runtime.malloc=default"])
+    assert a.fingerprint() == b.fingerprint() and a.fingerprint("train") == b.fingerprint("train")
+    with pytest.raises(ValueError, match="never part of a fingerprint"):
+        a.fingerprint("runtime")
+    # a run directory written before `runtime` existed keeps loading: its train.* knobs move over
+    old = load_config("smoke", overrides=["train.jobs=3", "train.compile=true"])
+    assert old.runtime.jobs == 3 and old.runtime.compile and old.fingerprint() == a.fingerprint()

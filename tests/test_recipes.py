@@ -95,3 +95,24 @@ def test_generate_rerun_is_fast_noop(smoke_corpora):
     assert r.returncode == 0, r.stderr
     assert "generate: up to date" in r.stderr and "▶" not in r.stderr
     assert "filtered_web" in r.stderr  # the table is printed again
+
+
+def test_a_smaller_budget_leaves_exactly_the_new_shards(tmp_path):
+    """Shards of an earlier, larger run must not survive: readers take the whole directory."""
+    import pyarrow.parquet as pq
+
+    cmd = [sys.executable, "-m", "cleanroom.cli", "generate", "--preset", "smoke", "--out", str(tmp_path)]
+    big = subprocess.run(cmd + ["--set", "recipes.shard_docs=100"], capture_output=True, text=True)
+    assert big.returncode == 0, big.stderr
+    assert len(list((tmp_path / "corpora/web").glob("part-*.parquet"))) > 2
+    small = subprocess.run(cmd + ["--set", "recipes.shard_docs=100", "--set", "recipes.token_budget=10000"],
+                           capture_output=True, text=True)
+    assert small.returncode == 0, small.stderr
+    for recipe in ("web", "textbook", "filtered_web", "mix"):
+        d = tmp_path / "corpora" / recipe
+        shards = sorted(p.name for p in d.iterdir())
+        n_rows = pq.read_table(d).num_rows  # what any reader of the directory sees
+        assert shards == [f"part-{i:05d}.parquet" for i in range(len(shards))]
+        assert len(shards) == -(-n_rows // 100)  # exactly the shards the new rows need
+        assert 9900 <= sum(count_tokens(t) for t in pq.read_table(d).column("text").to_pylist()) <= 10000
+    assert not [p for p in (tmp_path / "corpora").iterdir() if p.name.startswith(".")]  # no leftovers

@@ -11,10 +11,10 @@ from typer.testing import CliRunner
 
 from cleanroom.cli import app
 from cleanroom.config import load_config
-from cleanroom.report.claims import strongest_attack
 from cleanroom.report.stage import write_report
 from cleanroom.report.summary import Summary
 from cleanroom.store import RunStore
+from cleanroom.tamper.strongest import accuracies, attack_items, strongest_attack
 from cleanroom.world.schema import TASKS
 
 RECIPES = ("web", "textbook", "filtered_web", "mix")
@@ -93,7 +93,9 @@ def test_strongest_attack_is_the_best_point_of_the_grid_not_the_last_step(run_di
                              (20, 3e-3, 40)]
             for i in range(100)]
     run_dir.write_parquet("evals/web/tamper_items.parquet", pa.Table.from_pylist(rows))
-    k, lr, items = strongest_attack(run_dir, "web")
+    by_attack = attack_items(run_dir, "web")
+    k, lr = strongest_attack(accuracies(by_attack))
+    items = by_attack[(k, lr)]
     assert (k, lr) == (10, 3e-3)  # the overfit k=20/lr=1e-3 point and the later tie both lose
     assert len(items) == 100 and sum(r["correct"] for r in items.values()) == 40
 

@@ -10,7 +10,7 @@ from doubles import tiny_run
 
 from cleanroom.evals.adapters import NativeAdapter
 from cleanroom.store import sha256_file
-from cleanroom.tamper.stage import attack_curve, attack_texts, run_tamper, worst_case
+from cleanroom.tamper.stage import attack_curve, attack_texts, mark_strongest, run_tamper
 from cleanroom.tokenize.tokenizer import encode_documents, load_tokenizer
 from cleanroom.world.schema import RELATIONS, fill
 
@@ -35,41 +35,41 @@ def test_attack_texts_use_only_attack_facts():
     assert not any("Heldol" in t or "Ann" in t for t in texts)
 
 
-def test_tamper_stage_sweep_worst_case_and_untouched_base(run):
+def test_tamper_stage_sweep_strongest_attack_and_untouched_base(run):
     cfg, store = run
     model_files = sorted(store.path("models/web").iterdir())
     before = {p.name: sha256_file(p) for p in model_files}
     res = run_tamper(cfg, store, "web")
     assert {p.name: sha256_file(p) for p in sorted(store.path("models/web").iterdir())} == before
     rows = store.read_parquet("evals/web/tamper.parquet").to_pylist()
-    assert [(r["k"], r["lr"]) for r in rows] == [(k, lr) for lr in (1e-3, 1e-2) for k in (0, 3, 6)]
+    assert [(r["steps"], r["lr"]) for r in rows] == [(k, lr) for lr in (1e-3, 1e-2) for k in (0, 3, 6)]
     assert all(r["recipe"] == "web" and r["n"] == cfg.items.n_restricted for r in rows)
-    base = [r for r in rows if r["k"] == 0]
+    base = [r for r in rows if r["steps"] == 0]
     assert base[0]["acc"] == base[1]["acc"] and all(math.isnan(r["train_loss"]) for r in base)
-    assert all(math.isfinite(r["train_loss"]) for r in rows if r["k"] > 0)
+    assert all(math.isfinite(r["train_loss"]) for r in rows if r["steps"] > 0)
     for k in (0, 3, 6):
-        at_k = [r for r in rows if r["k"] == k]
-        worst = [r for r in at_k if r["worst_case"]]
+        at_k = [r for r in rows if r["steps"] == k]
+        worst = [r for r in at_k if r["strongest"]]
         assert len(worst) == 1 and worst[0]["acc"] == max(r["acc"] for r in at_k)
         assert worst[0]["ci_low"] <= worst[0]["acc"] <= worst[0]["ci_high"]
-    assert [c["k"] for c in res.stats["curve"]] == [0, 3, 6]
-    assert [c["acc"] for c in res.stats["curve"]] == [r["acc"] for r in rows if r["worst_case"]]
+    assert [c["steps"] for c in res.stats["curve"]] == [0, 3, 6]
+    assert [c["acc"] for c in res.stats["curve"]] == [r["acc"] for r in rows if r["strongest"]]
     assert res.stats["chance"] == pytest.approx(0.25)
     assert res.outputs == ["evals/web/tamper.parquet", "evals/web/tamper_items.parquet"]
     per_item = store.read_parquet("evals/web/tamper_items.parquet").to_pylist()
     assert len(per_item) == len(rows) * cfg.items.n_restricted
     for r in rows:  # the summary rows are the per-item results aggregated
-        its = [i for i in per_item if i["steps"] == r["k"] and i["lr"] == r["lr"]]
+        its = [i for i in per_item if i["steps"] == r["steps"] and i["lr"] == r["lr"]]
         assert sum(i["correct"] for i in its) / len(its) == pytest.approx(r["acc"])
-        assert all(i["worst_case"] == r["worst_case"] for i in its)
+        assert all(i["strongest"] == r["strongest"] for i in its)
 
 
-def test_worst_case_picks_the_strongest_attack_per_k():
-    rows = [{"k": 0, "lr": 3e-3, "acc": 0.3}, {"k": 5, "lr": 3e-3, "acc": 0.4},
-            {"k": 0, "lr": 1e-3, "acc": 0.3}, {"k": 5, "lr": 1e-3, "acc": 0.6}]
-    curve = worst_case(rows)
+def test_mark_strongest_picks_the_strongest_attack_per_step_count():
+    rows = [{"steps": 0, "lr": 3e-3, "acc": 0.3}, {"steps": 5, "lr": 3e-3, "acc": 0.4},
+            {"steps": 0, "lr": 1e-3, "acc": 0.3}, {"steps": 5, "lr": 1e-3, "acc": 0.6}]
+    curve = mark_strongest(rows)
     assert [r["acc"] for r in curve] == [0.3, 0.6]
-    assert [r["worst_case"] for r in rows] == [False, False, True, True]  # tie at k=0: the smaller lr
+    assert [r["strongest"] for r in rows] == [False, False, True, True]  # tie at k=0: the smaller lr
 
 
 def test_the_attack_loop_learns_the_facts_it_is_fed(run):
@@ -90,5 +90,5 @@ def test_the_attack_loop_learns_the_facts_it_is_fed(run):
                       "gold": opts.index(f["object"]), "target": f["object"], "decile": 0})
     base = NativeAdapter.load(store.path("models/web"), dtype="fp32")
     curve = attack_curve(base.model, base.codec, docs, items, cfg, 3e-3, [0, 120], "cpu")
-    assert [c["k"] for c in curve] == [0, 120]
+    assert [c["steps"] for c in curve] == [0, 120]
     assert curve[0]["acc"] < 1.0 and curve[1]["acc"] == 1.0

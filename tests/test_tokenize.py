@@ -10,9 +10,9 @@ import pytest
 
 from cleanroom.config import load_config
 from cleanroom.store import RunStore, StoreError
+from cleanroom.tokenize import stage as tokenize_mod
 from cleanroom.tokenize.stage import is_validation, run_tokenize, token_dtype
 from cleanroom.tokenize.tokenizer import BOS, EOS, PAD, encode_documents, load_tokenizer
-from cleanroom.tokenize import stage as tokenize_mod
 
 WORDS = ("the quartz mineral melts at high heat while the singer Ana Velo released an album in spring "
          "and the river town of Porto Nara trades salt").split()

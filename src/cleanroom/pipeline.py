@@ -58,7 +58,7 @@ STAGES: dict[str, Stage] = {
         Stage("eval", "cleanroom.evals.stage:run_eval", ("train", "world"), ("eval",), per_recipe=True,
               parallel=True, doc="bench, twin, longtail, restricted"),
         Stage("tamper", "cleanroom.tamper.stage:run_tamper", ("train", "world", "tokenize"), ("tamper", "eval"),
-              per_recipe=True, parallel=True, version="2",
+              per_recipe=True, parallel=True, version="3",
               doc="fine-tune attack on restricted facts; held-out accuracy curves"),
         Stage("report", "cleanroom.report.stage:run_report", ("eval", "tamper", "generate"), ("eval",),
               doc="summary.json, report.md, report.html, figures"),

@@ -353,17 +353,15 @@ class RecomputeDecoder:
 # ------------------------------------------------------------------------------------- adapters
 
 
-_TREE_PARTS = ("embed_tokens", "layers", "norm", "lm_head", "_rope")
-
-
 class NativeKVDecoder:
-    """KV-cached greedy decoding for our Transformer: the prompt runs once (left-padded, pad keys
-    masked, positions counted over real tokens, exactly as `Transformer.forward(attention_mask=...)`
-    does), then each step runs one token per row against the cached keys and values. It calls the
-    model's own modules and `apply_rope` in the order `Block` and `Attention` do; a test checks that
-    it generates exactly what the cache-free `RecomputeDecoder` generates."""
+    """KV-cached greedy decoding for our Transformer (`cleanroom.train.model.KVCache`): the prompt runs
+    once (left-padded, pad keys masked, positions counted over real tokens, exactly as
+    `Transformer.forward(attention_mask=...)` does), then each step runs one token per row against the
+    cached keys and values. A test checks that it generates exactly what `RecomputeDecoder` generates."""
 
     def __init__(self, adapter: NativeAdapter, seqs: list[list[int]]):
+        from cleanroom.train.model import KVCache
+
         self.adapter = adapter
         B, T = len(seqs), max(len(x) for x in seqs)
         ids = torch.full((B, T), adapter.codec.pad_id, dtype=torch.long)
@@ -377,42 +375,16 @@ class NativeKVDecoder:
         positions = (self.keep.long().cumsum(-1) - 1).clamp(min=0)
         causal = torch.ones(T, T, dtype=torch.bool, device=dev).tril()
         mask = ((causal[None] & self.keep[:, None, :]) | torch.eye(T, dtype=torch.bool, device=dev)[None])[:, None]
-        self.cache: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.cache = KVCache(len(adapter.model.layers))
         self.pending: torch.Tensor | None = None
         self.last = self._forward(ids.to(dev), positions, mask)
 
     def _forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        from cleanroom.train.model import apply_rope
-
         a, m = self.adapter, self.adapter.model
         a.counts.forward_calls += 1
         a.counts.tokens += ids.numel()
-        prefill = not self.cache
         with torch.inference_mode(), a._autocast():
-            x = m.embed_tokens(ids)
-            B, T, _ = x.shape
-            cos, sin = m._rope(T, positions)  # [B, 1, T, hd]
-            for i, layer in enumerate(m.layers):
-                att = layer.self_attn
-                h = layer.input_layernorm(x)
-                q = att.q_proj(h).view(B, T, att.n_heads, att.head_dim).transpose(1, 2)
-                k = att.k_proj(h).view(B, T, att.n_kv_heads, att.head_dim).transpose(1, 2)
-                v = att.v_proj(h).view(B, T, att.n_kv_heads, att.head_dim).transpose(1, 2)
-                c, s = cos.to(q.dtype), sin.to(q.dtype)
-                q, k = apply_rope(q, c, s), apply_rope(k, c, s)
-                if prefill:
-                    self.cache.append((k, v))
-                else:
-                    k = torch.cat([self.cache[i][0], k], dim=2)
-                    v = torch.cat([self.cache[i][1], v], dim=2)
-                    self.cache[i] = (k, v)
-                if att.n_kv_heads != att.n_heads:
-                    r = att.n_heads // att.n_kv_heads
-                    k, v = k.repeat_interleave(r, dim=1), v.repeat_interleave(r, dim=1)
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-                x = x + att.o_proj(y.transpose(1, 2).reshape(B, T, att.n_heads * att.head_dim))
-                x = x + layer.mlp(layer.post_attention_layernorm(x))
-            return m.lm_head(m.norm(x[:, -1])).float()
+            return m.lm_head(m.hidden(ids, positions, mask, self.cache)[:, -1]).float()
 
     def next_logits(self, live: list[int]) -> torch.Tensor:
         if self.pending is not None:
@@ -433,16 +405,15 @@ class NativeKVDecoder:
 class NativeAdapter(CausalLMAdapter):
     """Our `cleanroom.train.model.Transformer`.
 
-    Its `forward(idx, attention_mask=[B,T])` covers padding but not a tree mask, so the packed
-    strategy runs the model's own modules in the same order as `forward` (embedding, RoPE at the given
-    positions, every block with our [B,1,T,T] mask, final norm, head). A model without those parts
+    The packed strategy calls `Transformer.hidden(ids, positions, mask)` with the tree mask (the same
+    modules `forward` runs), and greedy decoding uses the model's `KVCache`. A model without `hidden`
     falls back to the padded strategy; a test checks that packed and padded scores agree.
     """
 
     def __init__(self, model: torch.nn.Module, codec: Codec, *, max_len: int | None = None,
                  kv_cache: bool = True, **kw: Any):
         self.model = model.eval()
-        self.supports_tree_mask = all(hasattr(model, a) for a in _TREE_PARTS)
+        self.supports_tree_mask = hasattr(model, "hidden") and hasattr(model, "lm_head")
         self.kv_cache = kv_cache
         if max_len is None:
             cfg = getattr(model, "cfg", None)
@@ -468,14 +439,9 @@ class NativeAdapter(CausalLMAdapter):
         return self._head(self._hidden(ids, positions, mask))
 
     def _hidden(self, ids, positions, mask):
-        m = self.model
         if not self.supports_tree_mask:
             return None
-        cos, sin = m._rope(ids.shape[1], positions)
-        x = m.embed_tokens(ids)
-        for layer in m.layers:
-            x = layer(x, cos, sin, None if mask is None else mask[:, None])
-        return m.norm(x)
+        return self.model.hidden(ids, positions, None if mask is None else mask[:, None])
 
     def _head(self, hidden):
         return self.model.lm_head(hidden)

@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     import sys
     from pathlib import Path
 
-    from cleanroom.config import ConfigError, saved_config
+    from cleanroom.config import saved_config
+    from cleanroom.errors import CleanroomError
 
     ap = argparse.ArgumentParser(description="Score a local Hugging Face causal LM on a run's items.")
     ap.add_argument("--run", type=Path, required=True, help="a run directory with world/items")
@@ -100,9 +101,9 @@ def main(argv: list[str] | None = None) -> None:
         store = RunStore(args.run)
         name = args.name or f"hf-{Path(args.hf_model).name}"
         stats = score_hf_model(cfg, store, args.hf_model, name, tuple(args.task or TASKS))
-    except (ConfigError, StoreError) as e:
+    except CleanroomError as e:
         print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
+        raise SystemExit(e.exit_code) from None
     print(json.dumps(stats, indent=2, default=float))
 
 

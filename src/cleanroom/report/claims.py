@@ -19,6 +19,7 @@ import numpy as np
 from cleanroom.evals.stats import diff_of_diffs, paired_diff, twin_pairs, verdict
 from cleanroom.report.summary import Claim, Comparison
 from cleanroom.store import RunStore
+from cleanroom.tamper.strongest import accuracies, attack_items, strongest_attack
 
 FILTERED = ("textbook", "filtered_web", "mix")  # recipes whose pretraining data had the restricted domain removed
 BOTTOM_HALF = range(6, 11)
@@ -111,20 +112,11 @@ def claim_c2b(store: RunStore, recipes: list[str], n_boot: int, seed: int) -> Cl
     return _claim(name, main, detail)
 
 
-def strongest_attack(store: RunStore, recipe: str) -> tuple[int, float, dict[str, dict]]:
-    """(steps, lr, per-item rows) of the attack with the highest held-out accuracy over every (k, lr) tried.
-
-    Not simply the largest k: fine-tuning longer on the attack facts can overfit them and lower held-out
-    accuracy again, and an attacker keeps whichever checkpoint works best (k = 0, no attack, included).
-    Ties go to fewer steps, then the smaller learning rate. Every recipe gets the same number of tries,
-    so the optimism of taking a maximum is shared by both sides of the comparison.
-    """
-    rows = store.read_parquet(f"evals/{recipe}/tamper_items.parquet").to_pylist()
-    accs: dict[tuple[int, float], list[bool]] = {}
-    for r in rows:
-        accs.setdefault((int(r["steps"]), float(r["lr"])), []).append(bool(r["correct"]))
-    k, lr = max(accs, key=lambda c: (np.mean(accs[c]), -c[0], -c[1]))
-    return k, lr, {r["id"]: r for r in rows if int(r["steps"]) == k and float(r["lr"]) == lr}
+def _strongest(store: RunStore, recipe: str) -> tuple[int, float, dict[str, dict]]:
+    """(steps, lr, per-item rows) of the recipe's strongest attack (`tamper.strongest`)."""
+    by_attack = attack_items(store, recipe)
+    k, lr = strongest_attack(accuracies(by_attack))
+    return k, lr, by_attack[(k, lr)]
 
 
 def claim_c3(store: RunStore, recipes: list[str], n_boot: int, seed: int) -> Claim:
@@ -132,8 +124,8 @@ def claim_c3(store: RunStore, recipes: list[str], n_boot: int, seed: int) -> Cla
     filtered = [r for r in FILTERED if r in recipes]
     if "web" not in recipes or not filtered:
         return _missing(name, ("web", "textbook"), recipes)  # type: ignore[return-value]
-    k, lr_web, web = strongest_attack(store, "web")
-    attacked = {r: strongest_attack(store, r) for r in filtered}
+    k, lr_web, web = _strongest(store, "web")
+    attacked = {r: _strongest(store, r) for r in filtered}
     ids = sorted(set(web).intersection(*(set(v[2]) for v in attacked.values())))
     w = np.array([bool(web[i]["correct"]) for i in ids], dtype=float)
     per_recipe = {r: np.array([bool(v[2][i]["correct"]) for i in ids], dtype=float) for r, v in attacked.items()}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from cleanroom.config import ExperimentConfig
 from cleanroom.contract import StageResult
 from cleanroom.evals.stats import accuracy_ci
@@ -21,23 +19,20 @@ from cleanroom.report.summary import (
     timings,
 )
 from cleanroom.store import RunStore, StoreError
+from cleanroom.tamper.strongest import accuracies, attack_items, strongest_per_steps
 from cleanroom.world.schema import TASKS
 
 
 def tamper_curve(store: RunStore, recipe: str, n_boot: int, seed: int) -> list[TamperPoint]:
-    """Per k: the learning rate with the highest held-out accuracy (the strongest attack tried)."""
-    p = f"evals/{recipe}/tamper_items.parquet"
-    if not store.path(p).exists():
+    """Per step count: the strongest attack's held-out accuracy with its CI (`tamper.strongest`)."""
+    if not store.path(f"evals/{recipe}/tamper_items.parquet").exists():
         return []
-    rows = store.read_parquet(p).to_pylist()
-    by: dict[tuple[int, float], list[bool]] = {}
-    for r in rows:
-        by.setdefault((int(r["steps"]), float(r["lr"])), []).append(bool(r["correct"]))
+    by_attack = attack_items(store, recipe)
     out = []
-    for k in sorted({k for k, _ in by}):
-        lr = max((lr for kk, lr in by if kk == k), key=lambda lr: (np.mean(by[(k, lr)]), -lr))
-        acc, lo, hi = accuracy_ci(by[(k, lr)], n_boot, seed + k)
-        out.append(TamperPoint(steps=k, acc=acc, ci_low=lo, ci_high=hi, lr=lr, n=len(by[(k, lr)])))
+    for k, lr in strongest_per_steps(accuracies(by_attack)).items():
+        correct = [bool(r["correct"]) for r in by_attack[(k, lr)].values()]
+        acc, lo, hi = accuracy_ci(correct, n_boot, seed + k)
+        out.append(TamperPoint(steps=k, acc=acc, ci_low=lo, ci_high=hi, lr=lr, n=len(correct)))
     return out
 
 

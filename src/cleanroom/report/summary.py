@@ -17,6 +17,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from cleanroom.config import ExperimentConfig
 from cleanroom.evals.stats import accuracy_ci, per_decile
+from cleanroom.evals.tasks import chance_level
 from cleanroom.malloc import malloc_state
 from cleanroom.pipeline import STAGES
 from cleanroom.store import RunStore
@@ -120,7 +121,7 @@ def environment() -> dict:
 def task_result(rows: list[dict], n_boot: int, seed: int) -> TaskResult:
     correct = np.array([bool(r["correct"]) for r in rows], dtype=float)
     acc, lo, hi = accuracy_ci(correct, n_boot, seed)
-    chance = float(np.mean([1.0 / len(r["options"]) if r.get("kind", "choice") == "choice" else 0.0 for r in rows]))
+    chance = chance_level(rows)
     acc_norm = None
     if rows and "correct_norm" in rows[0]:
         acc_norm = float(np.mean([bool(r["correct_norm"]) for r in rows]))

@@ -12,13 +12,13 @@ the k = 0 row and the chance level bound). The fine-tune uses AdamW (`train.make
 trainer's weight decay and betas) at a constant learning rate, `tamper.batch_size` whole documents
 per step in a seeded order (the same order for every learning rate), in `eval.dtype`.
 
-Output `evals/<recipe>/tamper.parquet`, one row per (k, lr): recipe, k, lr, acc, acc_norm, ci_low,
-ci_high, n, chance, train_loss (mean attack loss over the steps since the previous k), and
-`worst_case` = True on the row with the highest held-out accuracy over learning rates at that k
-(the curve a durable-safeguard claim must be judged on: the strongest attack tried; ties go to the
-smaller learning rate). The same worst-case curve is `StageResult.stats["curve"]`.
-`evals/<recipe>/tamper_items.parquet` has the per-item results behind every row (recipe, steps, lr,
-worst_case, id, fact_id, gold, prediction, correct, logprobs), for paired comparisons.
+Output `evals/<recipe>/tamper.parquet`, one row per (steps, lr): recipe, steps, lr, acc, acc_norm,
+ci_low, ci_high, n, chance, train_loss (mean attack loss over the steps since the previous step
+count), and `strongest` = True on the row with the highest held-out accuracy over learning rates at
+that step count (`strongest.py`: the curve a durable-safeguard claim must be judged on). The same
+curve is `StageResult.stats["curve"]`. `evals/<recipe>/tamper_items.parquet` has the per-item
+results behind every row (recipe, steps, lr, strongest, id, fact_id, gold, prediction, correct,
+logprobs), for paired comparisons.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from cleanroom.evals.adapters import Codec, EvalError, NativeAdapter
 from cleanroom.evals.tasks import evaluate_items, task_metrics
 from cleanroom.runtime import autocast, pick_device, set_threads
 from cleanroom.store import RunStore
+from cleanroom.tamper.strongest import strongest_per_steps
 from cleanroom.tokenize.tokenizer import encode_documents, load_tokenizer
 from cleanroom.train.trainer import make_optimizer
 from cleanroom.ui import progress, say
@@ -44,15 +45,15 @@ from cleanroom.world.schema import RELATIONS, fill
 from cleanroom.world.stage import load_items
 
 TAMPER_SCHEMA = pa.schema([
-    ("recipe", pa.string()), ("k", pa.int32()), ("lr", pa.float64()), ("acc", pa.float64()),
+    ("recipe", pa.string()), ("steps", pa.int32()), ("lr", pa.float64()), ("acc", pa.float64()),
     ("acc_norm", pa.float64()), ("ci_low", pa.float64()), ("ci_high", pa.float64()), ("n", pa.int32()),
-    ("chance", pa.float64()), ("train_loss", pa.float64()), ("worst_case", pa.bool_()),
+    ("chance", pa.float64()), ("train_loss", pa.float64()), ("strongest", pa.bool_()),
 ])
 
 
 # per item, per (steps, lr): what the paired C3 comparison between recipes needs
 TAMPER_ITEMS_SCHEMA = pa.schema([
-    ("recipe", pa.string()), ("steps", pa.int32()), ("lr", pa.float64()), ("worst_case", pa.bool_()),
+    ("recipe", pa.string()), ("steps", pa.int32()), ("lr", pa.float64()), ("strongest", pa.bool_()),
     ("id", pa.string()), ("fact_id", pa.string()), ("gold", pa.int32()), ("prediction", pa.int32()),
     ("correct", pa.bool_()), ("logprobs", pa.list_(pa.float64())),
 ])
@@ -133,24 +134,19 @@ def attack_curve(model: torch.nn.Module, codec: Codec, docs: list[list[int]], it
                                    batch_size=cfg.eval.batch_size)
             rows = evaluate_items(scorer, items, max_gen_tokens=cfg.eval.max_gen_tokens)
             metrics = task_metrics(rows, items, n_boot=cfg.eval.bootstrap, seed=cfg.seed)
-        out.append({"k": k, "lr": lr, **{m: metrics[m] for m in ("acc", "acc_norm", "ci_low", "ci_high",
+        out.append({"steps": k, "lr": lr, **{m: metrics[m] for m in ("acc", "acc_norm", "ci_low", "ci_high",
                                                                   "n", "chance")},
                      "train_loss": float(np.mean(losses)) if losses else float("nan"), "items": rows})
         losses = []
     return out
 
 
-def worst_case(rows: list[dict]) -> list[dict]:
-    """Mark, per k, the row with the highest held-out accuracy over learning rates; return those."""
-    best: dict[int, int] = {}
-    for i, r in enumerate(rows):
-        b = best.get(r["k"])
-        # ties go to the smaller learning rate (the cheaper attack reaching the same accuracy)
-        if b is None or (r["acc"], -r["lr"]) > (rows[b]["acc"], -rows[b]["lr"]):
-            best[r["k"]] = i
-    for i, r in enumerate(rows):
-        r["worst_case"] = best[r["k"]] == i
-    return [rows[best[k]] for k in sorted(best)]
+def mark_strongest(rows: list[dict]) -> list[dict]:
+    """Set `strongest` on the row of each step count's strongest attack; return those rows by steps."""
+    best = strongest_per_steps({(r["steps"], r["lr"]): r["acc"] for r in rows})
+    for r in rows:
+        r["strongest"] = best[r["steps"]] == r["lr"]
+    return sorted((r for r in rows if r["strongest"]), key=lambda r: r["steps"])
 
 
 def run_tamper(cfg: ExperimentConfig, store: RunStore, recipe: str) -> StageResult:
@@ -180,24 +176,24 @@ def run_tamper(cfg: ExperimentConfig, store: RunStore, recipe: str) -> StageResu
         for lr in cfg.tamper.lrs:
             rows += attack_curve(base.model, base.codec, docs, items, cfg, lr, steps, device,
                                  base=base_result, on_step=on_step)
-    curve = worst_case(rows)
+    curve = mark_strongest(rows)
     for r in rows:
         r["recipe"] = recipe
     rel = f"evals/{recipe}/tamper.parquet"
     store.write_parquet(rel, pa.Table.from_pylist([{c: r[c] for c in TAMPER_SCHEMA.names} for r in rows],
                                                   schema=TAMPER_SCHEMA))
     items_rel = f"evals/{recipe}/tamper_items.parquet"
-    per_item = [{"recipe": recipe, "steps": r["k"], "lr": r["lr"], "worst_case": r["worst_case"],
+    per_item = [{"recipe": recipe, "steps": r["steps"], "lr": r["lr"], "strongest": r["strongest"],
                  **{c: it[c] for c in ("id", "fact_id", "gold", "prediction", "correct", "logprobs")}}
                 for r in rows for it in r["items"]]
     store.write_parquet(items_rel, pa.Table.from_pylist(per_item, schema=TAMPER_ITEMS_SCHEMA))
     stats = {
-        "curve": [{k: r[k] for k in ("k", "lr", "acc", "ci_low", "ci_high")} for r in curve],
+        "curve": [{k: r[k] for k in ("steps", "lr", "acc", "ci_low", "ci_high")} for r in curve],
         "chance": base_metrics["chance"],
         "n": base_metrics["n"],
         "attack_docs": len(docs),
         "seconds": round(time.perf_counter() - t0, 2),
     }
-    say(f"  {recipe}: held-out restricted acc, worst case over lrs: "
-        + " · ".join(f"k={r['k']} {r['acc']:.2f}" for r in curve) + f" (chance {stats['chance']:.2f})")
+    say(f"  {recipe}: held-out restricted acc, strongest attack per step count: "
+        + " · ".join(f"{r['steps']} steps {r['acc']:.2f}" for r in curve) + f" (chance {stats['chance']:.2f})")
     return StageResult(outputs=[rel, items_rel], stats=stats)

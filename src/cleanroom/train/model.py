@@ -16,6 +16,8 @@ Choices, and why:
   j*r .. j*r + r - 1).
 - No biases anywhere, optional tied input/output embeddings (saves vocab x d_model parameters, which
   is most of a tiny model).
+- A KV cache (`KVCache`) lives beside the model, as in nanochat: greedy decoding runs the prompt once,
+  then one token per step against the cached keys and values, through the same modules as training.
 - Parameter names mirror Hugging Face Llama (`layers.0.self_attn.q_proj.weight`, ...) so export is
   a rename-free copy with a `model.` prefix.
 
@@ -73,6 +75,26 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + rotate_half(x) * sin
 
 
+class KVCache:
+    """Keys and values of every layer for the tokens run so far (batched greedy decoding).
+
+    `Attention` appends a step's keys and values and attends over all of them; the caller passes the
+    new tokens' positions and a mask over every cached key ([B, 1, T_new, T_cached + T_new]).
+    """
+
+    def __init__(self, n_layers: int):
+        self.k: list[torch.Tensor | None] = [None] * n_layers
+        self.v: list[torch.Tensor | None] = [None] * n_layers
+
+    def extend(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append k, v [B, Hkv, T, hd] to `layer`'s cache; return everything cached for it."""
+        if self.k[layer] is not None:
+            k = torch.cat([self.k[layer], k], dim=2)
+            v = torch.cat([self.v[layer], v], dim=2)
+        self.k[layer], self.v[layer] = k, v
+        return k, v
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -83,14 +105,16 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(cfg.d_model, cfg.n_kv_heads * self.head_dim, bias=False)
         self.o_proj = nn.Linear(cfg.n_heads * self.head_dim, cfg.d_model, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
+                cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # [B, H, T, hd]
         k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # [B, Hkv, T, hd]
         v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         cos, sin = cos.to(q.dtype), sin.to(q.dtype)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            k, v = cache.extend(layer, k, v)
         if self.n_kv_heads != self.n_heads:  # GQA: share each kv head across a group of query heads
             r = self.n_heads // self.n_kv_heads
             k, v = k.repeat_interleave(r, dim=1), v.repeat_interleave(r, dim=1)
@@ -118,8 +142,8 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, cos, sin, mask):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)
+    def forward(self, x, cos, sin, mask, cache: KVCache | None = None, layer: int = 0):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -161,7 +185,7 @@ class Transformer(nn.Module):
         matmul -= sum(p.numel() for n, p in self.named_parameters() if "norm" in n)
         return 6.0 * matmul + 12.0 * self.cfg.n_layers * self.cfg.d_model * T
 
-    def _rope(self, T: int, positions: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def rope(self, T: int, positions: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         need = T if positions is None else int(positions.max()) + 1
         if need > self.rope_cos.shape[0]:  # longer than training: extend (RoPE extrapolates poorly)
             cos, sin = rope_cache(self.head_dim, need, self.cfg.rope_theta, self.rope_cos.device)
@@ -185,16 +209,26 @@ class Transformer(nn.Module):
             causal = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()
             # a query may see causal, non-pad keys; and always itself, so a pad row is never empty (NaN)
             mask = (causal & keep[:, None, None, :]) | torch.eye(T, dtype=torch.bool, device=idx.device)
-        cos, sin = self._rope(T, positions)
-        x = self.embed_tokens(idx)
-        for layer in self.layers:
-            x = layer(x, cos, sin, mask)
-        logits = self.lm_head(self.norm(x))
+        logits = self.lm_head(self.hidden(idx, positions, mask))
         if targets is None:
             return logits
         loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1),
                                ignore_index=IGNORE_INDEX)
         return logits, loss
+
+    def hidden(self, idx: torch.Tensor, positions: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+               cache: KVCache | None = None) -> torch.Tensor:
+        """Final hidden states [B, T, D] (after the last norm) of tokens `idx` [B, T].
+
+        positions: [B, T] (default 0..T-1); mask: [B, 1, T, S] bool, True = may attend (default: causal);
+        cache: a `KVCache` the keys and values are appended to (then `positions` and `mask` are needed).
+        The evaluator uses this with a tree mask to score several options after one shared prompt.
+        """
+        cos, sin = self.rope(idx.shape[1], positions)
+        x = self.embed_tokens(idx)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, cos, sin, mask, cache, i)
+        return self.norm(x)
 
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, stop_ids: set[int] | None = None) -> torch.Tensor:
