@@ -16,7 +16,7 @@ from cleanroom.contract import StageResult
 from cleanroom.evals.adapters import CausalLMAdapter, EvalError, NativeAdapter
 from cleanroom.evals.tasks import evaluate_items, rows_table, task_metrics
 from cleanroom.runtime import pick_device, set_threads
-from cleanroom.store import RunStore, StoreError
+from cleanroom.store import RunStore
 from cleanroom.ui import progress, say
 from cleanroom.world.schema import TASKS
 from cleanroom.world.stage import load_items
