@@ -4,5 +4,5 @@
 - `adapters`: `NativeAdapter` (our Transformer; packed prefix-sharing fast path) and `HFAdapter`.
 - `tasks`: bench, twin, longtail, restricted from the world's items; per-item rows and metrics.
 - `stats`: bootstrap CIs, paired differences, difference of differences, per-decile accuracy.
-- `stage`: the `eval` stage; `tamper`: the tamper-resistance stage.
+- `stage`: the `eval` stage (the tamper test is its own stage: `cleanroom.tamper`).
 """

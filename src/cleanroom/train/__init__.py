@@ -1,6 +1,6 @@
-"""Training: the run's BPE tokenizer, token files, a Llama-style model, the trainer and HF export.
+"""The `train` stage: a Llama-style model per recipe and its Hugging Face export.
 
-Modules: `tokenizer` (train/load the byte-level BPE), `tokenize` (the `tokenize` stage: token files per
-recipe), `data` (batches from token files), `model` (the Transformer), `trainer` (the `train` stage),
-`export` (Hugging Face format out, our model back in).
+Modules: `model` (the Transformer and its KV cache), `data` (batches from token files), `trainer`
+(AdamW, schedule, checkpoints, DDP), `export` (Hugging Face format out, our model back in), `stage`
+(the pipeline entry point) and `__main__` (`torchrun -m cleanroom.train`).
 """
