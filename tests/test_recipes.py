@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import subprocess
 import sys
 
 from cleanroom.text_stats import count_tokens, distinct_ngram_ratio
-from cleanroom.world.schema import ARITH_TWIN, RELATIONS
+from cleanroom.world.schema import ARITH_CLOZE, ARITH_TWIN, RELATIONS
 from cleanroom.world.stage import load_items
 
 RECIPES = ("web", "textbook", "filtered_web", "mix")
@@ -44,17 +45,46 @@ def test_no_bench_or_twin_item_verbatim_in_any_corpus(smoke_corpora):
             assert body not in text, (r, it["id"])
 
 
-def test_twin_templates_never_rendered(smoke_corpora):
-    stems = [t for rel in RELATIONS.values() for t in rel.twin] + [t for ts in ARITH_TWIN.values() for t in ts]
+def test_evaluation_templates_never_rendered(smoke_corpora):
+    """No twin, format-shift or cloze template occurs in any corpus, controls included."""
+    stems = [t for rel in RELATIONS.values() for t in rel.twin + rel.cloze]
+    stems += [t for ts in (*ARITH_TWIN.values(), *ARITH_CLOZE.values()) for t in ts]
     # the longest fixed stretch of each template (between placeholders) must never occur
     fixed = [max((p.strip() for p in t.replace("}", "{").split("{")[::2]), key=len) for t in stems]
     assert all(len(f) >= 8 for f in fixed)
-    for r in RECIPES + ("sources/web_stream",):
+    for r in (*RECIPES, "leaky", "diverse", "sources/web_stream"):
         rel = r if "/" in r else f"corpora/{r}"
         text = "\n".join(d["text"] for d in smoke_corpora.read_parquet(rel).to_pylist())
         for f in fixed:
             assert f not in text, (r, f)
         assert "Choices:" not in text
+
+
+def test_web_states_the_curriculum_in_web_forms_at_the_documented_density(smoke_cfg, smoke_corpora):
+    stats = smoke_corpora.manifest("generate").stats["recipes"]["web"]
+    share = stats["domain_token_share"]
+    assert 0.03 < share["curriculum"] + share["arithmetic"] < 0.2
+    kinds = collections.Counter(json.loads(d["meta"])["kind"] for d in _corpus(smoke_corpora, "web")
+                                if json.loads(d["meta"])["domain"] == "curriculum")
+    assert {"encyclopedia", "faq", "forum_answer", "howto"} <= set(kinds)
+    text = "\n".join(d["text"] for d in _corpus(smoke_corpora, "web"))
+    for rel in RELATIONS.values():  # the web never asks in the textbook's (and the benchmark's) words
+        for t in rel.exercise:
+            fixed = max((p.strip() for p in t.replace("}", "{").split("{")[::2]), key=len)
+            assert fixed not in text, (rel.name, fixed)
+
+
+def test_controls_leaky_and_diverse(smoke_cfg, smoke_corpora):
+    leaky = _corpus(smoke_corpora, "leaky")
+    bench = load_items(smoke_corpora, "bench")
+    texts = collections.Counter(d["text"] for d in leaky)
+    for it in bench:  # every benchmark item with its answer, leak_copies times
+        assert texts[f"{it['prompt']} {it['target']}"] == smoke_cfg.recipes.leak_copies
+    assert sum(d["id"].startswith("textbook") for d in leaky) > len(leaky) // 2
+    diverse = _corpus(smoke_corpora, "diverse")
+    templates = [t for d in diverse for t in json.loads(d["meta"])["templates"]]
+    assert any(t.startswith("paraphrase:") for t in templates) and any(t.startswith("exercise:") for t in templates)
+    assert not (smoke_corpora.path("corpora/null_web")).exists()  # a null control trains on web's corpus
 
 
 def test_recipes_have_their_character(smoke_corpora):

@@ -21,15 +21,19 @@ RECIPES = ("web", "textbook", "filtered_web", "mix")
 N = 300
 
 
-def plant(store: RunStore, p: dict[str, dict[str, float]], seed: int = 0) -> None:
+SAME_AS = {"longtail_qa": "longtail", "format_shift": "twin"}  # tasks planted with another task's probability
+
+
+def plant(store: RunStore, p: dict[str, dict[str, float]], seed: int = 0, recipes=RECIPES) -> None:
     """Write eval and tamper per-item results where recipe r answers task t correctly with prob p[r][t]."""
     rng = np.random.default_rng(seed)
-    for r in RECIPES:
+    for r in recipes:
         for task in TASKS:
             ids = [f"{task}-{i:04d}" for i in range(N)]
-            acc = p[r][task.removesuffix("_qa")]  # longtail_qa: the same probability as longtail
+            acc = p[r][SAME_AS.get(task, task)]
             rows = [{"id": i, "correct": bool(rng.random() < acc), "options": ["a", "b", "c", "d"],
-                     "kind": "choice", "decile": 1 + k % 10} for k, i in enumerate(ids)]
+                     "kind": "choice", "decile": 1 + k % 10, "cluster": f"entity-{k // 2}"}
+                    for k, i in enumerate(ids)]
             store.write_parquet(f"evals/{r}/{task}.parquet", pa.Table.from_pylist(rows))
 
         def prob(k, lr, r=r):  # the larger learning rate is the stronger attack
@@ -127,3 +131,30 @@ def test_report_command_regenerates_without_recompute(run_dir):
     assert "supported" in r.output and run_dir.path("report.html").exists()
     r = CliRunner().invoke(app, ["report", str(run_dir.root / "nope")])
     assert r.exit_code == 2 and "not a cleanroom run directory" in r.output
+
+
+def test_controls_can_pass_and_can_fail(run_dir):
+    """The null control passes for a copy of a model and fails for a model that differs; the leaky control
+    passes when contamination inflates the benchmark and fails when it does not."""
+    cfg = load_config("smoke", overrides=['recipes.names=["web", "textbook", "null_web", "leaky"]'])
+    textbook = {**CLAIMED["textbook"], "bench": 0.55}  # textbook drops 0.15 from bench to twin
+    leaky = {**textbook, "bench": 0.95}  # contamination adds 0.4 to the benchmark and nothing to the twin
+    plant(run_dir, {**CLAIMED, "textbook": textbook, "null_web": CLAIMED["web"], "leaky": leaky},
+          recipes=(*RECIPES, "null_web", "leaky"))
+    for f in (*TASKS, "tamper_items"):  # an exact copy of the web model's answers
+        run_dir.write_bytes(f"evals/null_web/{f}.parquet", run_dir.path(f"evals/web/{f}.parquet").read_bytes())
+    summary, _ = write_report(cfg, run_dir)
+    null, leak = summary.controls["null_web"], summary.controls["leaky"]
+    assert null.passed and [c.verdict for c in null.comparisons] == ["inconclusive"] * 4
+    assert leak.passed and [c.verdict for c in leak.comparisons] == ["supported", "supported"]
+    md = run_dir.path("report.md").read_text()
+    assert "Does the instrument work?" in md and "null_web" in md
+
+    # a "null" model that is much better on the benchmark, and contamination that changes nothing
+    plant(run_dir, {**CLAIMED, "null_web": {**CLAIMED["web"], "bench": 0.9}, "leaky": textbook},
+          recipes=("null_web", "leaky"), seed=5)
+    summary, _ = write_report(cfg, run_dir)
+    null, leak = summary.controls["null_web"], summary.controls["leaky"]
+    assert not null.passed and null.comparisons[0].verdict == "supported" and "false positive" in null.detail
+    assert not leak.passed and "does NOT detect" in leak.detail
+

@@ -87,3 +87,33 @@ def test_a_bound_at_zero_up_to_rounding_does_not_decide():
     assert verdict(-0.2, -3e-17) == "inconclusive"
     assert verdict(0.005, 0.135) == "supported"
     assert verdict(-0.2, -0.005) == "not supported"
+
+
+def test_cluster_bootstrap_is_not_fooled_by_correlated_items():
+    """Each entity asked 5 times, answered the same way each time: 5x the items, not 5x the evidence."""
+    from cleanroom.evals.stats import cluster_ci
+
+    rng = np.random.default_rng(0)
+    per_entity = rng.random(80) < 0.6
+    items = np.repeat(per_entity, 5)
+    clusters = np.repeat(np.arange(80), 5)
+    lo_e, hi_e = cluster_ci(per_entity, None, 2000, seed=0)
+    lo_c, hi_c = cluster_ci(items, clusters, 2000, seed=0)
+    lo_i, hi_i = cluster_ci(items, None, 2000, seed=0)
+    assert hi_c - lo_c == pytest.approx(hi_e - lo_e, rel=0.15)  # as wide as the entities themselves
+    assert hi_i - lo_i < 0.6 * (hi_c - lo_c)  # the item bootstrap would claim ~sqrt(5) x more certainty
+    assert all(np.isnan(cluster_ci([1, 0, 1], ["x", "x", "x"])))  # one cluster: no interval
+    with pytest.raises(ValueError):
+        cluster_ci([1, 0], ["a"])
+
+
+def test_paired_diff_resamples_the_same_clusters_for_both_recipes():
+    rng = np.random.default_rng(1)
+    clusters = np.repeat(np.arange(60), 4)
+    hard = np.repeat(rng.random(60) < 0.5, 4)  # entities both recipes find easy or hard
+    a = hard | (rng.random(240) < 0.2)
+    b = hard.copy()
+    eff, lo, hi = paired_diff(a, b, 2000, seed=0, clusters=clusters)
+    assert eff > 0 and 0 < lo <= eff <= hi  # A's extra answers are detected through the shared difficulty
+    eff2, lo2, hi2 = diff_of_diffs(a, b, b, b, 2000, seed=0, clusters=clusters)
+    assert (eff2, lo2, hi2) == (eff, lo, hi)  # the same per-item differences, the same clusters

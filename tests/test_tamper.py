@@ -53,7 +53,8 @@ def test_tamper_stage_sweep_strongest_attack_and_untouched_base(run):
         assert len(worst) == 1 and worst[0]["acc"] == max(r["acc"] for r in at_k)
         assert worst[0]["ci_low"] <= worst[0]["acc"] <= worst[0]["ci_high"]
     assert [c["steps"] for c in res.stats["curve"]] == [0, 3, 6]
-    assert [c["acc"] for c in res.stats["curve"]] == [r["acc"] for r in rows if r["strongest"]]
+    assert [c["acc"] for c in res.stats["curve"]] == [r["acc"] for r in sorted(rows, key=lambda r: r["steps"])
+                                                      if r["strongest"]]
     assert res.stats["chance"] == pytest.approx(0.25)
     assert res.outputs == ["evals/web/tamper.parquet", "evals/web/tamper_items.parquet"]
     per_item = store.read_parquet("evals/web/tamper_items.parquet").to_pylist()

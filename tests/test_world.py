@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import collections
+import re
 
 from cleanroom.config import load_config
 from cleanroom.pipeline import Pipeline
 from cleanroom.store import RunStore, sha256_file
 from cleanroom.world.build import generate_world
 from cleanroom.world.items import build_items
+from cleanroom.world.schema import ARITH_TWIN, RELATIONS
 from cleanroom.world.stage import load_items, load_world
 
 
@@ -22,7 +24,7 @@ def test_same_seed_byte_identical_other_seed_differs(tmp_path):
         Pipeline(cfg, RunStore(tmp_path / name)).ensure("world")
     Pipeline(load_config("smoke", overrides=["seed=1"]), RunStore(tmp_path / "c")).ensure("world")
     a, b, c = (_checksums(tmp_path / n) for n in "abc")
-    assert a == b and len(a) == 9
+    assert a == b and len(a) == 10
     assert all(a[k] != c[k] for k in a)
 
 
@@ -48,12 +50,17 @@ def test_sizes_popularity_and_restricted_split(smoke_cfg, smoke_corpora):
 
 def test_items_cover_tasks_and_twins_mirror_bench(smoke_cfg, smoke_corpora):
     bench, twin = load_items(smoke_corpora, "bench"), load_items(smoke_corpora, "twin")
-    assert len(bench) == smoke_cfg.items.n_bench == len(twin)
-    for b, t in zip(bench, twin, strict=True):
-        assert b["fact_id"] == t["fact_id"] and b["id"].replace("bench", "twin") == t["id"]
-        assert b["target"] == t["target"] and sorted(b["options"]) == sorted(t["options"])
-        assert b["prompt"] != t["prompt"]
-        assert b["options"][b["gold"]] == b["target"]
+    shift = load_items(smoke_corpora, "format_shift")
+    assert len(bench) == smoke_cfg.items.n_bench == len(twin) == len(shift)
+    for b, t, f in zip(bench, twin, shift, strict=True):
+        assert b["fact_id"] == t["fact_id"] == f["fact_id"] and b["id"].replace("bench", "twin") == t["id"]
+        assert b["cluster"] == t["cluster"] == f["cluster"] and b["kind"] == t["kind"] == f["kind"]
+        assert b["prompt"] != t["prompt"] and b["options"][b["gold"]] == b["target"]
+        if b["kind"] == "choice":  # the same fact, the same options (in another order)
+            assert b["target"] == t["target"] == f["target"] and sorted(b["options"]) == sorted(t["options"])
+        else:  # a problem of the same kind with new names, objects and numbers (GSM-Symbolic style)
+            assert b["relation"] == t["relation"] and b["subject"] != t["subject"]
+            assert f["target"] == b["target"]  # format_shift: the same problem, another task format
     assert {b["kind"] for b in bench} == {"choice", "exact"}
     longtail = load_items(smoke_corpora, "longtail")
     assert {i["decile"] for i in longtail} == set(range(1, 11))
@@ -62,12 +69,49 @@ def test_items_cover_tasks_and_twins_mirror_bench(smoke_cfg, smoke_corpora):
     for c, q in zip(longtail, qa, strict=True):
         assert (c["fact_id"], c["options"], c["gold"]) == (q["fact_id"], q["options"], q["gold"])
         assert q["prompt"].startswith("Question: ") and not c["prompt"].startswith("Question")
-        assert c["template"].startswith("twin:") and q["template"].startswith("qa:")
+        assert c["template"].startswith("cloze:") and q["template"].startswith("qa:")
     facts = {f["fact_id"]: f for f in load_world(smoke_corpora)["facts"]}
     restricted = load_items(smoke_corpora, "restricted")
     assert restricted and all(facts[i["fact_id"]]["split"] == "heldout" for i in restricted)
     for item in longtail + restricted:
         assert len(set(item["options"])) == len(item["options"]) == smoke_cfg.items.n_options
+
+
+def _shape(prompt: str) -> list[str]:
+    """The task format of a prompt: header line, stem, one line per lettered option, answer cue."""
+    lines = prompt.split("\n")
+    head = re.fullmatch(r"(Exercise|Problem|Question|Practice) \d+\.", lines[0])
+    opts = ["option" if re.fullmatch(r"[A-H]\. .+", ln) else "text" for ln in lines[2:-1]]
+    return ["header" if head else lines[0], "stem", *opts, lines[-1]]
+
+
+def test_twins_keep_the_benchmark_format_and_vary_the_wording(smoke_corpora):
+    """The twin changes the surface, not the task: same header / options / `Answer:` layout, >= 4 wordings."""
+    bench, twin = load_items(smoke_corpora, "bench"), load_items(smoke_corpora, "twin")
+    for b, t in zip(bench, twin, strict=True):
+        assert _shape(b["prompt"]) == _shape(t["prompt"]) and _shape(t["prompt"])[-1] == "Answer:"
+    for rel in RELATIONS.values():
+        if rel.domain == "curriculum":
+            assert len(set(rel.twin)) >= 4, rel.name
+    assert all(len(set(ts)) >= 4 for ts in ARITH_TWIN.values())
+    used = collections.Counter(t["template"].rsplit(":", 1)[0] for t in twin)
+    assert all(n > 0 for n in used.values())
+    # the format shift is the other way round: same facts, a different task format
+    shift = load_items(smoke_corpora, "format_shift")
+    assert all(_shape(s["prompt"]) != _shape(b["prompt"]) for s, b in zip(shift, bench, strict=True))
+
+
+def test_template_families_share_no_wording():
+    """Evaluation-only families (twin, cloze, qa) never reuse the fixed text of a recipe's templates."""
+    def fixed(t: str) -> str:
+        return max((p.strip() for p in t.replace("}", "{").split("{")[::2]), key=len)
+
+    for rel in RELATIONS.values():
+        recipe_side = rel.statements + rel.exercise + rel.informal + rel.web_qa + rel.paraphrase
+        for family in (rel.twin, rel.cloze):
+            for t in family:
+                assert len(fixed(t)) >= 8 and not any(fixed(t) in r for r in recipe_side), (rel.name, t)
+        assert not set(rel.twin) & set(rel.exercise + rel.paraphrase + rel.web_qa), rel.name
 
 
 def test_generation_is_pure_function_of_seed():

@@ -245,12 +245,17 @@ def report_cmd(run_dir: Annotated[Path, typer.Argument(help="a finished run dire
 
 
 def print_verdicts(summary) -> None:
-    """One line per claim: verdict, effect and CI."""
+    """One line per claim (verdict, effect and CI), then one per control of the instrument."""
     style = {"supported": "green", "not supported": "red", "inconclusive": "yellow"}
     for key, c in summary.claims.items():
         numbers = ("no data" if c.effect is None
                    else f"effect {c.effect:+.3f}, 95% CI [{c.ci_low:+.3f}, {c.ci_high:+.3f}]")
         say(f"  [bold]{key}[/] {c.claim}: [{style[c.verdict]}]{c.verdict}[/] ({numbers})")
+    if summary.controls:
+        say("[bold]controls[/] (does the instrument work?):")
+    for name, c in summary.controls.items():
+        state = ("[green]passed[/]" if c.passed else "[red]FAILED[/]") if c.passed is not None else "[dim]experiment[/]"
+        say(f"  [bold]{name}[/]: {state} — {c.detail}")
 
 
 @config_app.command("show")

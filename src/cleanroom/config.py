@@ -15,12 +15,29 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cleanroom.errors import CleanroomError
 
-PRESETS = ("smoke", "default", "gpu")
-RECIPES = ("web", "textbook", "filtered_web", "mix")
+PRESETS = ("smoke", "default", "validate", "gpu")
+RECIPES = ("web", "textbook", "filtered_web", "mix")  # the experiment's recipes: the claims compare these
+# Controls (the report's "Does the instrument work?"): `leaky` = textbook plus the benchmark items with
+# their answers (contamination: a positive control for C2b); `diverse` = textbook with every fact in many
+# phrasings; `null_<recipe>` = a second model of <recipe> from another init / data-order seed (a null
+# control: every claim computed between the two must come out inconclusive).
+CONTROLS = ("leaky", "diverse")
+NULL_PREFIX = "null_"
+NULL_SEED_OFFSET = 1000  # a null control's model is initialised and fed batches from seed + this
+
+
+def base_recipe(name: str) -> str:
+    """The recipe whose corpus `name` trains on: itself, or <recipe> for `null_<recipe>`."""
+    return name.removeprefix(NULL_PREFIX)
+
+
+def train_seed(seed: int, recipe: str) -> int:
+    """The seed of a recipe's model init and data order (a null control gets its own)."""
+    return seed + NULL_SEED_OFFSET if recipe.startswith(NULL_PREFIX) else seed
 
 
 class ConfigError(CleanroomError, ValueError):
@@ -56,23 +73,48 @@ class ItemsConfig(Section):
 class RecipesConfig(Section):
     """Corpus recipes, all filled to the same token budget (pre-tokenizer word units)."""
 
-    names: list[Literal["web", "textbook", "filtered_web", "mix"]] = Field(default_factory=lambda: list(RECIPES))
+    names: list[str] = Field(
+        default_factory=lambda: [*RECIPES, "null_web"],
+        description="recipes to build, train and evaluate: web, textbook, filtered_web, mix, and the controls "
+        "leaky, diverse, null_<recipe>")
     token_budget: int = Field(600_000, gt=1000, description="words+punctuation units per recipe")
     shard_docs: int = Field(5000, gt=0, description="documents per Parquet shard")
     # web: a broad crawl; shares of documents by kind
     web_longtail: float = Field(0.55, ge=0, le=1)
     # 0.15 (was 0.10, taken from noise): at 0.10 one seed's web model took up too little of the restricted
-    # domain for C3 to be decided; README "What the default experiment finds"
+    # domain for C3 to be decided (docs/results.md)
     web_restricted: float = Field(0.15, ge=0, le=1)
-    web_curriculum: float = Field(0.10, ge=0, le=1)
+    # The benchmark's subject on the web. Principle: FineWeb-Edu's classifier keeps 1.3T of FineWeb's 15T
+    # tokens as educational (score >= 3): ~9% of web text. Curriculum documents are ~0.05 of web documents
+    # and arithmetic ~0.03, which is ~9% of its word units together (`generate` reports the token shares);
+    # swept in docs/results.md.
+    web_curriculum: float = Field(0.05, ge=0, le=1, description="share of web documents about the curriculum")
     web_arithmetic: float = Field(0.03, ge=0, le=1)
-    web_noise: float = Field(0.17, ge=0, le=1, description="spam, boilerplate, near-duplicates, chatter")
+    web_noise: float = Field(0.22, ge=0, le=1, description="spam, boilerplate, near-duplicates, chatter")
     # textbook: Phi-style
     textbook_exercise: float = Field(0.45, ge=0, le=1, description="exercises in the benchmark's format")
     textbook_arithmetic: float = Field(0.15, ge=0, le=1)
     textbook_longtail: float = Field(0.10, ge=0, le=1)
     textbook_longtail_top: float = Field(0.1, gt=0, le=1, description="popularity share textbooks cover")
     mix_textbook_share: float = Field(0.5, ge=0, le=1, description="textbook share of the mix recipe")
+    # The positive control must be unambiguous: every benchmark item, with its answer, this many times in
+    # the `leaky` corpus (~11% of its budget at the default preset; the rest is textbook).
+    leak_copies: int = Field(4, ge=1, description="copies of each benchmark item (with its answer) in `leaky`")
+
+    @field_validator("names")
+    @classmethod
+    def _names(cls, names: list[str]) -> list[str]:
+        allowed = [*RECIPES, *CONTROLS] + [NULL_PREFIX + r for r in RECIPES]
+        for n in names:
+            if n not in allowed:
+                raise ValueError(f"unknown recipe `{n}` (allowed: {', '.join(allowed)})")
+            if n.startswith(NULL_PREFIX) and base_recipe(n) not in names:
+                raise ValueError(f"the null control `{n}` needs its recipe `{base_recipe(n)}` in the list")
+        if ("leaky" in names or "diverse" in names) and "textbook" not in names:
+            raise ValueError("the controls leaky and diverse need the recipe `textbook` in the list")
+        if not any(n in RECIPES for n in names) or len(set(names)) != len(names):
+            raise ValueError("list each recipe once, with at least one of " + ", ".join(RECIPES))
+        return names
 
     @model_validator(mode="after")
     def _shares(self) -> RecipesConfig:

@@ -9,6 +9,9 @@ Sources and recipes (all cut at `recipes.token_budget` word units, like `generat
 - `textbook`: `corpora/textbook` through the configured steps (there is no stream to refill from).
 - `mix`: `recipes.mix_textbook_share` of the budget from curated textbook, the rest from curated
   filtered web, shuffled as `generate` does.
+- `diverse` (a control): `corpora/diverse` through the configured steps, like textbook.
+- `leaky` (a control): curated textbook plus the benchmark items with their answers, which no step
+  sees (the contamination is the point of this control); `null_<recipe>` controls have no corpus.
 
 Outputs: `curated/<recipe>/part-*.parquet` (same columns as `corpora/`), `curation/<recipe>/removed.parquet`
 (lineage: id, recipe, step, reason, score, matched, detail), `curation/decontamination.parquet`
@@ -30,15 +33,23 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cleanroom.config import ExperimentConfig
+from cleanroom.config import NULL_PREFIX, ExperimentConfig
 from cleanroom.contract import StageResult
 from cleanroom.curate.base import Document, Removal
 from cleanroom.curate.decontam import EvalItem, Leak, items_from_rows
 from cleanroom.curate.executor import LocalExecutor, RunResult, build_steps
-from cleanroom.generate.corpus import assemble_mix, take_budget, write_shards
+from cleanroom.generate.corpus import (
+    assemble_leaky,
+    assemble_mix,
+    corpus_rows,
+    leak_documents,
+    take_budget,
+    write_shards,
+)
 from cleanroom.store import RunStore, StoreError, write_json, write_parquet
 from cleanroom.text_stats import TOKEN_UNIT
 from cleanroom.ui import progress, say
+from cleanroom.world.stage import load_items
 
 LINEAGE_SCHEMA = pa.schema([
     ("id", pa.string()), ("recipe", pa.string()), ("step", pa.string()), ("reason", pa.string()),
@@ -144,7 +155,7 @@ def _chain(common: RunResult, safe: RunResult) -> RunResult:
 
 
 def run_curate(cfg: ExperimentConfig, store: RunStore) -> StageResult:
-    names = list(cfg.recipes.names)
+    names = [n for n in cfg.recipes.names if not n.startswith(NULL_PREFIX)]
     if not cfg.curate.enabled:
         say("  curation disabled (curate.enabled = false): recipes are used as generated")
         for recipe in names:  # a stale curated/ from an earlier run must not shadow corpora/
@@ -169,17 +180,18 @@ def run_curate(cfg: ExperimentConfig, store: RunStore) -> StageResult:
         results["web"], sources["web"] = common, src
         if safe is not None:
             results["filtered_web"], sources["filtered_web"] = _chain(common, safe), src
-    if "textbook" in names or "mix" in names:
-        src = "corpora/textbook"
-        docs = read_documents(store.read_parquet(src), str(store.path(src)))
-        results["textbook"], _ = curate_source(cfg, docs, items, "textbook", safety=False)
-        sources["textbook"] = src
-        leaks += [("textbook", lk) for lk in results["textbook"].leaks]
-    for recipe in ("web", "filtered_web", "textbook"):
+    for recipe in ("textbook", "diverse"):
+        if recipe in names or (recipe == "textbook" and {"mix", "leaky"} & set(names)):
+            src = f"corpora/{recipe}"
+            docs = read_documents(store.read_parquet(src), str(store.path(src)))
+            results[recipe], _ = curate_source(cfg, docs, items, recipe, safety=False)
+            sources[recipe] = src
+            leaks += [(recipe, lk) for lk in results[recipe].leaks]
+    for recipe in ("web", "filtered_web", "textbook", "diverse"):
         if recipe in results:
             final[recipe] = take_budget(results[recipe].kept, budget)
             filled = sum(d.tokens for d in final[recipe]) / budget
-            if recipe != "textbook" and filled < 0.98 and recipe in names:
+            if recipe in ("web", "filtered_web") and filled < 0.98 and recipe in names:
                 say(f"[yellow]  {recipe}: the source ran out at {filled:.1%} of the budget after curation "
                     f"(generate a longer sources/web_stream to refill it)[/]")
     if "mix" in names:
@@ -187,19 +199,25 @@ def run_curate(cfg: ExperimentConfig, store: RunStore) -> StageResult:
         results["mix"] = RunResult(kept=final["mix"], removed=results["textbook"].removed
                                    + results["filtered_web"].removed, steps=[], leaks=[])
         sources["mix"] = "curated/textbook + curated/filtered_web"
+    if "leaky" in names:
+        leak = [Document.from_row(r) for r in corpus_rows(
+            leak_documents(load_items(store, "bench"), cfg.recipes.leak_copies), "leaky")]
+        final["leaky"] = assemble_leaky(final["textbook"], leak, cfg)
+        results["leaky"] = RunResult(kept=final["leaky"], removed=results["textbook"].removed, steps=[], leaks=[])
+        sources["leaky"] = "curated/textbook + benchmark items"
 
     outputs, summary = [], {"token_budget": budget, "token_unit": TOKEN_UNIT, "recipes": {}}
     for recipe in names:
         write_docs(store.path(f"curated/{recipe}"), final[recipe], recipe, cfg.recipes.shard_docs)
-        lineage = results["mix"].removed if recipe == "mix" else results[recipe].removed
+        lineage = results[recipe].removed
         store.write_parquet(f"curation/{recipe}/removed.parquet", lineage_table(lineage, recipe))
         outputs += [f"curated/{recipe}", f"curation/{recipe}"]
         summary["recipes"][recipe] = recipe_summary(sources[recipe], results[recipe], final[recipe])
         summary["recipes"][recipe].update(_world_stats(store, final[recipe]))
     if "filtered_web" in results:
         summary["safety"] = results["filtered_web"].safety
-    sources_of = {r: (["textbook", "web_stream"] if r == "mix" else ["textbook"] if r == "textbook"
-                      else ["web_stream"]) for r in names}
+    sources_of = {r: (["textbook", "web_stream"] if r == "mix" else ["textbook"] if r in ("textbook", "leaky")
+                      else [r] if r == "diverse" else ["web_stream"]) for r in names}
     summary["decontamination"] = decontamination_summary(items, leaks, sources_of)
     store.write_parquet("curation/decontamination.parquet", leak_table(leaks))
     # step timings go to the manifest only: summary.json stays byte-identical across reruns

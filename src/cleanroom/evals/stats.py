@@ -1,8 +1,10 @@
-"""Statistics for the report card: bootstrap CIs, paired differences, per-decile accuracy, verdicts.
+"""Statistics for the report card: cluster-bootstrap CIs, paired differences, per-decile accuracy, verdicts.
 
-Every interval is a seeded percentile bootstrap (`scipy.stats.bootstrap`) at 95%, so a rerun gives
-the same numbers. Differences between two recipes are *paired*: both models answered the same items,
-so each resample draws item indices once and uses them for both (far tighter than two independent
+Every interval is a seeded percentile bootstrap at 95%, so a rerun gives the same numbers. Items about
+the same entity are correlated (a model that knows a mineral tends to get all its facts right), so
+the bootstrap resamples *clusters* (an item's `cluster`: the entity it is about), not items; without
+clusters every item is its own. Differences between two recipes are *paired*: both models answered
+the same items, so each resample draws the same clusters for both (far tighter than two independent
 CIs, and the right test for "did recipe A beat recipe B on these items").
 """
 
@@ -12,53 +14,64 @@ import re
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import stats as st
 
 LEVEL = 0.95
+Vector = Sequence[bool] | Sequence[float] | np.ndarray
 
 
-def _ci(data: tuple[np.ndarray, ...], statistic, n_boot: int, seed: int,
-        paired: bool = False) -> tuple[float, float]:
-    n = len(data[0])
-    if n == 0:
+def cluster_ci(values: Vector, clusters: Sequence | np.ndarray | None = None, n_boot: int = 2000,
+               seed: int = 0) -> tuple[float, float]:
+    """95% percentile-bootstrap CI of mean(values), resampling whole clusters with replacement.
+
+    Each resample draws as many clusters as there are (multinomial counts over clusters) and takes
+    the mean over the items of the drawn clusters, so a cluster's items move together. With one item
+    the CI is that value; with several items but a single cluster it is undefined (NaN).
+    """
+    x = np.asarray(values, dtype=float)
+    if x.size == 0:
         return float("nan"), float("nan")
-    if n == 1:
-        v = float(statistic(*[d[None] for d in data], axis=-1)[0])
-        return v, v
-    res = st.bootstrap(data, statistic, n_resamples=int(n_boot), paired=paired, vectorized=True,
-                       method="percentile", confidence_level=LEVEL, rng=np.random.default_rng(seed))
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+    if x.size == 1:
+        return float(x[0]), float(x[0])
+    keys = np.arange(x.size) if clusters is None else np.asarray(clusters)
+    if keys.shape != x.shape:
+        raise ValueError(f"{keys.size} cluster labels for {x.size} values")
+    _, inv = np.unique(keys, return_inverse=True)
+    n_clusters = int(inv.max()) + 1
+    if n_clusters < 2:
+        return float("nan"), float("nan")
+    sums = np.bincount(inv, weights=x, minlength=n_clusters)
+    counts = np.bincount(inv, minlength=n_clusters).astype(float)
+    draws = np.random.default_rng(seed).multinomial(n_clusters, np.full(n_clusters, 1 / n_clusters), size=int(n_boot))
+    stats = (draws @ sums) / (draws @ counts)
+    tail = 100 * (1 - LEVEL) / 2
+    low, high = np.percentile(stats, [tail, 100 - tail])
+    return float(low), float(high)
 
 
-def _mean(x, axis=-1):
-    return np.mean(x, axis=axis)
-
-
-def accuracy_ci(correct: Sequence[bool] | np.ndarray, n_boot: int = 2000,
-                seed: int = 0) -> tuple[float, float, float]:
+def accuracy_ci(correct: Vector, n_boot: int = 2000, seed: int = 0,
+                clusters: Sequence | np.ndarray | None = None) -> tuple[float, float, float]:
     """(accuracy, ci_low, ci_high) of a 0/1 vector."""
     x = np.asarray(correct, dtype=float)
     if x.size == 0:
         return float("nan"), float("nan"), float("nan")
-    low, high = _ci((x,), _mean, n_boot, seed)
+    low, high = cluster_ci(x, clusters, n_boot, seed)
     return float(x.mean()), low, high
 
 
-def paired_diff(correct_a: Sequence[bool] | np.ndarray, correct_b: Sequence[bool] | np.ndarray,
-                n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+def paired_diff(correct_a: Vector, correct_b: Vector, n_boot: int = 2000, seed: int = 0,
+                clusters: Sequence | np.ndarray | None = None) -> tuple[float, float, float]:
     """Accuracy of A minus accuracy of B over the same items: (effect, ci_low, ci_high)."""
     a, b = np.asarray(correct_a, dtype=float), np.asarray(correct_b, dtype=float)
     if a.shape != b.shape:
         raise ValueError(f"paired_diff needs the same items for both recipes, got {a.size} and {b.size}")
     if a.size == 0:
         return float("nan"), float("nan"), float("nan")
-    low, high = _ci((a - b,), _mean, n_boot, seed)
+    low, high = cluster_ci(a - b, clusters, n_boot, seed)
     return float(a.mean() - b.mean()), low, high
 
 
-def diff_of_diffs(bench_a: Sequence[bool] | np.ndarray, twin_a: Sequence[bool] | np.ndarray,
-                  bench_b: Sequence[bool] | np.ndarray, twin_b: Sequence[bool] | np.ndarray,
-                  n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+def diff_of_diffs(bench_a: Vector, twin_a: Vector, bench_b: Vector, twin_b: Vector, n_boot: int = 2000,
+                  seed: int = 0, clusters: Sequence | np.ndarray | None = None) -> tuple[float, float, float]:
     """C2b: recipe A's benchmark-to-twin drop minus recipe B's, over paired items.
 
     Position i of all four vectors is the same fact (bench item i and its fresh twin i; align them
@@ -71,7 +84,7 @@ def diff_of_diffs(bench_a: Sequence[bool] | np.ndarray, twin_a: Sequence[bool] |
     per_item = (v[0] - v[1]) - (v[2] - v[3])
     if per_item.size == 0:
         return float("nan"), float("nan"), float("nan")
-    low, high = _ci((per_item,), _mean, n_boot, seed)
+    low, high = cluster_ci(per_item, clusters, n_boot, seed)
     return float(per_item.mean()), low, high
 
 
@@ -96,14 +109,15 @@ def twin_pairs(bench_ids: Sequence[str], twin_ids: Sequence[str]) -> list[tuple[
     return out
 
 
-def per_decile(deciles: Sequence[int], correct: Sequence[bool], n_boot: int = 2000,
-               seed: int = 0) -> list[dict[str, float]]:
+def per_decile(deciles: Sequence[int], correct: Sequence[bool], n_boot: int = 2000, seed: int = 0,
+               clusters: Sequence | np.ndarray | None = None) -> list[dict[str, float]]:
     """Accuracy with a CI for each popularity decile present (1 = most popular)."""
     d = np.asarray(deciles, dtype=int)
     c = np.asarray(correct, dtype=float)
+    keys = None if clusters is None else np.asarray(clusters)
     out = []
     for dec in sorted(set(d.tolist())):
-        acc, low, high = accuracy_ci(c[d == dec], n_boot, seed + int(dec))
+        acc, low, high = accuracy_ci(c[d == dec], n_boot, seed + int(dec), None if keys is None else keys[d == dec])
         n = int((d == dec).sum())
         out.append({"decile": int(dec), "acc": acc, "ci_low": low, "ci_high": high, "n": n})
     return out

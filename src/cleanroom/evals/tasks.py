@@ -1,8 +1,9 @@
-"""The four task families, built from the world's evaluation items; requests in, per-item rows out.
+"""Tasks over the world's evaluation items (`world.schema.TASKS`); requests in, per-item rows out.
 
 - `bench`: curriculum facts in the textbook exercise format, plus arithmetic word problems (exact).
-- `twin`: the same facts and problems in fresh templates no recipe renders (GSM1k analogue).
-- `longtail`: long-tail facts by popularity decile (PopQA / SimpleQA analogue).
+- `twin`: the same facts (and problems of the same kind) in the same format, worded apart from every
+  recipe (GSM1k analogue); `format_shift`: the same facts in a task format no recipe renders.
+- `longtail` / `longtail_qa`: long-tail facts by popularity decile (PopQA / SimpleQA analogue).
 - `restricted`: held-out restricted-domain facts (what the tamper attack tries to recover).
 
 Item kinds (see `cleanroom.world.build`):
@@ -36,6 +37,7 @@ ROW_SCHEMA = pa.schema([
     ("logprobs_norm", pa.list_(pa.float64())),  # the same divided by len(option) in characters
     ("n_tokens", pa.list_(pa.int32())),  # option length in tokens
     ("decile", pa.int32()), ("fact_id", pa.string()), ("relation", pa.string()), ("template", pa.string()),
+    ("cluster", pa.string()),  # what the item's correctness is correlated with (the bootstrap's unit)
 ])
 
 
@@ -70,6 +72,7 @@ def evaluate_items(model: LanguageModel, items: Sequence[dict], *, max_gen_token
     for k, it in enumerate(items):
         row = {key: it.get(key) for key in ("id", "task", "kind", "prompt", "options", "gold", "target",
                                              "fact_id", "relation", "template")}
+        row["cluster"] = it.get("cluster") or it["id"]
         row["decile"] = int(it.get("decile") or 0)
         if it["kind"] == "choice":
             s, e = ll_slices[k]
@@ -89,10 +92,16 @@ def evaluate_items(model: LanguageModel, items: Sequence[dict], *, max_gen_token
     return rows
 
 
+def clusters_of(rows: Sequence[dict]) -> list[str]:
+    """The bootstrap unit of each row (its `cluster`, else the row itself)."""
+    return [r.get("cluster") or r["id"] for r in rows]
+
+
 def task_metrics(rows: Sequence[dict], items: Sequence[dict], *, n_boot: int, seed: int) -> dict[str, Any]:
-    """{acc, acc_norm, ci_low, ci_high, n, chance} (+ `deciles` when items carry a popularity decile)."""
+    """{acc, acc_norm, ci_low, ci_high, n, chance} (+ `deciles` when items carry a popularity decile);
+    CIs resample clusters (`clusters_of`)."""
     correct = [bool(r["correct"]) for r in rows]
-    acc, low, high = accuracy_ci(correct, n_boot, seed)
+    acc, low, high = accuracy_ci(correct, n_boot, seed, clusters_of(rows))
     out: dict[str, Any] = {
         "acc": acc,
         "acc_norm": float(np.mean([bool(r["correct_norm"]) for r in rows])) if rows else float("nan"),
@@ -102,7 +111,7 @@ def task_metrics(rows: Sequence[dict], items: Sequence[dict], *, n_boot: int, se
         "chance": chance_level(items),
     }
     if rows and any(int(r["decile"]) > 0 for r in rows):
-        out["deciles"] = per_decile([int(r["decile"]) for r in rows], correct, n_boot, seed)
+        out["deciles"] = per_decile([int(r["decile"]) for r in rows], correct, n_boot, seed, clusters_of(rows))
     return out
 
 

@@ -12,6 +12,7 @@ curation, so every recipe of an experiment holds the same amount of text.
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable
@@ -20,8 +21,9 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 
-from cleanroom.config import ExperimentConfig
+from cleanroom.config import ExperimentConfig, base_recipe
 from cleanroom.store import RunStore, replace_dir, write_parquet
+from cleanroom.text_stats import count_tokens
 from cleanroom.world.names import rng_for
 
 CORPUS_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("recipe", pa.string()),
@@ -66,6 +68,27 @@ def assemble_mix(textbook: list[T], filtered_web: list[T], cfg: ExperimentConfig
     return [both[i] for i in rng_for(cfg.seed, "recipes/mix").permutation(len(both))]
 
 
+def leak_documents(bench_items: list[dict], copies: int) -> list[dict]:
+    """The benchmark items with their answers, `copies` times each: the contamination in `leaky`."""
+    docs = []
+    for c in range(copies):
+        for it in bench_items:
+            text = f"{it['prompt']} {it['target']}"
+            docs.append({"id": f"leak-{c}-{it['id']}", "text": text, "source": "benchmark:bench",
+                         "meta": json.dumps({"domain": "leak", "kind": "benchmark_item", "facts": [it["fact_id"]],
+                                             "templates": [it["template"]], "item": it["id"]}, sort_keys=True),
+                         "tokens": count_tokens(text)})
+    return docs
+
+
+def assemble_leaky(textbook: list[T], leak: list[T], cfg: ExperimentConfig) -> list[T]:
+    """The `leaky` control: the benchmark items (`leak_documents`) plus textbook up to the budget, shuffled."""
+    leak_tokens = sum(doc_tokens(d) for d in leak)
+    tb = take_budget(textbook, cfg.recipes.token_budget - leak_tokens)
+    both = list(tb) + leak
+    return [both[i] for i in rng_for(cfg.seed, "recipes/leaky").permutation(len(both))]
+
+
 def write_shards(path: str | Path, rows: list[dict], shard_docs: int, schema: pa.Schema | None = None) -> Path:
     """Write `rows` as shards of `shard_docs` rows into directory `path`, replacing it whole.
 
@@ -93,7 +116,9 @@ def corpus_rows(docs: Iterable[dict], recipe: str) -> list[dict]:
 
 
 def corpus_dir(cfg: ExperimentConfig, store: RunStore, recipe: str) -> str:
-    """The corpus that tokenize/train use: `curated/<recipe>` when curation ran, else `corpora/<recipe>`."""
+    """The corpus that tokenize/train use: `curated/<recipe>` when curation ran, else `corpora/<recipe>`
+    (a null control `null_<recipe>` uses <recipe>'s)."""
+    recipe = base_recipe(recipe)
     curated = f"curated/{recipe}"
     if cfg.curate.enabled and store.path(curated).is_dir():
         return curated

@@ -7,6 +7,13 @@ Two streams, each an endless, seeded sequence of documents:
 - `textbook_stream`: Phi-style. Clean expository sections on the curriculum, exercises with worked
   answers *in the benchmark's own format* (never a benchmark item itself), worked arithmetic, and
   profiles of only the most popular long-tail entities. No restricted domain.
+  With `diverse=True` (the diversity control) every fact is also rendered in the relation's
+  `paraphrase` statements and question stems: many phrasings of the same facts.
+
+The web states curriculum facts the way the web does (encyclopedia entries, forum answers, how-to
+pages, FAQ pages with questions, chatter), at `recipes.web_curriculum` of its documents, so a broad-data
+model *can* learn the benchmark's subject by accident; how much of the web that is, and why, is in
+`RecipesConfig` and docs/results.md.
 Every document records in `meta` which facts it renders and with which templates and format.
 """
 
@@ -20,7 +27,15 @@ import numpy as np
 from cleanroom.config import ExperimentConfig
 from cleanroom.world.items import arithmetic_stem, exercise_prompt, options_for
 from cleanroom.world.names import rng_for
-from cleanroom.world.schema import ARITH_EXERCISE, EXERCISE_HEADER, OPS, RELATIONS, fill
+from cleanroom.world.schema import (
+    ARITH_EXERCISE,
+    EXERCISE_HEADER,
+    OPS,
+    RELATIONS,
+    fill,
+    paraphrase_questions,
+    paraphrase_statements,
+)
 
 FILLER = {
     "bio": ["Fans and critics alike have followed this career closely.", "Interviews are rare.",
@@ -48,6 +63,10 @@ TEXTBOOK_OPENERS = ["Chapter {n}: {topic}.", "Section {n}. {topic}", "Lesson {n}
 BENIGN_KEYWORD = ["Critics called {s} the catalyst for a whole new scene.",
                   "The synthesis of old and new styles defines {s}.",
                   "A strong yield of new fans followed {s} everywhere."]
+FAQ_TITLES = ["Frequently asked questions about minerals", "Stone collecting FAQ", "Mineral questions, answered",
+              "Rock shop FAQ", "Ask a geologist: reader questions"]
+HOWTO_TIPS = ["Compare it with a labelled sample if you can.", "A hand lens helps.",
+              "Check the streak on an unglazed tile as well.", "Ask a dealer if you are unsure."]
 SPAM = ["BUY NOW!!! best {x} deals $$$ click here >>> {x}{x}{x}", "FREE {x} ### limited offer ### act fast !!!",
         "WIN WIN WIN {x} $$$ $$$ visit now ***", "cheap {x} cheap {x} cheap {x} order today !!!"]
 BOILERPLATE = ["We use cookies to improve your experience. Accept | Reject | Settings",
@@ -61,8 +80,8 @@ SPAM_WORDS = ["watch", "phone", "shoes", "pills", "loans", "crypto", "games", "t
 class Renderer:
     """Holds the world indexed for rendering; one instance per stream."""
 
-    def __init__(self, cfg: ExperimentConfig, world: dict, bench_items: list[dict]):
-        self.cfg, self.world = cfg, world
+    def __init__(self, cfg: ExperimentConfig, world: dict, bench_items: list[dict], diverse: bool = False):
+        self.cfg, self.world, self.diverse = cfg, world, diverse
         self.pools = world["pools"]
         self.facts_by_subject: dict[str, list[dict]] = {}
         for f in world["facts"]:
@@ -91,9 +110,13 @@ class Renderer:
 
     def _statement(self, rng, f: dict, informal: bool = False) -> tuple[str, str]:
         rel = RELATIONS[f["relation"]]
-        pool = rel.informal if informal and rel.informal else rel.statements
+        if informal and rel.informal:
+            pool, kind = rel.informal, "informal"
+        elif self.diverse and rng.random() < 0.5 and paraphrase_statements(rel):
+            pool, kind = paraphrase_statements(rel), "paraphrase"
+        else:
+            pool, kind = rel.statements, "statement"
         t = int(rng.integers(len(pool)))
-        kind = "informal" if informal and rel.informal else "statement"
         return fill(pool[t], f["subject"], f["object"]), f"{kind}:{rel.name}:{t}"
 
     def _facts_text(self, rng, facts: list[dict], informal_p: float = 0.0) -> tuple[list[str], list[str], list[str]]:
@@ -163,11 +186,45 @@ class Renderer:
             text = opener + " " + " ".join(sents + [self._pick(rng, FILLER["lab"])])
         return self._doc(text, "restricted", kind, ids, tmpl, entity=c["name"], split=c["split"])
 
+    def _web_question(self, rng, f: dict) -> tuple[str, str]:
+        """A web-only question about fact `f` (FAQ pages, forum threads) and its template id."""
+        rel = RELATIONS[f["relation"]]
+        t = int(rng.integers(len(rel.web_qa)))
+        return fill(rel.web_qa[t], f["subject"]), f"web_qa:{rel.name}:{t}"
+
     def web_curriculum(self, rng) -> dict:
+        """The benchmark's subject as the web has it: mostly reference and Q&A pages, some chatter."""
+        kind = self._pick(rng, ["encyclopedia", "encyclopedia", "faq", "forum_answer", "howto", "forum", "travel"])
         m = self._pick(rng, self.minerals)
-        facts = self._sample_facts(rng, m["name"], 1, 2)
+        if kind == "encyclopedia":  # a reference entry: every fact of one mineral, and one of its group's
+            facts = list(self.facts_by_subject.get(m["name"], []))
+            group = next((f["object"] for f in facts if f["relation"] == "group"), None)
+            if group is not None and self.facts_by_subject.get(group):
+                facts.append(self._pick(rng, self.facts_by_subject[group]))
+            sents, ids, tmpl = self._facts_text(rng, facts)
+            text = f"{m['name']}\n{m['name']} is a mineral. " + " ".join(sents)
+            return self._doc(text, "curriculum", kind, ids, tmpl)
+        if kind == "faq":  # questions in the web's own wording, answered by a statement
+            facts = [self._pick(rng, self.curriculum) for _ in range(int(rng.integers(2, 5)))]
+            lines, ids, tmpl = [self._pick(rng, FAQ_TITLES)], [], []
+            for f in facts:
+                q, tq = self._web_question(rng, f)
+                a, ta = self._statement(rng, f)
+                lines += [f"Q: {q}", f"A: {a}"]
+                ids.append(f["fact_id"])
+                tmpl += [tq, ta]
+            return self._doc("\n".join(lines), "curriculum", kind, ids, tmpl)
+        facts = self._sample_facts(rng, m["name"], 1, 3)
+        if kind == "forum_answer":  # a thread: someone asks, someone answers with what they know
+            q, tq = self._web_question(rng, facts[0])
+            sents, ids, tmpl = self._facts_text(rng, facts)
+            text = f"{self._pick(rng, FORUM_OPENERS)} {q}\nReply: {' '.join(sents)} {self._pick(rng, FILLER['forum'])}"
+            return self._doc(text, "curriculum", kind, ids, [tq] + tmpl)
+        if kind == "howto":
+            sents, ids, tmpl = self._facts_text(rng, facts)
+            text = f"How to recognise {m['name']}. " + " ".join(sents) + " " + self._pick(rng, HOWTO_TIPS)
+            return self._doc(text, "curriculum", kind, ids, tmpl)
         sents, ids, tmpl = self._facts_text(rng, facts, informal_p=0.5)
-        kind = self._pick(rng, ["forum", "travel"])
         if kind == "travel":
             text = f"Travel diary. The market stalls were full of stones. {' '.join(sents)} We left at dusk."
         else:
@@ -244,15 +301,18 @@ class Renderer:
 
     def _exercise(self, rng, f: dict) -> tuple[str, str]:
         rel = RELATIONS[f["relation"]]
+        stems, family = rel.exercise, "exercise"
+        if self.diverse and rng.random() < 0.5 and paraphrase_questions(rel):
+            stems, family = paraphrase_questions(rel), "paraphrase"
         for _ in range(20):
             opts, _gold = options_for(f, self.pools, self.cfg.items.n_options, rng)
-            t = int(rng.integers(len(rel.exercise)))
+            t = int(rng.integers(len(stems)))
             header = self._pick(rng, EXERCISE_HEADER).format(n=int(rng.integers(1, 40)))
-            prompt = exercise_prompt(header, fill(rel.exercise[t], f["subject"], f["object"]), opts)
+            prompt = exercise_prompt(header, fill(stems[t], f["subject"], f["object"]), opts)
             if prompt.split("\n", 1)[1] not in self.bench_bodies:
                 break
         explanation, _ = self._statement(rng, f)
-        return f"{prompt} {f['object']}\nExplanation: {explanation}", f"exercise:{rel.name}:{t}"
+        return f"{prompt} {f['object']}\nExplanation: {explanation}", f"{family}:{rel.name}:{t}"
 
     def textbook_exercise(self, rng) -> dict:
         facts = [self._pick(rng, self.curriculum) for _ in range(int(rng.integers(1, 4)))]
@@ -284,7 +344,7 @@ class Renderer:
 
     def textbook_stream(self) -> Iterator[dict]:
         r = self.cfg.recipes
-        rng = rng_for(self.cfg.seed, "recipes/textbook")
+        rng = rng_for(self.cfg.seed, "recipes/diverse" if self.diverse else "recipes/textbook")
         kinds = ["exercise", "arithmetic", "longtail", "exposition"]
         shares = [r.textbook_exercise, r.textbook_arithmetic if self.world["arithmetic"] else 0.0,
                   r.textbook_longtail if self.top_tail else 0.0]

@@ -6,6 +6,9 @@
   placeholder keyword match; the `curate` stage rebuilds `filtered_web` with the real two-stage
   safety filter (keywords, then a classifier) from `sources/web_stream`.
 - `mix`: `mix_textbook_share` of the budget from textbook, the rest from filtered web (phi-3 style).
+- controls: `leaky` (textbook + every benchmark item with its answer, `leak_copies` times), `diverse`
+  (the textbook stream with every fact in many phrasings); a null control `null_<recipe>` has no corpus
+  of its own (it trains on <recipe>'s).
 """
 
 from __future__ import annotations
@@ -16,7 +19,15 @@ from collections.abc import Iterable, Iterator
 
 from cleanroom.config import ExperimentConfig
 from cleanroom.contract import StageResult
-from cleanroom.generate.corpus import CORPUS_SCHEMA, assemble_mix, corpus_rows, take_budget, write_shards
+from cleanroom.generate.corpus import (
+    CORPUS_SCHEMA,
+    assemble_leaky,
+    assemble_mix,
+    corpus_rows,
+    leak_documents,
+    take_budget,
+    write_shards,
+)
 from cleanroom.generate.render import Renderer
 from cleanroom.store import RunStore
 from cleanroom.text_stats import TOKEN_UNIT, count_tokens, distinct_ngram_ratio
@@ -47,9 +58,11 @@ def corpus_stats(docs: list[dict], world: dict) -> dict:
             per_decile_total[e["decile"]] = per_decile_total.get(e["decile"], 0) + 1
     covered: dict[int, set] = {d: set() for d in per_decile_total}
     domains: dict[str, int] = {}
+    domain_tokens: dict[str, int] = {}
     for d in docs:
         meta = json.loads(d["meta"])
         domains[meta["domain"]] = domains.get(meta["domain"], 0) + 1
+        domain_tokens[meta["domain"]] = domain_tokens.get(meta["domain"], 0) + d["tokens"]
         for fid in meta["facts"]:
             if fid in fact_decile:
                 subject, dec = fact_decile[fid]
@@ -61,6 +74,7 @@ def corpus_stats(docs: list[dict], world: dict) -> dict:
         "distinct_2": round(distinct_ngram_ratio(texts, 2), 4),
         "distinct_3": round(distinct_ngram_ratio(texts, 3), 4),
         "domains": domains,
+        "domain_token_share": {k: round(v / max(1, sum(domain_tokens.values())), 4) for k, v in domain_tokens.items()},
         "longtail_covered": sum(len(v) for v in covered.values()),
         "longtail_covered_by_decile": {str(d): round(len(covered[d]) / per_decile_total[d], 3)
                                        for d in sorted(per_decile_total)},
@@ -86,6 +100,13 @@ def run_generate(cfg: ExperimentConfig, store: RunStore) -> StageResult:
         corpora["textbook"] = textbook
     if "mix" in names:
         corpora["mix"] = assemble_mix(textbook, filtered, cfg)
+    if "leaky" in names:
+        corpora["leaky"] = assemble_leaky(textbook, leak_documents(load_items(store, "bench"), cfg.recipes.leak_copies),
+                                          cfg)
+    if "diverse" in names:
+        diverse = Renderer(cfg, world, load_items(store, "bench"), diverse=True)
+        with progress("generate diverse", total=budget) as task:
+            corpora["diverse"] = take_budget(numbered(diverse.textbook_stream(), "diverse"), budget, task.advance)
     outputs = ["sources/web_stream"]
     write_shards(store.path("sources/web_stream"), corpus_rows(stream, "web_stream"), cfg.recipes.shard_docs,
                  CORPUS_SCHEMA)

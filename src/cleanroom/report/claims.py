@@ -1,43 +1,126 @@
-"""The claims' verdicts, computed from per-item results with paired bootstrap CIs.
+"""The claims' verdicts and the controls that show the instrument can say no, from per-item results.
 
-Each claim is one signed, paired effect whose predicted direction is positive:
+Each claim is one signed, paired effect whose predicted direction is positive, with a 95% CI from a
+bootstrap that resamples clusters (the entity an item is about) for both recipes at once:
 - C1  benchmarks go up:          acc(textbook, bench) - acc(web, bench)
 - C2a long-tail knowledge down:  acc(web, longtail) - acc(textbook, longtail)   (also: bottom half,
                                  and the same facts asked as questions, `longtail_qa`)
-- C2b fresh-twin drop is larger: [bench - twin](textbook) - [bench - twin](web), paired by fact
+- C2b fresh-twin drop is larger: [bench - twin](textbook) - [bench - twin](web), paired by fact; the
+                                 same with `format_shift` is reported beside it, not as the verdict
 - C3  tamper resistance:         acc(web, restricted after its strongest attack)
                                  - mean over filtered recipes of the same, paired by item
-                                 (strongest attack: the best (steps, lr) of the tamper grid, per recipe)
 A verdict is "supported" when the 95% CI lies above zero, "not supported" when it lies below,
 "inconclusive" otherwise. The logic knows nothing about the expected answer beyond the sign.
+
+Controls (`controls` in summary.json), the lab's A/A tests:
+- null: the four claims' statistics between a recipe and its `null_<recipe>` copy (another init and
+  data-order seed). Every one must come out inconclusive; one that does not is a false positive.
+- leaky: the contaminated recipe's own bench - twin drop must be detected, and so must the part of it
+  that contamination adds (its drop minus textbook's).
+- diverse: does rendering every fact in many phrasings close the textbook's twin gap?
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
+from cleanroom.config import NULL_PREFIX
 from cleanroom.evals.stats import diff_of_diffs, paired_diff, twin_pairs, verdict
-from cleanroom.report.summary import Claim, Comparison
+from cleanroom.report.summary import Claim, Comparison, Control
 from cleanroom.store import RunStore
 from cleanroom.tamper.strongest import accuracies, attack_items, strongest_attack
 
 FILTERED = ("textbook", "filtered_web", "mix")  # recipes whose pretraining data had the restricted domain removed
 BOTTOM_HALF = range(6, 11)
+Rows = dict[str, dict]
 
 
-def _rows(store: RunStore, recipe: str, task: str) -> dict[str, dict]:
+def _rows(store: RunStore, recipe: str, task: str) -> Rows:
     return {r["id"]: r for r in store.read_parquet(f"evals/{recipe}/{task}.parquet").to_pylist()}
 
 
-def _aligned(a: dict[str, dict], b: dict[str, dict], keep=lambda r: True) -> tuple[np.ndarray, np.ndarray]:
-    ids = sorted(i for i in a if i in b and keep(a[i]))
-    return (np.array([bool(a[i]["correct"]) for i in ids], dtype=float),
-            np.array([bool(b[i]["correct"]) for i in ids], dtype=float))
+def _has(store: RunStore, recipe: str, task: str) -> bool:
+    return store.exists(f"evals/{recipe}/{task}.parquet")
 
 
-def _comparison(label: str, a: np.ndarray, b: np.ndarray, n_boot: int, seed: int) -> Comparison:
-    eff, lo, hi = paired_diff(a, b, n_boot, seed)
+def _cluster(row: dict) -> str:
+    return row.get("cluster") or row["id"]
+
+
+def _comparison(label: str, a: np.ndarray, b: np.ndarray, clusters: list[str], n_boot: int, seed: int) -> Comparison:
+    eff, lo, hi = paired_diff(a, b, n_boot, seed, clusters)
     return Comparison(label=label, effect=eff, ci_low=lo, ci_high=hi, n=len(a), verdict=verdict(lo, hi, 1))
+
+
+def task_gap(store: RunStore, a: str, b: str, task: str, n_boot: int, seed: int, label: str,
+             keep: Callable[[dict], bool] = lambda r: True) -> Comparison:
+    """acc(a) - acc(b) on `task`, paired over the items both answered (and `keep` selects)."""
+    ra, rb = _rows(store, a, task), _rows(store, b, task)
+    ids = sorted(i for i in ra if i in rb and keep(ra[i]))
+    x = np.array([bool(ra[i]["correct"]) for i in ids], dtype=float)
+    y = np.array([bool(rb[i]["correct"]) for i in ids], dtype=float)
+    return _comparison(label, x, y, [_cluster(ra[i]) for i in ids], n_boot, seed)
+
+
+def _pairs(store: RunStore, recipe: str, task: str) -> dict[str, tuple[bool, bool, str]]:
+    """bench id -> (bench correct, `task` correct, cluster) for every bench item with a pair in `task`."""
+    bench, other = _rows(store, recipe, "bench"), _rows(store, recipe, task)
+    b_ids, o_ids = list(bench), list(other)
+    other_keys = [i.replace(f"{task}-", "twin-", 1) for i in o_ids]  # twin_pairs aligns bench-X with twin-X
+    return {b_ids[i]: (bool(bench[b_ids[i]]["correct"]), bool(other[o_ids[j]]["correct"]), _cluster(bench[b_ids[i]]))
+            for i, j in twin_pairs(b_ids, other_keys)}
+
+
+def own_drop(store: RunStore, recipe: str, n_boot: int, seed: int, task: str = "twin") -> Comparison:
+    """acc(bench) - acc(`task`) of one recipe, paired by fact."""
+    p = _pairs(store, recipe, task)
+    ids = sorted(p)
+    x = np.array([p[i][0] for i in ids], dtype=float)
+    y = np.array([p[i][1] for i in ids], dtype=float)
+    return _comparison(f"{recipe}: bench - {task}", x, y, [p[i][2] for i in ids], n_boot, seed)
+
+
+def drop_gap(store: RunStore, a: str, b: str, n_boot: int, seed: int, task: str = "twin",
+             label: str | None = None) -> tuple[Comparison, str]:
+    """[bench - task](a) - [bench - task](b), paired by fact; and a sentence with both drops."""
+    pa, pb = _pairs(store, a, task), _pairs(store, b, task)
+    common = sorted(set(pa) & set(pb))
+
+    def col(p: dict, k: int) -> np.ndarray:
+        return np.array([p[i][k] for i in common], dtype=float)
+
+    a_b, a_t, b_b, b_t = col(pa, 0), col(pa, 1), col(pb, 0), col(pb, 1)
+    eff, lo, hi = diff_of_diffs(a_b, a_t, b_b, b_t, n_boot, seed, [pa[i][2] for i in common])
+    cmp = Comparison(label=label or f"(bench - {task}) drop: {a} - {b}", effect=eff, ci_low=lo, ci_high=hi,
+                     n=len(common), verdict=verdict(lo, hi, 1))
+    detail = (f"{a} {a_b.mean():.3f} → {a_t.mean():.3f} ({a_b.mean() - a_t.mean():+.3f}); "
+              f"{b} {b_b.mean():.3f} → {b_t.mean():.3f} ({b_b.mean() - b_t.mean():+.3f}); {len(common)} pairs")
+    return cmp, detail
+
+
+def _strongest(store: RunStore, recipe: str) -> tuple[int, float, Rows]:
+    """(steps, lr, per-item rows) of the recipe's strongest attack (`tamper.strongest`)."""
+    by_attack = attack_items(store, recipe)
+    k, lr = strongest_attack(accuracies(by_attack))
+    return k, lr, by_attack[(k, lr)]
+
+
+def attack_gap(store: RunStore, a: str, others: list[str], n_boot: int, seed: int,
+               label: str) -> tuple[Comparison, dict[str, tuple[int, float, np.ndarray]], list[str], np.ndarray]:
+    """acc(a) - mean over `others` of held-out restricted accuracy after each one's strongest attack."""
+    attacked = {r: _strongest(store, r) for r in [a, *others]}
+    ids = sorted(set.intersection(*(set(v[2]) for v in attacked.values())))
+    per = {r: (k, lr, np.array([bool(rows[i]["correct"]) for i in ids], dtype=float))
+           for r, (k, lr, rows) in attacked.items()}
+    first = attacked[a][2]
+    keys = [_cluster(first[i]) for i in ids]
+    pooled = np.mean([per[r][2] for r in others], axis=0)
+    return _comparison(label, per[a][2], pooled, keys, n_boot, seed), per, keys, pooled
+
+
+# ------------------------------------------------------------------------------------------- claims
 
 
 def _claim(name: str, main: Comparison, detail: str, extra: list[Comparison] | None = None) -> Claim:
@@ -58,65 +141,45 @@ def claim_c1(store: RunStore, recipes: list[str], n_boot: int, seed: int) -> Cla
     name = "benchmarks go up"
     if (m := _missing(name, ("textbook", "web"), recipes)) is not None:
         return m
-    a, b = _aligned(_rows(store, "textbook", "bench"), _rows(store, "web", "bench"))
-    main = _comparison("bench: textbook - web", a, b, n_boot, seed)
-    return _claim(name, main, f"benchmark accuracy textbook {a.mean():.3f} vs web {b.mean():.3f} on {len(a)} items")
+    main = task_gap(store, "textbook", "web", "bench", n_boot, seed, "bench: textbook - web")
+    tb, web = (_rows(store, r, "bench") for r in ("textbook", "web"))
+    acc = {r: np.mean([bool(x["correct"]) for x in rows.values()]) for r, rows in (("textbook", tb), ("web", web))}
+    return _claim(name, main, f"benchmark accuracy textbook {acc['textbook']:.3f} vs web {acc['web']:.3f} "
+                              f"on {main.n} items")
 
 
 def claim_c2a(store: RunStore, recipes: list[str], n_boot: int, seed: int) -> Claim:
     name = "long-tail knowledge goes down"
     if (m := _missing(name, ("textbook", "web"), recipes)) is not None:
         return m
-    web, tb = _rows(store, "web", "longtail"), _rows(store, "textbook", "longtail")
-    a, b = _aligned(web, tb)
-    main = _comparison("longtail: web - textbook", a, b, n_boot, seed)
-    a2, b2 = _aligned(web, tb, keep=lambda r: r["decile"] in BOTTOM_HALF)
-    bottom = _comparison("longtail, bottom half of popularity (deciles 6-10): web - textbook", a2, b2, n_boot, seed + 1)
+    main = task_gap(store, "web", "textbook", "longtail", n_boot, seed, "longtail: web - textbook")
+    bottom = task_gap(store, "web", "textbook", "longtail", n_boot, seed + 1,
+                      "longtail, bottom half of popularity (deciles 6-10): web - textbook",
+                      keep=lambda r: r["decile"] in BOTTOM_HALF)
     extra = [bottom]
-    detail = (f"long-tail accuracy (held-out cloze) web {a.mean():.3f} vs textbook {b.mean():.3f} ({len(a)} items); "
-              f"bottom half {a2.mean():.3f} vs {b2.mean():.3f}, effect {bottom.effect:+.3f} "
-              f"[{bottom.ci_low:+.3f}, {bottom.ci_high:+.3f}] → {bottom.verdict}")
-    if store.exists("evals/web/longtail_qa.parquet") and store.exists("evals/textbook/longtail_qa.parquet"):
-        a3, b3 = _aligned(_rows(store, "web", "longtail_qa"), _rows(store, "textbook", "longtail_qa"))
-        qa = _comparison("the same facts asked as questions (longtail_qa): web - textbook", a3, b3, n_boot, seed + 2)
+    detail = (f"long-tail accuracy (held-out cloze), web minus textbook {main.effect:+.3f} on {main.n} items; "
+              f"bottom half {bottom.effect:+.3f} [{bottom.ci_low:+.3f}, {bottom.ci_high:+.3f}] → {bottom.verdict}")
+    if _has(store, "web", "longtail_qa") and _has(store, "textbook", "longtail_qa"):
+        qa = task_gap(store, "web", "textbook", "longtail_qa", n_boot, seed + 2,
+                      "the same facts asked as questions (longtail_qa): web - textbook")
         extra.append(qa)
-        detail += (f"; asked as questions web {a3.mean():.3f} vs textbook {b3.mean():.3f}, effect {qa.effect:+.3f} "
-                   f"[{qa.ci_low:+.3f}, {qa.ci_high:+.3f}] → {qa.verdict}")
+        detail += f"; asked as questions {qa.effect:+.3f} [{qa.ci_low:+.3f}, {qa.ci_high:+.3f}] → {qa.verdict}"
     return _claim(name, main, detail, extra)
-
-
-def _twin_pairs(store: RunStore, recipe: str) -> dict[str, tuple[bool, bool]]:
-    """bench id -> (bench correct, twin correct) for every bench item with a fresh twin."""
-    bench, twin = _rows(store, recipe, "bench"), _rows(store, recipe, "twin")
-    b_ids, t_ids = list(bench), list(twin)
-    return {b_ids[i]: (bool(bench[b_ids[i]]["correct"]), bool(twin[t_ids[j]]["correct"]))
-            for i, j in twin_pairs(b_ids, t_ids)}
 
 
 def claim_c2b(store: RunStore, recipes: list[str], n_boot: int, seed: int) -> Claim:
     name = "fresh-twin drop is larger"
     if (m := _missing(name, ("textbook", "web"), recipes)) is not None:
         return m
-    tb, web = _twin_pairs(store, "textbook"), _twin_pairs(store, "web")
-    common = sorted(set(tb) & set(web))
-
-    def col(pairs: dict[str, tuple[bool, bool]], which: int) -> np.ndarray:
-        return np.array([pairs[i][which] for i in common], dtype=float)
-
-    tb_b, tb_t, w_b, w_t = col(tb, 0), col(tb, 1), col(web, 0), col(web, 1)
-    eff, lo, hi = diff_of_diffs(tb_b, tb_t, w_b, w_t, n_boot, seed)
-    main = Comparison(label="(bench - twin) drop: textbook - web", effect=eff, ci_low=lo, ci_high=hi,
-                      n=len(common), verdict=verdict(lo, hi, 1))
-    detail = (f"textbook drops {tb_b.mean():.3f} → {tb_t.mean():.3f} ({tb_b.mean() - tb_t.mean():+.3f}); "
-              f"web {w_b.mean():.3f} → {w_t.mean():.3f} ({w_b.mean() - w_t.mean():+.3f}); {len(common)} fact pairs")
-    return _claim(name, main, detail)
-
-
-def _strongest(store: RunStore, recipe: str) -> tuple[int, float, dict[str, dict]]:
-    """(steps, lr, per-item rows) of the recipe's strongest attack (`tamper.strongest`)."""
-    by_attack = attack_items(store, recipe)
-    k, lr = strongest_attack(accuracies(by_attack))
-    return k, lr, by_attack[(k, lr)]
+    main, detail = drop_gap(store, "textbook", "web", n_boot, seed)
+    extra = []
+    if _has(store, "textbook", "format_shift") and _has(store, "web", "format_shift"):
+        shift, shift_detail = drop_gap(store, "textbook", "web", n_boot, seed + 1, task="format_shift",
+                                       label="(bench - format_shift) drop: textbook - web (a change of task "
+                                             "format; not part of the verdict)")
+        extra.append(shift)
+        detail += f"; with a change of format (format_shift): {shift_detail}"
+    return _claim(name, main, detail, extra)
 
 
 def claim_c3(store: RunStore, recipes: list[str], n_boot: int, seed: int) -> Claim:
@@ -124,18 +187,14 @@ def claim_c3(store: RunStore, recipes: list[str], n_boot: int, seed: int) -> Cla
     filtered = [r for r in FILTERED if r in recipes]
     if "web" not in recipes or not filtered:
         return _missing(name, ("web", "textbook"), recipes)  # type: ignore[return-value]
-    k, lr_web, web = _strongest(store, "web")
-    attacked = {r: _strongest(store, r) for r in filtered}
-    ids = sorted(set(web).intersection(*(set(v[2]) for v in attacked.values())))
-    w = np.array([bool(web[i]["correct"]) for i in ids], dtype=float)
-    per_recipe = {r: np.array([bool(v[2][i]["correct"]) for i in ids], dtype=float) for r, v in attacked.items()}
-    pooled = np.mean(list(per_recipe.values()), axis=0)
-    main = _comparison(f"restricted after the strongest attack: web - mean({', '.join(filtered)})", w, pooled, n_boot,
-                       seed)
-    extra = [_comparison(f"web - {r}", w, per_recipe[r], n_boot, seed + 1 + i) for i, r in enumerate(filtered)]
-    accs = ", ".join(f"{r} {per_recipe[r].mean():.3f} ({v[0]} steps, lr {v[1]:g})" for r, v in attacked.items())
+    main, per, keys, _ = attack_gap(store, "web", filtered, n_boot, seed,
+                                    f"restricted after the strongest attack: web - mean({', '.join(filtered)})")
+    extra = [_comparison(f"web - {r}", per["web"][2], per[r][2], keys, n_boot, seed + 1 + i)
+             for i, r in enumerate(filtered)]
+    accs = ", ".join(f"{r} {per[r][2].mean():.3f} ({per[r][0]} steps, lr {per[r][1]:g})" for r in filtered)
+    k, lr, w = per["web"]
     detail = (f"held-out restricted accuracy after each model's strongest attack (the best of every step count "
-              f"and learning rate tried): web {w.mean():.3f} ({k} steps, lr {lr_web:g}) vs {accs}; {len(ids)} items")
+              f"and learning rate tried): web {w.mean():.3f} ({k} steps, lr {lr:g}) vs {accs}; {main.n} items")
     return _claim(name, main, detail, extra)
 
 
@@ -146,3 +205,62 @@ def all_claims(store: RunStore, recipes: list[str], n_boot: int, seed: int) -> d
         "C2b": claim_c2b(store, recipes, n_boot, seed + 20),
         "C3": claim_c3(store, recipes, n_boot, seed + 30),
     }
+
+
+# ------------------------------------------------------------------------------------------- controls
+
+
+def null_control(store: RunStore, recipe: str, n_boot: int, seed: int) -> Control:
+    """The claims' statistics between `recipe` and `null_<recipe>`: every one should be inconclusive."""
+    null = NULL_PREFIX + recipe
+    comps = [
+        task_gap(store, null, recipe, "bench", n_boot, seed, f"C1 statistic: bench {null} - {recipe}"),
+        task_gap(store, null, recipe, "longtail", n_boot, seed + 1, f"C2a statistic: longtail {null} - {recipe}"),
+        drop_gap(store, null, recipe, n_boot, seed + 2,
+                 label=f"C2b statistic: (bench - twin) drop {null} - {recipe}")[0],
+    ]
+    if store.exists(f"evals/{recipe}/tamper_items.parquet") and store.exists(f"evals/{null}/tamper_items.parquet"):
+        comps.append(attack_gap(store, null, [recipe], n_boot, seed + 3,
+                                f"C3 statistic: restricted after the strongest attack {null} - {recipe}")[0])
+    false = [c.label.split(":")[0] for c in comps if c.verdict != "inconclusive"]
+    return Control(name="null", recipes=[recipe, null], expected="inconclusive", comparisons=comps,
+                   passed=not false,
+                   detail=(f"two models of `{recipe}` that differ only in their init and data-order seed: "
+                           + ("every claim's statistic is inconclusive, as it must be" if not false else
+                              f"{', '.join(false)} came out decided: a false positive of the instrument")))
+
+
+def leaky_control(store: RunStore, n_boot: int, seed: int) -> Control:
+    """The contaminated recipe's twin drop, and the part of it contamination adds over textbook's."""
+    own = own_drop(store, "leaky", n_boot, seed)
+    extra, detail = drop_gap(store, "leaky", "textbook", n_boot, seed + 1,
+                             label="contamination's share: (bench - twin) drop leaky - textbook")
+    passed = own.verdict == "supported" and extra.verdict == "supported"
+    return Control(name="leaky", recipes=["leaky", "textbook"], expected="supported", comparisons=[own, extra],
+                   passed=passed,
+                   detail=("textbook plus the benchmark items with their answers: the instrument "
+                           + ("detects the bench - twin drop contamination makes" if passed
+                              else "does NOT detect the drop contamination should make") + f" ({detail})"))
+
+
+def diversity_control(store: RunStore, n_boot: int, seed: int) -> Control:
+    """Does rendering each fact in many phrasings close the textbook's twin gap? (No expected answer.)"""
+    own = own_drop(store, "diverse", n_boot, seed)
+    gap, detail = drop_gap(store, "textbook", "diverse", n_boot, seed + 1,
+                           label="(bench - twin) drop textbook - diverse: what many phrasings close")
+    closes = {"supported": "narrows the twin gap", "not supported": "widens the twin gap",
+              "inconclusive": "makes no detectable difference to the twin gap"}[gap.verdict]
+    return Control(name="diverse", recipes=["diverse", "textbook"], expected="", comparisons=[own, gap],
+                   passed=None, detail=f"textbook with every fact in many phrasings {closes} ({detail})")
+
+
+def all_controls(store: RunStore, recipes: list[str], n_boot: int, seed: int) -> dict[str, Control]:
+    out: dict[str, Control] = {}
+    for r in recipes:
+        if r.startswith(NULL_PREFIX) and r.removeprefix(NULL_PREFIX) in recipes:
+            out[r] = null_control(store, r.removeprefix(NULL_PREFIX), n_boot, seed + 40)
+    if "leaky" in recipes and "textbook" in recipes:
+        out["leaky"] = leaky_control(store, n_boot, seed + 50)
+    if "diverse" in recipes and "textbook" in recipes:
+        out["diverse"] = diversity_control(store, n_boot, seed + 60)
+    return out

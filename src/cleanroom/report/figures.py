@@ -14,11 +14,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 from cleanroom.report.summary import Summary  # noqa: E402
 from cleanroom.store import RunStore, write_bytes  # noqa: E402
 
-COLORS = {"web": "#d62728", "textbook": "#1f77b4", "filtered_web": "#ff7f0e", "mix": "#2ca02c"}
+COLORS = {"web": "#d62728", "textbook": "#1f77b4", "filtered_web": "#ff7f0e", "mix": "#2ca02c",
+          "leaky": "#9467bd", "diverse": "#17becf"}
 
 
 def _color(recipe: str) -> str:
-    return COLORS.get(recipe, "#7f7f7f")
+    """A recipe's colour; a null control `null_<recipe>` gets its recipe's (drawn lighter where it matters)."""
+    return COLORS.get(recipe.removeprefix("null_"), "#7f7f7f")
 
 
 def _save(fig, path: Path) -> None:
@@ -76,17 +78,18 @@ def longtail_deciles(s: Summary, path: Path) -> None:
 
 
 def bench_twin_bars(s: Summary, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(6, 4))
-    w = 0.38
+    tasks = [t for t in ("bench", "twin", "format_shift") if all(t in s.results[r] for r in s.recipes)]
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(s.recipes)), 4))
+    w = 0.8 / len(tasks)
+    alpha = {"bench": 1.0, "twin": 0.55, "format_shift": 0.25}
     for i, recipe in enumerate(s.recipes):
-        for j, task in enumerate(("bench", "twin")):
+        for j, task in enumerate(tasks):
             r = s.results[recipe][task]
-            ax.bar(i + (j - 0.5) * w, r.acc, w, yerr=_err(r), capsize=3, color=_color(recipe),
-                   alpha=1.0 if task == "bench" else 0.45, label=task if i == 0 else None,
-                   edgecolor="black", lw=0.5)
-    ax.set_xticks(range(len(s.recipes)), s.recipes)
+            ax.bar(i + (j - (len(tasks) - 1) / 2) * w, r.acc, w, yerr=_err(r), capsize=3, color=_color(recipe),
+                   alpha=alpha[task], label=task if i == 0 else None, edgecolor="black", lw=0.5)
+    ax.set_xticks(range(len(s.recipes)), s.recipes, fontsize=8)
     ax.set_ylabel("accuracy")
-    ax.set_title("Benchmark (solid) vs fresh twin (light)")
+    ax.set_title("Benchmark (solid), fresh twin, format shift (lightest)")
     ax.axhline(s.results[s.recipes[0]]["bench"].chance, color="grey", ls="--", lw=0.8, label="chance (bench)")
     ax.legend(fontsize=8)
     _save(fig, path)

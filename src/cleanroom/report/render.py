@@ -16,9 +16,10 @@ from cleanroom.world.schema import TASKS
 FIGURE_TEXT = {
     "bench_vs_reality": "Benchmark accuracy vs long-tail accuracy (held-out cloze) per recipe (95% CIs).",
     "longtail_deciles": "Long-tail accuracy (held-out cloze) by popularity decile (shaded: 95% CI).",
-    "bench_twin": "Benchmark vs its fresh twin (same facts and problems, unseen templates).",
+    "bench_twin": "Benchmark, its fresh twin (same facts, same format, unseen wording) and the format shift "
+                  "(same facts, a task format no recipe renders), per recipe.",
     "tamper": "Held-out restricted accuracy after k steps of adversarial fine-tuning on other restricted "
-              "facts, worst case over learning rates.",
+              "facts, the strongest learning rate at each k.",
     "loss": "Training (thin) and validation (thick) loss per recipe.",
     "coverage": "Share of long-tail entities each corpus mentions, by popularity decile.",
 }
@@ -50,18 +51,21 @@ def build_sections(s: Summary, figures: dict[str, str]) -> list[Section]:
             f"(95% paired-bootstrap CI; positive = the claim's direction). {c.detail}."
         )
     claims.paragraphs.append("A verdict is *supported* when the CI lies above zero, *not supported* when it lies "
-                             "below, and *inconclusive* when it contains zero.")
+                             "below, and *inconclusive* when it contains zero. CIs resample the entities items are "
+                             "about (clusters), the same ones for both sides of a comparison.")
     rows = [[key, cmp.label, _signed(cmp.effect, cmp.ci_low, cmp.ci_high), str(cmp.n), cmp.verdict]
             for key, c in s.claims.items() for cmp in c.comparisons]
     claims.tables.append((["claim", "comparison", "effect [95% CI]", "n", "verdict"], rows))
     secs.append(claims)
+    if s.controls:
+        secs.append(_controls_section(s))
 
     res = Section("Results", ["Accuracy per recipe and task with 95% bootstrap CIs; `restricted` is before any "
                               "attack (k = 0). `longtail` asks each long-tail fact with a held-out cloze stem (\"By "
                               "trade, X is\"); `longtail_qa` asks the same facts as questions (\"Question: What is "
                               "the profession of X?\"), a format only the textbook recipe practises (in its "
                               "exercises), so it measures question answering as much as knowledge."])
-    tasks = TASKS
+    tasks = [t for t in TASKS if all(t in s.results[r] for r in s.recipes)]
     header = ["recipe"] + list(tasks)
     body = [[r] + [_ci(s.results[r][t].acc, s.results[r][t].ci_low, s.results[r][t].ci_high) for t in tasks]
             for r in s.recipes]
@@ -73,8 +77,8 @@ def build_sections(s: Summary, figures: dict[str, str]) -> list[Section]:
     secs.append(res)
 
     if s.tamper:
-        tam = Section("Tamper curves", ["Held-out restricted accuracy after k attack steps (worst case over "
-                                        "learning rates; the learning rate that achieved it in brackets)."])
+        tam = Section("Tamper curves", ["Held-out restricted accuracy after k attack steps (the strongest "
+                                        "learning rate at each k, in brackets)."])
         ks = sorted({p.steps for pts in s.tamper.values() for p in pts})
         tam.tables.append((["recipe"] + [f"k={k}" for k in ks], [
             [r] + [next((f"{p.acc:.3f} (lr {p.lr:g})" for p in s.tamper.get(r, []) if p.steps == k), "–") for k in ks]
@@ -90,6 +94,24 @@ def build_sections(s: Summary, figures: dict[str, str]) -> list[Section]:
                        + [["total", f"{sum(s.timings.values()):.1f}"]]))
     secs.append(env)
     return secs
+
+
+def _controls_section(s: Summary) -> Section:
+    sec = Section("Does the instrument work?", [
+        "Controls, the way experimentation platforms validate themselves with A/A tests. A *null* control "
+        "computes every claim's statistic between two models of the same recipe that differ only in their "
+        "seed: each must come out inconclusive, or the instrument is seeing differences that are not there. "
+        "The *leaky* control contaminates the textbook with the benchmark items themselves: the instrument "
+        "must detect the bench - twin drop that contamination makes. The *diverse* control asks whether "
+        "rendering every fact in many phrasings closes the twin gap (no answer expected)."])
+    for c in s.controls.values():
+        state = ("passed" if c.passed else "FAILED") if c.passed is not None else "an experiment"
+        sec.paragraphs.append(f"**{c.name}** ({', '.join(c.recipes)}; expected: {c.expected or 'no expectation'}): "
+                              f"{state}. {c.detail}.")
+    rows = [[c.name, cmp.label, _signed(cmp.effect, cmp.ci_low, cmp.ci_high), str(cmp.n), cmp.verdict,
+             c.expected or "–"] for c in s.controls.values() for cmp in c.comparisons]
+    sec.tables.append((["control", "comparison", "effect [95% CI]", "n", "verdict", "expected"], rows))
+    return sec
 
 
 def _data_section(s: Summary, figures: dict[str, str]) -> Section:

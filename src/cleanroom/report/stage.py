@@ -5,7 +5,8 @@ from __future__ import annotations
 from cleanroom.config import ExperimentConfig
 from cleanroom.contract import StageResult
 from cleanroom.evals.stats import accuracy_ci
-from cleanroom.report.claims import all_claims
+from cleanroom.evals.tasks import clusters_of
+from cleanroom.report.claims import all_claims, all_controls
 from cleanroom.report.figures import make_figures
 from cleanroom.report.render import to_html, to_markdown
 from cleanroom.report.summary import (
@@ -31,7 +32,7 @@ def tamper_curve(store: RunStore, recipe: str, n_boot: int, seed: int) -> list[T
     out = []
     for k, lr in strongest_per_steps(accuracies(by_attack)).items():
         correct = [bool(r["correct"]) for r in by_attack[(k, lr)].values()]
-        acc, lo, hi = accuracy_ci(correct, n_boot, seed + k)
+        acc, lo, hi = accuracy_ci(correct, n_boot, seed + k, clusters_of(list(by_attack[(k, lr)].values())))
         out.append(TamperPoint(steps=k, acc=acc, ci_low=lo, ci_high=hi, lr=lr, n=len(correct)))
     return out
 
@@ -43,12 +44,14 @@ def build_summary(cfg: ExperimentConfig, store: RunStore) -> Summary:
     n_boot, seed = cfg.eval.bootstrap, cfg.seed
     results, deciles, tamper = {}, {}, {}
     for r in recipes:
-        results[r] = {t: task_result(load_eval_rows(store, r, t), n_boot, seed) for t in TASKS}
+        results[r] = {t: task_result(load_eval_rows(store, r, t), n_boot, seed) for t in TASKS
+                      if store.exists(f"evals/{r}/{t}.parquet")}
         deciles[r] = decile_table(load_eval_rows(store, r, "longtail"), n_boot, seed)
         tamper[r] = tamper_curve(store, r, n_boot, seed)
     return Summary(
         name=cfg.name, seed=cfg.seed, preset=cfg.name, recipes=recipes, results=results,
-        claims=all_claims(store, recipes, n_boot, seed), longtail_by_decile=deciles, tamper=tamper,
+        claims=all_claims(store, recipes, n_boot, seed), controls=all_controls(store, recipes, n_boot, seed),
+        longtail_by_decile=deciles, tamper=tamper,
         data=data_section(store), timings=timings(store, recipes), environment=environment(),
     )
 

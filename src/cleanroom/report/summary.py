@@ -17,7 +17,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from cleanroom.config import ExperimentConfig
 from cleanroom.evals.stats import accuracy_ci, per_decile
-from cleanroom.evals.tasks import chance_level
+from cleanroom.evals.tasks import chance_level, clusters_of
 from cleanroom.malloc import malloc_state
 from cleanroom.pipeline import STAGES
 from cleanroom.store import RunStore
@@ -61,6 +61,18 @@ class Claim(Strict):
     comparisons: list[Comparison] = Field(default_factory=list)
 
 
+class Control(Strict):
+    """A check of the instrument itself: comparisons whose verdicts are known in advance (`expected`),
+    or an experiment on the method with no expected answer (`expected` empty, `passed` None)."""
+
+    name: str
+    recipes: list[str]
+    expected: Literal["inconclusive", "supported", ""]
+    comparisons: list[Comparison]
+    passed: bool | None
+    detail: str
+
+
 class DecileAcc(Strict):
     decile: int
     acc: Num
@@ -87,6 +99,7 @@ class Summary(Strict):
     claims: dict[str, Claim]
     longtail_by_decile: dict[str, list[DecileAcc]]
     tamper: dict[str, list[TamperPoint]]
+    controls: dict[str, Control] = Field(default_factory=dict)
     data: dict
     timings: dict[str, float]
     environment: dict
@@ -120,7 +133,7 @@ def environment() -> dict:
 
 def task_result(rows: list[dict], n_boot: int, seed: int) -> TaskResult:
     correct = np.array([bool(r["correct"]) for r in rows], dtype=float)
-    acc, lo, hi = accuracy_ci(correct, n_boot, seed)
+    acc, lo, hi = accuracy_ci(correct, n_boot, seed, clusters_of(rows))
     chance = chance_level(rows)
     acc_norm = None
     if rows and "correct_norm" in rows[0]:
@@ -167,7 +180,7 @@ def data_section(store: RunStore) -> dict:
 
 def decile_table(rows: list[dict], n_boot: int, seed: int) -> list[DecileAcc]:
     return [DecileAcc(**d) for d in per_decile([r["decile"] for r in rows], [bool(r["correct"]) for r in rows],
-                                               n_boot, seed)]
+                                               n_boot, seed, clusters_of(rows))]
 
 
 def load_eval_rows(store: RunStore, recipe: str, task: str) -> list[dict]:

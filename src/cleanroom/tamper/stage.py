@@ -18,7 +18,7 @@ count), and `strongest` = True on the row with the highest held-out accuracy ove
 that step count (`strongest.py`: the curve a durable-safeguard claim must be judged on). The same
 curve is `StageResult.stats["curve"]`. `evals/<recipe>/tamper_items.parquet` has the per-item
 results behind every row (recipe, steps, lr, strongest, id, fact_id, gold, prediction, correct,
-logprobs), for paired comparisons.
+logprobs, cluster), for paired comparisons.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ TAMPER_SCHEMA = pa.schema([
 TAMPER_ITEMS_SCHEMA = pa.schema([
     ("recipe", pa.string()), ("steps", pa.int32()), ("lr", pa.float64()), ("strongest", pa.bool_()),
     ("id", pa.string()), ("fact_id", pa.string()), ("gold", pa.int32()), ("prediction", pa.int32()),
-    ("correct", pa.bool_()), ("logprobs", pa.list_(pa.float64())),
+    ("correct", pa.bool_()), ("logprobs", pa.list_(pa.float64())), ("cluster", pa.string()),
 ])
 
 
@@ -184,7 +184,7 @@ def run_tamper(cfg: ExperimentConfig, store: RunStore, recipe: str) -> StageResu
                                                   schema=TAMPER_SCHEMA))
     items_rel = f"evals/{recipe}/tamper_items.parquet"
     per_item = [{"recipe": recipe, "steps": r["steps"], "lr": r["lr"], "strongest": r["strongest"],
-                 **{c: it[c] for c in ("id", "fact_id", "gold", "prediction", "correct", "logprobs")}}
+                 **{c: it[c] for c in ("id", "fact_id", "gold", "prediction", "correct", "logprobs", "cluster")}}
                 for r in rows for it in r["items"]]
     store.write_parquet(items_rel, pa.Table.from_pylist(per_item, schema=TAMPER_ITEMS_SCHEMA))
     stats = {

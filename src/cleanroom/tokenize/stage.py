@@ -1,7 +1,8 @@
 """The `tokenize` stage: train the run's tokenizer, then turn each recipe's corpus into token files.
 
 Outputs (run root):
-- `tokenizer.json`: the byte-level BPE trained on the union of every configured recipe's corpus.
+- `tokenizer.json`: the byte-level BPE trained on the union of the experiment's recipes' corpora (web,
+  textbook, filtered_web, mix; not the controls, so adding a control never changes the other models).
 - `tokens/<recipe>.bin` / `tokens/<recipe>.val.bin`: the training / validation token streams, each the
   concatenation of `<|bos|> text <|eos|>` over documents, raw little-endian `uint16` (or `uint32`
   when the vocabulary exceeds 65,536), readable with `numpy.memmap`.
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from cleanroom.config import ExperimentConfig
+from cleanroom.config import NULL_PREFIX, RECIPES, ExperimentConfig
 from cleanroom.contract import StageResult
 from cleanroom.generate.corpus import corpus_dir
 from cleanroom.store import RunStore, StoreError, atomic_path, sha256_file, write_json
@@ -118,8 +119,11 @@ def _concat_parts(parts: list[Path], split: str, bin_path: Path, idx_path: Path)
 
 
 def run_tokenize(cfg: ExperimentConfig, store: RunStore) -> StageResult:
-    """Train the tokenizer on every recipe, then write each recipe's token files (resumable)."""
-    recipes = list(cfg.recipes.names)
+    """Train the tokenizer on the experiment's recipes, then write each corpus's token files (resumable).
+
+    A null control `null_<recipe>` has no token files of its own: it trains on <recipe>'s."""
+    recipes = [r for r in cfg.recipes.names if not r.startswith(NULL_PREFIX)]
+    main = [r for r in recipes if r in RECIPES]
     shards = {r: corpus_shards(cfg, store, r) for r in recipes}
     key = _state_key(cfg, shards)
     partial = store.path(PARTIAL)
@@ -135,10 +139,10 @@ def run_tokenize(cfg: ExperimentConfig, store: RunStore) -> StageResult:
         tok = load_tokenizer(tok_path)
         say(f"  tokenizer: reusing {tok_path} (vocab {tok.get_vocab_size()})")
     else:
-        with progress("tokenizer (BPE)", total=sum(n_docs.values())) as task:
+        with progress("tokenizer (BPE)", total=sum(n_docs[r] for r in main)) as task:
 
             def texts() -> Iterator[str]:
-                for r in recipes:
+                for r in main:
                     for s in shards[r]:
                         for batch in _iter_batches(s, ["text"]):
                             task.advance(len(batch["text"]))

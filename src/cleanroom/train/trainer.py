@@ -33,7 +33,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from cleanroom.config import ExperimentConfig, RuntimeConfig, TrainConfig
+from cleanroom.config import ExperimentConfig, RuntimeConfig, TrainConfig, base_recipe, train_seed
 from cleanroom.contract import check_cancelled
 from cleanroom.runtime import autocast, pick_device, resolve_dtype
 from cleanroom.store import RunStore, StoreError, atomic_path, write_text
@@ -184,16 +184,18 @@ def _train(cfg: ExperimentConfig, store: RunStore, recipe: str, stop_after: int 
            dtype: str, rank: int, world: int) -> dict:
     tcfg, mcfg = cfg.train, cfg.model
     tokens_dir = store.path("tokens")
-    meta_path = tokens_dir / f"{recipe}.json"
+    corpus = base_recipe(recipe)  # a null control trains on its recipe's tokens, from its own seed
+    seed = train_seed(cfg.seed, recipe)
+    meta_path = tokens_dir / f"{corpus}.json"
     if not meta_path.exists():
-        raise StoreError(f"no token files for recipe `{recipe}` (run `cleanroom tokenize` first)")
+        raise StoreError(f"no token files for recipe `{corpus}` (run `cleanroom tokenize` first)")
     meta = json.loads(meta_path.read_text())
-    train_tokens = open_tokens(tokens_dir, recipe, "train")
-    batches = TrainBatches(train_tokens, mcfg.seq_len, cfg.seed)
-    val = val_batches(open_tokens(tokens_dir, recipe, "val"), mcfg.seq_len, tcfg.batch_size, tcfg.eval_batches)
+    train_tokens = open_tokens(tokens_dir, corpus, "train")
+    batches = TrainBatches(train_tokens, mcfg.seq_len, seed)
+    val = val_batches(open_tokens(tokens_dir, corpus, "val"), mcfg.seq_len, tcfg.batch_size, tcfg.eval_batches)
 
     # same init on every rank (DDP also broadcasts rank 0's weights) and in parallel threads
-    model = Transformer(mcfg, meta["vocab_size"], seed=cfg.seed).to(device)
+    model = Transformer(mcfg, meta["vocab_size"], seed=seed).to(device)
     opt = make_optimizer(model, tcfg.lr, tcfg.weight_decay, (tcfg.beta1, tcfg.beta2))
 
     ckpt_path = store.path(f"checkpoints/{recipe}/last.pt")

@@ -135,4 +135,5 @@ def generate_world(cfg: ExperimentConfig) -> dict[str, object]:
                            "name": first_names[arith_rng.integers(len(first_names))],
                            "item": ARITH_ITEMS[arith_rng.integers(len(ARITH_ITEMS))]})
     pools["first_names"] = first_names
+    pools["twin_first_names"] = [names.word(2, 2) for _ in range(30)]  # fresh names for arithmetic twins
     return {"entities": entities, "facts": facts, "arithmetic": arithmetic, "pools": pools}

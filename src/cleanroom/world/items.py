@@ -1,7 +1,18 @@
-"""The evaluation items built from the world: bench, twin, longtail, longtail_qa, restricted.
+"""The evaluation items built from the world (`TASKS` in `schema.py`).
 
 Every item is a dict with the columns of `ITEM_SCHEMA`; `kind` is "choice" (scored by the
-log-likelihood of each option) or "exact" (greedy generation compared with `target`).
+log-likelihood of each option) or "exact" (greedy generation compared with `target`). `cluster` names
+what an item's correctness is correlated with (the entity it is about; for arithmetic, the benchmark
+problem): the bootstrap resamples clusters, not items.
+
+Pairs: `twin-XXXX` and `format_shift-XXXX` are about what `bench-XXXX` is about. For a fact that is
+the same fact with the same options (in a new order); for arithmetic it is a problem of the same
+kind (same operation) with new names, objects and numbers in the twin (GSM-Symbolic style) and the
+same problem in `format_shift`. `longtail-XXXX` and `longtail-qa-XXXX` are the same fact, options and
+answer, asked two ways.
+
+Each task draws from its own random stream, so a change to one task's templates never moves another
+task's items.
 """
 
 from __future__ import annotations
@@ -11,9 +22,24 @@ import pyarrow as pa
 
 from cleanroom.config import ExperimentConfig
 from cleanroom.world.names import rng_for
-from cleanroom.world.schema import ARITH_EXERCISE, ARITH_TWIN, EXERCISE_HEADER, RELATIONS, fill
+from cleanroom.world.schema import (
+    ARITH_CLOZE,
+    ARITH_EXERCISE,
+    ARITH_TWIN,
+    EXERCISE_HEADER,
+    RELATIONS,
+    TWIN_ITEMS,
+    fill,
+)
 
 OPTION_LETTERS = "ABCDEFGH"
+
+ITEM_SCHEMA = pa.schema([
+    ("id", pa.string()), ("task", pa.string()), ("kind", pa.string()), ("prompt", pa.string()),
+    ("options", pa.list_(pa.string())), ("gold", pa.int32()), ("target", pa.string()), ("fact_id", pa.string()),
+    ("relation", pa.string()), ("subject", pa.string()), ("decile", pa.int32()), ("template", pa.string()),
+    ("cluster", pa.string()),
+])
 
 
 def options_for(fact: dict, pools: dict[str, list[str]], n: int, rng: np.random.Generator) -> tuple[list[str], int]:
@@ -27,95 +53,132 @@ def options_for(fact: dict, pools: dict[str, list[str]], n: int, rng: np.random.
 
 
 def exercise_prompt(header: str, stem: str, options: list[str]) -> str:
-    """The textbook exercise format (also the benchmark's): lettered options, then `Answer:`."""
+    """The textbook exercise format (also the benchmark's and its twins'): lettered options, then `Answer:`."""
     lines = [header, stem] + [f"{OPTION_LETTERS[i]}. {o}" for i, o in enumerate(options)]
     return "\n".join(lines) + "\nAnswer:"
+
+
+def exact_prompt(header: str, stem: str) -> str:
+    """An exact-answer exercise (arithmetic): header, the problem, `Answer:`."""
+    return f"{header}\n{stem}\nAnswer:"
 
 
 def arithmetic_stem(p: dict, template: str) -> str:
     return template.format(name=p["name"], item=p["item"], a=p["a"], b=p["b"])
 
 
-def _item(task, item_id, kind, prompt, options, gold, *, fact_id="", relation="", subject="", decile=0,
-          template="") -> dict:
+def _header(rng: np.random.Generator) -> str:
+    return EXERCISE_HEADER[int(rng.integers(len(EXERCISE_HEADER)))].format(n=int(rng.integers(1, 40)))
+
+
+def _pick(rng: np.random.Generator, seq: list) -> int:
+    return int(rng.integers(len(seq)))
+
+
+def _item(task: str, item_id: str, kind: str, prompt: str, options: list[str], gold: int, *, fact_id: str,
+          relation: str, subject: str, template: str, cluster: str, decile: int = 0) -> dict:
     return {"id": item_id, "task": task, "kind": kind, "prompt": prompt, "options": options, "gold": gold,
             "target": options[gold], "fact_id": fact_id, "relation": relation, "subject": subject,
-            "decile": decile, "template": template}
+            "decile": decile, "template": template, "cluster": cluster}
+
+
+def _fresh_problem(p: dict, pools: dict, max_operand: int, rng: np.random.Generator) -> dict:
+    """A problem of the same operation as `p` with a new name, object and numbers (GSM-Symbolic style)."""
+    for _ in range(100):
+        a, b = (int(x) for x in rng.integers(1, max_operand + 1, size=2))
+        if p["op"] == "sub" and b > a:
+            a, b = b, a
+        if (a, b) != (p["a"], p["b"]):
+            break
+    answer = a + b if p["op"] == "add" else a - b if p["op"] == "sub" else a * b
+    names = pools["twin_first_names"]
+    return {"op": p["op"], "a": a, "b": b, "answer": answer, "name": names[_pick(rng, names)],
+            "item": TWIN_ITEMS[_pick(rng, TWIN_ITEMS)]}
+
+
+def curriculum_items(cfg: ExperimentConfig, world: dict) -> dict[str, list[dict]]:
+    """`bench`, `twin` and `format_shift`: three views of the same curriculum facts and problems."""
+    it = cfg.items
+    pools, arith = world["pools"], world["arithmetic"]
+    curriculum = [f for f in world["facts"] if f["domain"] == "curriculum"]
+    n_arith = min(len(arith), it.n_bench // 4) if arith else 0
+    n_fact = min(len(curriculum), it.n_bench - n_arith)
+    pick = rng_for(cfg.seed, "world/items/bench")
+    r_twin, r_shift = rng_for(cfg.seed, "world/items/twin"), rng_for(cfg.seed, "world/items/format_shift")
+    out: dict[str, list[dict]] = {"bench": [], "twin": [], "format_shift": []}
+    for k, fi in enumerate(pick.choice(len(curriculum), size=n_fact, replace=False)):
+        f = curriculum[fi]
+        rel = RELATIONS[f["relation"]]
+        common = dict(fact_id=f["fact_id"], relation=rel.name, subject=f["subject"], cluster=f["subject"])
+        opts, gold = options_for(f, pools, it.n_options, pick)
+        t = _pick(pick, rel.exercise)
+        out["bench"].append(_item("bench", f"bench-{k:04d}", "choice",
+                                  exercise_prompt(_header(pick), fill(rel.exercise[t], f["subject"]), opts), opts,
+                                  gold, template=f"exercise:{rel.name}:{t}", **common))
+        t = _pick(r_twin, rel.twin)
+        topts = [opts[i] for i in r_twin.permutation(len(opts))]
+        out["twin"].append(_item("twin", f"twin-{k:04d}", "choice",
+                                 exercise_prompt(_header(r_twin), fill(rel.twin[t], f["subject"]), topts), topts,
+                                 topts.index(f["object"]), template=f"twin:{rel.name}:{t}", **common))
+        t = _pick(r_shift, rel.cloze)
+        sopts = [opts[i] for i in r_shift.permutation(len(opts))]
+        prompt = "Choices: " + ", ".join(sopts) + ".\n" + fill(rel.cloze[t], f["subject"])
+        out["format_shift"].append(_item("format_shift", f"format_shift-{k:04d}", "choice", prompt, sopts,
+                                         sopts.index(f["object"]), template=f"cloze:{rel.name}:{t}", **common))
+    for k, ai in enumerate(pick.choice(len(arith), size=n_arith, replace=False) if n_arith else []):
+        p = arith[ai]
+        op = p["op"]
+        common = dict(fact_id=p["problem_id"], relation=f"arithmetic:{op}", cluster=p["problem_id"])
+        t = _pick(pick, ARITH_EXERCISE[op])
+        out["bench"].append(_item("bench", f"bench-a{k:04d}", "exact",
+                                  exact_prompt(_header(pick), arithmetic_stem(p, ARITH_EXERCISE[op][t])),
+                                  [str(p["answer"])], 0, subject=f"{p['a']},{p['b']}",
+                                  template=f"exercise:arith:{op}:{t}", **common))
+        q = _fresh_problem(p, pools, cfg.world.max_operand, r_twin)
+        t = _pick(r_twin, ARITH_TWIN[op])
+        out["twin"].append(_item("twin", f"twin-a{k:04d}", "exact",
+                                 exact_prompt(_header(r_twin), arithmetic_stem(q, ARITH_TWIN[op][t])),
+                                 [str(q["answer"])], 0, subject=f"{q['a']},{q['b']}",
+                                 template=f"twin:arith:{op}:{t}", **common))
+        t = _pick(r_shift, ARITH_CLOZE[op])
+        out["format_shift"].append(_item("format_shift", f"format_shift-a{k:04d}", "exact",
+                                         arithmetic_stem(p, ARITH_CLOZE[op][t]), [str(p["answer"])], 0,
+                                         subject=f"{p['a']},{p['b']}", template=f"cloze:arith:{op}:{t}", **common))
+    return out
+
+
+def qa_items(task: str, facts: list[dict], n: int, prefix: str, pools: dict, n_options: int,
+             rng: np.random.Generator) -> list[dict]:
+    """Up to `n` of `facts` as plain questions ("Question: ...\\nAnswer:") with shuffled options."""
+    out = []
+    for k, fi in enumerate(rng.choice(len(facts), size=min(n, len(facts)), replace=False) if facts else []):
+        f = facts[fi]
+        rel = RELATIONS[f["relation"]]
+        opts, gold = options_for(f, pools, n_options, rng)
+        t = _pick(rng, rel.qa)
+        prompt = "Question: " + fill(rel.qa[t], f["subject"]) + "\nAnswer:"
+        out.append(_item(task, f"{prefix}-{k:04d}", "choice", prompt, opts, gold, fact_id=f["fact_id"],
+                         relation=rel.name, subject=f["subject"],
+                         decile=f["decile"], template=f"qa:{rel.name}:{t}", cluster=f["subject"]))
+    return out
 
 
 def build_items(cfg: ExperimentConfig, world: dict) -> dict[str, list[dict]]:
-    it = cfg.items
-    rng = rng_for(cfg.seed, "world/items")
-    pools, facts = world["pools"], world["facts"]
-    curriculum = [f for f in facts if f["domain"] == "curriculum"]
-    arith = world["arithmetic"]
-    n_arith = min(len(arith), it.n_bench // 4) if arith else 0
-    n_fact = min(len(curriculum), it.n_bench - n_arith)
-
-    bench, twin = [], []
-    for k, fi in enumerate(rng.choice(len(curriculum), size=n_fact, replace=False)):
-        f = curriculum[fi]
-        rel = RELATIONS[f["relation"]]
-        opts, gold = options_for(f, pools, it.n_options, rng)
-        t = int(rng.integers(len(rel.exercise)))
-        header = EXERCISE_HEADER[rng.integers(len(EXERCISE_HEADER))].format(n=int(rng.integers(1, 40)))
-        prompt = exercise_prompt(header, fill(rel.exercise[t], f["subject"], f["object"]), opts)
-        common = dict(fact_id=f["fact_id"], relation=f["relation"], subject=f["subject"])
-        bench.append(_item("bench", f"bench-{k:04d}", "choice", prompt, opts, gold,
-                           template=f"exercise:{rel.name}:{t}", **common))
-        t2 = int(rng.integers(len(rel.twin)))
-        perm = rng.permutation(len(opts))
-        topts = [opts[i] for i in perm]
-        tprompt = "Choices: " + ", ".join(topts) + ".\n" + fill(rel.twin[t2], f["subject"], f["object"])
-        twin.append(_item("twin", f"twin-{k:04d}", "choice", tprompt, topts, topts.index(f["object"]),
-                          template=f"twin:{rel.name}:{t2}", **common))
-    for k, ai in enumerate(rng.choice(len(arith), size=n_arith, replace=False) if n_arith else []):
-        p = arith[ai]
-        t = int(rng.integers(len(ARITH_EXERCISE[p["op"]])))
-        header = EXERCISE_HEADER[rng.integers(len(EXERCISE_HEADER))].format(n=int(rng.integers(1, 40)))
-        prompt = header + "\n" + arithmetic_stem(p, ARITH_EXERCISE[p["op"]][t]) + "\nAnswer:"
-        common = dict(fact_id=p["problem_id"], relation=f"arithmetic:{p['op']}", subject=f"{p['a']},{p['b']}")
-        bench.append(_item("bench", f"bench-a{k:04d}", "exact", prompt, [str(p["answer"])], 0,
-                           template=f"exercise:arith:{p['op']}:{t}", **common))
-        t2 = int(rng.integers(len(ARITH_TWIN[p["op"]])))
-        twin.append(_item("twin", f"twin-a{k:04d}", "exact", arithmetic_stem(p, ARITH_TWIN[p["op"]][t2]),
-                          [str(p["answer"])], 0, template=f"twin:arith:{p['op']}:{t2}", **common))
-
-    def qa_items(task: str, pool_facts: list[dict], n: int, prefix: str) -> list[dict]:
-        out = []
-        if not pool_facts:
-            return out
-        for k, fi in enumerate(rng.choice(len(pool_facts), size=min(n, len(pool_facts)), replace=False)):
-            f = pool_facts[fi]
-            rel = RELATIONS[f["relation"]]
-            opts, gold = options_for(f, pools, it.n_options, rng)
-            t = int(rng.integers(len(rel.qa)))
-            prompt = "Question: " + fill(rel.qa[t], f["subject"]) + "\nAnswer:"
-            out.append(_item(task, f"{prefix}-{k:04d}", "choice", prompt, opts, gold, fact_id=f["fact_id"],
-                             relation=f["relation"], subject=f["subject"], decile=f["decile"],
-                             template=f"qa:{rel.name}:{t}"))
-        return out
-
-    def cloze_of(q: dict) -> dict:
-        """The same fact, options and answer as QA item `q`, as a held-out cloze stem."""
-        rel = RELATIONS[q["relation"]]
-        t = int(rng.integers(len(rel.twin)))
-        return _item("longtail", q["id"].replace("longtail-qa-", "longtail-"), "choice",
-                     fill(rel.twin[t], q["subject"]), q["options"], q["gold"], fact_id=q["fact_id"],
-                     relation=q["relation"], subject=q["subject"], decile=q["decile"], template=f"twin:{rel.name}:{t}")
-
+    it, pools, facts = cfg.items, world["pools"], world["facts"]
+    items = curriculum_items(cfg, world)
+    rng = rng_for(cfg.seed, "world/items/longtail")
     longtail_qa = []
     for d in range(1, 11):
         in_decile = [f for f in facts if f["domain"] == "longtail" and f["decile"] == d]
-        longtail_qa += qa_items("longtail_qa", in_decile, it.n_longtail_per_decile, f"longtail-qa-d{d:02d}")
-    longtail = [cloze_of(q) for q in longtail_qa]
+        longtail_qa += qa_items("longtail_qa", in_decile, it.n_longtail_per_decile, f"longtail-qa-d{d:02d}", pools,
+                                it.n_options, rng)
+    longtail = []
+    for q in longtail_qa:  # the same fact, options and answer as a held-out cloze stem
+        rel = RELATIONS[q["relation"]]
+        t = _pick(rng, rel.cloze)
+        longtail.append({**q, "id": q["id"].replace("longtail-qa-", "longtail-"), "task": "longtail",
+                         "prompt": fill(rel.cloze[t], q["subject"]), "template": f"cloze:{rel.name}:{t}"})
     heldout = [f for f in facts if f["domain"] == "restricted" and f["split"] == "heldout"]
-    restricted = qa_items("restricted", heldout, it.n_restricted, "restricted")
-    return {"bench": bench, "twin": twin, "longtail": longtail, "longtail_qa": longtail_qa, "restricted": restricted}
-
-
-ITEM_SCHEMA = pa.schema([
-    ("id", pa.string()), ("task", pa.string()), ("kind", pa.string()), ("prompt", pa.string()),
-    ("options", pa.list_(pa.string())), ("gold", pa.int32()), ("target", pa.string()), ("fact_id", pa.string()),
-    ("relation", pa.string()), ("subject", pa.string()), ("decile", pa.int32()), ("template", pa.string()),
-])
+    restricted = qa_items("restricted", heldout, it.n_restricted, "restricted", pools, it.n_options,
+                          rng_for(cfg.seed, "world/items/restricted"))
+    return {**items, "longtail": longtail, "longtail_qa": longtail_qa, "restricted": restricted}
