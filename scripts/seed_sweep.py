@@ -1,10 +1,13 @@
-"""Verdict stability over seeds: run the default experiment per seed and print a Markdown table.
+"""Verdict stability over seeds: run an experiment per seed and print Markdown tables.
 
-    .venv/bin/python scripts/seed_sweep.py            # seeds 0 1 2 into runs/seed-<s>
-    .venv/bin/python scripts/seed_sweep.py --seeds 0 1 2 3 --preset default
+    .venv/bin/python scripts/seed_sweep.py                       # default preset, seeds 0 1 2 -> runs/seed-<s>
+    .venv/bin/python scripts/seed_sweep.py --preset validate     # with every control -> runs/validate-seed-<s>
+    .venv/bin/python scripts/seed_sweep.py --seeds 0 1 2 3 --set runtime.jobs=2
 
-Finished runs are reused (the stage runner skips what is up to date), so the table can be printed again
-for free.
+Finished runs are reused (the stage runner skips what is up to date), so the tables can be printed again
+for free. The second table is the instrument's own record: the null control's claim statistics (which
+must be inconclusive; any that is not is a false positive), whether the leaky control's contamination
+was detected, and what the diversity control did.
 """
 
 from __future__ import annotations
@@ -14,7 +17,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cleanroom.report.summary import Summary
+from cleanroom.report.summary import Comparison, Summary
+
+
+def cell(c: Comparison) -> str:
+    if c.effect is None:
+        return c.verdict
+    return f"{c.verdict} ({c.effect:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}])"
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
 def main() -> None:
@@ -22,22 +36,38 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--preset", default="default")
     ap.add_argument("--runs", type=Path, default=Path("runs"))
+    ap.add_argument("--set", dest="sets", action="append", default=[], help="extra overrides for every run")
     args = ap.parse_args()
-    rows = []
+    prefix = "seed" if args.preset == "default" else f"{args.preset}-seed"
+    claims, controls = [], []
+    false_pos = tested = 0
     for seed in args.seeds:
-        out = args.runs / f"seed-{seed}"
+        out = args.runs / f"{prefix}-{seed}"
         cmd = [sys.executable, "-m", "cleanroom.cli", "run", "--preset", args.preset, "--out", str(out),
-               "--set", f"seed={seed}"]
+               "--set", f"seed={seed}"] + [x for s in args.sets for x in ("--set", s)]
         subprocess.run(cmd, check=True)
         s = Summary.model_validate_json((out / "summary.json").read_text())
-        cells = [f"{c.verdict} ({c.effect:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}])" if c.effect is not None
-                 else c.verdict for c in s.claims.values()]
-        rows.append([str(seed)] + cells + [f"{sum(s.timings.values()) / 60:.1f}"])
-    header = ["seed", "C1 benchmarks up", "C2a long tail down", "C2b twin drop larger", "C3 safer", "stage minutes"]
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for r in rows:
-        print("| " + " | ".join(r) + " |")
+        claims.append([str(seed)] + [cell(c.comparisons[0]) if c.comparisons else c.verdict
+                                     for c in s.claims.values()] + [f"{sum(s.timings.values()) / 60:.1f}"])
+        row = [str(seed)]
+        for name, c in s.controls.items():
+            if name.startswith("null_"):
+                decided = [cmp.label.split(":")[0] for cmp in c.comparisons if cmp.verdict != "inconclusive"]
+                false_pos += len(decided)
+                tested += len(c.comparisons)
+                row.append(f"{name}: {len(decided)} of {len(c.comparisons)} decided"
+                           + (f" ({', '.join(decided)})" if decided else ""))
+            else:
+                row.append(f"{name}: " + "; ".join(cell(cmp) for cmp in c.comparisons))
+        controls.append(row)
+    print(table(["seed", "C1 benchmarks up", "C2a long tail down", "C2b twin drop larger", "C3 safer",
+                 "stage minutes"], claims))
+    print()
+    width = max(len(r) for r in controls)
+    print(table(["seed"] + ["control"] * (width - 1), [r + [""] * (width - len(r)) for r in controls]))
+    if tested:
+        print(f"\nnull control: {false_pos} of {tested} claim statistics decided where no difference exists "
+              f"(false-positive rate {false_pos / tested:.2f}; nominal 0.05 per statistic)")
 
 
 if __name__ == "__main__":

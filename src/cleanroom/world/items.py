@@ -96,6 +96,21 @@ def _fresh_problem(p: dict, pools: dict, max_operand: int, rng: np.random.Genera
             "item": TWIN_ITEMS[_pick(rng, TWIN_ITEMS)]}
 
 
+def _stratified(rows: list[dict], n: int, key: str, rng: np.random.Generator, each: int = 4) -> list[int]:
+    """Indices of `n` rows: `each` of every `key` value first (so each relation or operation is asked in
+    several twin wordings, and the rare group-level relations are not left out), the rest at random."""
+    order = [int(i) for i in rng.permutation(len(rows))]
+    seen: dict[str, int] = {}
+    first = []
+    for i in order:
+        k = rows[i][key]
+        if seen.get(k, 0) < each:
+            seen[k] = seen.get(k, 0) + 1
+            first.append(i)
+    chosen = set(first)
+    return (first + [i for i in order if i not in chosen])[:n]
+
+
 def curriculum_items(cfg: ExperimentConfig, world: dict) -> dict[str, list[dict]]:
     """`bench`, `twin` and `format_shift`: three views of the same curriculum facts and problems."""
     it = cfg.items
@@ -106,7 +121,14 @@ def curriculum_items(cfg: ExperimentConfig, world: dict) -> dict[str, list[dict]
     pick = rng_for(cfg.seed, "world/items/bench")
     r_twin, r_shift = rng_for(cfg.seed, "world/items/twin"), rng_for(cfg.seed, "world/items/format_shift")
     out: dict[str, list[dict]] = {"bench": [], "twin": [], "format_shift": []}
-    for k, fi in enumerate(pick.choice(len(curriculum), size=n_fact, replace=False)):
+    # twin wordings go round-robin per relation (from a seeded start), so every wording is used
+    turn: dict[str, int] = {}
+
+    def twin_template(key: str, templates: list[str]) -> int:
+        turn[key] = turn[key] + 1 if key in turn else _pick(r_twin, templates)
+        return turn[key] % len(templates)
+
+    for k, fi in enumerate(_stratified(curriculum, n_fact, "relation", pick)):
         f = curriculum[fi]
         rel = RELATIONS[f["relation"]]
         common = dict(fact_id=f["fact_id"], relation=rel.name, subject=f["subject"], cluster=f["subject"])
@@ -115,7 +137,7 @@ def curriculum_items(cfg: ExperimentConfig, world: dict) -> dict[str, list[dict]
         out["bench"].append(_item("bench", f"bench-{k:04d}", "choice",
                                   exercise_prompt(_header(pick), fill(rel.exercise[t], f["subject"]), opts), opts,
                                   gold, template=f"exercise:{rel.name}:{t}", **common))
-        t = _pick(r_twin, rel.twin)
+        t = twin_template(rel.name, rel.twin)
         topts = [opts[i] for i in r_twin.permutation(len(opts))]
         out["twin"].append(_item("twin", f"twin-{k:04d}", "choice",
                                  exercise_prompt(_header(r_twin), fill(rel.twin[t], f["subject"]), topts), topts,
@@ -125,7 +147,7 @@ def curriculum_items(cfg: ExperimentConfig, world: dict) -> dict[str, list[dict]
         prompt = "Choices: " + ", ".join(sopts) + ".\n" + fill(rel.cloze[t], f["subject"])
         out["format_shift"].append(_item("format_shift", f"format_shift-{k:04d}", "choice", prompt, sopts,
                                          sopts.index(f["object"]), template=f"cloze:{rel.name}:{t}", **common))
-    for k, ai in enumerate(pick.choice(len(arith), size=n_arith, replace=False) if n_arith else []):
+    for k, ai in enumerate(_stratified(arith, n_arith, "op", pick)):
         p = arith[ai]
         op = p["op"]
         common = dict(fact_id=p["problem_id"], relation=f"arithmetic:{op}", cluster=p["problem_id"])
@@ -135,7 +157,7 @@ def curriculum_items(cfg: ExperimentConfig, world: dict) -> dict[str, list[dict]
                                   [str(p["answer"])], 0, subject=f"{p['a']},{p['b']}",
                                   template=f"exercise:arith:{op}:{t}", **common))
         q = _fresh_problem(p, pools, cfg.world.max_operand, r_twin)
-        t = _pick(r_twin, ARITH_TWIN[op])
+        t = twin_template(op, ARITH_TWIN[op])
         out["twin"].append(_item("twin", f"twin-a{k:04d}", "exact",
                                  exact_prompt(_header(r_twin), arithmetic_stem(q, ARITH_TWIN[op][t])),
                                  [str(q["answer"])], 0, subject=f"{q['a']},{q['b']}",
