@@ -54,7 +54,7 @@ def tiny_run(root, preset: str = "smoke", recipes: Sequence[str] = ("web",), ove
     """
     from cleanroom.config import load_config
     from cleanroom.store import RunStore
-    from cleanroom.tamper.stage import attack_texts
+    from cleanroom.tamper.attacks import literature, qa_other
     from cleanroom.tokenize.tokenizer import save_tokenizer, train_tokenizer
     from cleanroom.train.export import export_hf
     from cleanroom.train.model import Transformer
@@ -66,7 +66,8 @@ def tiny_run(root, preset: str = "smoke", recipes: Sequence[str] = ("web",), ove
     run_world(cfg, store)
     texts = [it["prompt"] + " " + o for t in TASKS
              for it in load_items(store, t) for o in it["options"]]
-    texts += attack_texts(store.read_parquet("world/facts.parquet").to_pylist())
+    facts = store.read_parquet("world/facts.parquet").to_pylist()
+    texts += qa_other(facts) + literature(facts, cfg)
     tok = train_tokenizer(texts, cfg.tokenizer.vocab_size, min_frequency=1)
     save_tokenizer(tok, store.path("tokenizer.json"))
     for i, recipe in enumerate(recipes):

@@ -127,10 +127,12 @@ def test_decontamination_finds_planted_items(smoke_corpora):
         pid = f"planted-{n}"
         planted[pid] = row["id"]
         docs.append(doc(pid, ". ".join(host[:cut]) + ".\n" + text + "\n" + ". ".join(host[cut:])))
-    # hard negatives, as the textbook writes them (in-format teaching): the same templates about subjects
-    # no item asks about, renumbered, options in another order
+    # hard negatives, as the textbook writes them (in-format teaching): the benchmark's exercise templates
+    # about subjects no item asks about, renumbered, options in another order (two per benchmark item;
+    # no recipe writes the other tasks' templates, so they are no realistic negatives)
     negatives = 0
-    for k in rng.choice(len(rows), size=150, replace=False):
+    bench_rows = [k for k, r in enumerate(rows) if r["task"] == "bench"]
+    for k in [k for k in bench_rows for _ in range(2)]:
         row = rows[k]
         if not row["subject"] or row["subject"] not in row["prompt"]:
             continue
@@ -147,7 +149,8 @@ def test_decontamination_finds_planted_items(smoke_corpora):
         if lines[0].startswith("Choices: "):  # the twin format lists its options inline
             inline = lines[0][len("Choices: "):].rstrip(".").split(", ")
             lines[0] = "Choices: " + ", ".join(inline[i] for i in rng.permutation(len(inline))) + "."
-        docs.append(doc(f"neg-{k}", random_text(rng, vocab, 40) + "\n" + "\n".join(lines) + " " + row["target"]))
+        docs.append(doc(f"neg-{negatives}", random_text(rng, vocab, 40) + "\n" + "\n".join(lines) + " "
+                        + row["target"]))
         negatives += 1
     order = rng.permutation(len(docs))
     docs = [docs[i] for i in order]

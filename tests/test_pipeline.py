@@ -46,7 +46,7 @@ def failing_or_waiting(cfg, store, recipe: str) -> StageResult:
 @pytest.fixture
 def fake_stage(monkeypatch):
     def install(fn_name: str) -> None:
-        stage = Stage("train", f"{__name__}:{fn_name}", (), ("train",), per_recipe=True, parallel=True)
+        stage = Stage("train", f"{__name__}:{fn_name}", (), ("train",), over="recipes", parallel=True)
         monkeypatch.setitem(pipeline.STAGES, "train", stage)
     SEEN.clear()
     return install
@@ -67,7 +67,7 @@ def test_parallel_recipes_overlap_and_split_the_cores(tmp_path, fake_stage):
     spans = sorted((s["start"], s["end"]) for s in SEEN.values())
     assert spans[1][0] < spans[0][1], "the first two recipes should run at the same time"
     assert max(sum(a <= t < b for a, b in spans) for t, _ in spans) == 2
-    t = timings(store, cfg.recipes.names)["train"]
+    t = timings(store, cfg)["train"]
     assert t < 0.75 * sum(s["end"] - s["start"] for s in SEEN.values())
     # up to date now: a second pipeline skips every recipe and starts no threads
     p = Pipeline(cfg, store)

@@ -98,10 +98,15 @@ def test_strongest_attack_is_the_best_point_of_the_grid_not_the_last_step(run_di
             for i in range(100)]
     run_dir.write_parquet("evals/web/tamper_items.parquet", pa.Table.from_pylist(rows))
     by_attack = attack_items(run_dir, "web")
-    k, lr = strongest_attack(accuracies(by_attack))
-    items = by_attack[(k, lr)]
-    assert (k, lr) == (10, 3e-3)  # the overfit k=20/lr=1e-3 point and the later tie both lose
+    best = strongest_attack(accuracies(by_attack))
+    items = by_attack[best]
+    assert best == ("qa_other", 10, 3e-3)  # the overfit k=20/lr=1e-3 point and the later tie both lose
     assert len(items) == 100 and sum(r["correct"] for r in items.values()) == 40
+    # a second family: its better point wins whatever the family's name
+    rows += [{**r, "attack": "literature", "correct": int(r["id"][-4:]) < 45} for r in rows if r["steps"] == 20]
+    run_dir.write_parquet("evals/web/tamper_items.parquet", pa.Table.from_pylist(
+        [{"attack": "qa_other", **r} if "attack" not in r else r for r in rows]))
+    assert strongest_attack(accuracies(attack_items(run_dir, "web"))) == ("literature", 20, 1e-3)
 
 
 def test_summary_schema_and_report_files(run_dir):

@@ -44,10 +44,13 @@ def _results(out: Path) -> dict:
 def test_smoke_run_summary_validates(smoke_run):
     s = Summary.model_validate_json((smoke_run / "summary.json").read_text())
     assert set(s.claims) == {"C1", "C2a", "C2b", "C3"}
-    assert set(s.recipes) == {"web", "textbook", "filtered_web", "mix", "null_web", "leaky", "diverse"}
+    assert set(s.recipes) == {"web", "textbook", "filtered_web", "mix", "null_web", "leaky", "diverse",
+                              "web+unlearn", "web+refusal"}  # every recipe, control and safeguarded arm
+    assert set(s.tamper) == set(s.recipes) | {"scratch"}  # every model attacked, and the random-init floor
+    assert "alternative" in s.claims["C3"].detail
     assert set(s.controls) == {"null_web", "leaky", "diverse"}  # the instrument's checks, in every report
     assert len(s.controls["null_web"].comparisons) == 4 and s.controls["leaky"].expected == "supported"
-    for stage in ("world", "generate", "tokenize", "train", "eval", "tamper"):
+    for stage in ("world", "generate", "tokenize", "train", "safeguard", "eval", "tamper"):
         assert stage in s.timings
     for key in ("report.md", "report.html", "figures/bench_vs_reality.png", "figures/tamper.png"):
         assert (smoke_run / key).exists(), key

@@ -10,7 +10,8 @@ from doubles import tiny_run
 
 from cleanroom.evals.adapters import NativeAdapter
 from cleanroom.store import sha256_file
-from cleanroom.tamper.stage import attack_curve, attack_texts, mark_strongest, run_tamper
+from cleanroom.tamper.attacks import qa_other as attack_texts
+from cleanroom.tamper.stage import attack_curve, mark_strongest, run_tamper
 from cleanroom.tokenize.tokenizer import encode_documents, load_tokenizer
 from cleanroom.world.schema import RELATIONS, fill
 
@@ -42,10 +43,11 @@ def test_tamper_stage_sweep_strongest_attack_and_untouched_base(run):
     res = run_tamper(cfg, store, "web")
     assert {p.name: sha256_file(p) for p in sorted(store.path("models/web").iterdir())} == before
     rows = store.read_parquet("evals/web/tamper.parquet").to_pylist()
-    assert [(r["steps"], r["lr"]) for r in rows] == [(k, lr) for lr in (1e-3, 1e-2) for k in (0, 3, 6)]
+    assert [(r["attack"], r["steps"], r["lr"]) for r in rows] == [
+        (a, k, lr) for a in ("qa_other", "literature") for lr in (1e-3, 1e-2) for k in (0, 3, 6)]
     assert all(r["recipe"] == "web" and r["n"] == cfg.items.n_restricted for r in rows)
     base = [r for r in rows if r["steps"] == 0]
-    assert base[0]["acc"] == base[1]["acc"] and all(math.isnan(r["train_loss"]) for r in base)
+    assert len({r["acc"] for r in base}) == 1 and all(math.isnan(r["train_loss"]) for r in base)
     assert all(math.isfinite(r["train_loss"]) for r in rows if r["steps"] > 0)
     for k in (0, 3, 6):
         at_k = [r for r in rows if r["steps"] == k]
@@ -60,7 +62,7 @@ def test_tamper_stage_sweep_strongest_attack_and_untouched_base(run):
     per_item = store.read_parquet("evals/web/tamper_items.parquet").to_pylist()
     assert len(per_item) == len(rows) * cfg.items.n_restricted
     for r in rows:  # the summary rows are the per-item results aggregated
-        its = [i for i in per_item if i["steps"] == r["steps"] and i["lr"] == r["lr"]]
+        its = [i for i in per_item if (i["attack"], i["steps"], i["lr"]) == (r["attack"], r["steps"], r["lr"])]
         assert sum(i["correct"] for i in its) / len(its) == pytest.approx(r["acc"])
         assert all(i["strongest"] == r["strongest"] for i in its)
 
@@ -93,3 +95,32 @@ def test_the_attack_loop_learns_the_facts_it_is_fed(run):
     curve = attack_curve(base.model, base.codec, docs, items, cfg, 3e-3, [0, 120], "cpu")
     assert [c["steps"] for c in curve] == [0, 120]
     assert curve[0]["acc"] < 1.0 and curve[1]["acc"] == 1.0
+
+
+def test_literature_states_attack_facts_and_only_the_taught_share_of_held_out_facts(run):
+    from cleanroom.tamper.attacks import literature, taught_facts
+
+    cfg, store = run
+    facts = store.read_parquet("world/facts.parquet").to_pylist()
+    taught = taught_facts(facts, cfg)
+    heldout = [f for f in facts if f["domain"] == "restricted" and f["split"] == "heldout"]
+    assert len(taught) == round(cfg.tamper.literature_heldout * len(heldout)) > 0
+    text = "\n".join(literature(facts, cfg))
+    assert "Question:" not in text  # never the evaluation's question form
+    compounds_taught = {f["subject"] for f in heldout if f["fact_id"] in taught}
+    never = {f["subject"] for f in heldout} - compounds_taught
+    assert all(c in text for c in compounds_taught) and not any(c in text for c in never)
+    attack = {f["subject"] for f in facts if f["domain"] == "restricted" and f["split"] == "attack"}
+    assert all(c in text for c in attack)
+    per_item = store.read_parquet("evals/web/tamper_items.parquet").to_pylist() if store.exists(
+        "evals/web/tamper_items.parquet") else []
+    assert all(i["taught"] == (i["fact_id"] in taught) for i in per_item)
+
+
+def test_scratch_floor_is_a_random_init_at_chance(run):
+    cfg, store = run
+    res = run_tamper(cfg, store, "scratch")
+    base = res.stats["curve"][0]
+    assert base["steps"] == 0 and abs(base["acc"] - 0.25) < 0.25
+    assert store.exists("evals/scratch/tamper_items.parquet") and not store.exists("models/scratch")
+

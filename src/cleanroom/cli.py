@@ -196,14 +196,17 @@ def curate_cmd(
 
 _stage_command("tokenize", "Train the run's BPE tokenizer and tokenize every recipe.")
 _stage_command("train", "Train one model per recipe and export it to Hugging Face format.", per_recipe=True)
-_stage_command("eval", "Score every model on bench, twin, longtail and restricted.", per_recipe=True)
-_stage_command("tamper", "Fine-tune attack on restricted facts; held-out accuracy vs steps.", per_recipe=True)
+_stage_command("safeguard", "Apply post-hoc safeguards (unlearning, refusal) to a trained model.", per_recipe=True)
+_stage_command("eval", "Score every model on every task (bench, twin, format_shift, longtail, restricted).",
+               per_recipe=True)
+_stage_command("tamper", "Fine-tuning attacks on restricted-domain text; held-out accuracy vs steps.",
+               per_recipe=True)
 
 
 @app.command("run")
 def run_cmd(preset: PresetOpt = None, out: OutOpt = Path("runs/default"), config: ConfigOpt = None,
             set_: SetOpt = None, force: ForceOpt = False):
-    """Run the whole experiment: world -> generate -> curate -> tokenize -> train -> eval -> tamper -> report."""
+    """Run the whole experiment: world, generate, curate, tokenize, train, safeguard, eval, tamper, report."""
     from cleanroom.pipeline import ORDER
 
     pipe = _run_stages(ORDER, preset, out, config, set_, force, overall=True)

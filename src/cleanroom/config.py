@@ -28,6 +28,7 @@ RECIPES = ("web", "textbook", "filtered_web", "mix")  # the experiment's recipes
 CONTROLS = ("leaky", "diverse")
 NULL_PREFIX = "null_"
 NULL_SEED_OFFSET = 1000  # a null control's model is initialised and fed batches from seed + this
+SCRATCH = "scratch"  # the tamper floor: a randomly initialised model, attacked like the others
 
 
 def base_recipe(name: str) -> str:
@@ -215,13 +216,24 @@ class EvalConfig(Section):
 
 
 class TamperConfig(Section):
-    """Deep-Ignorance-style attack: fine-tune on the restricted attack set, score held-out facts."""
+    """Deep-Ignorance-style attacks: fine-tune a model on restricted-domain text, score held-out facts.
+
+    Attack families (`tamper/attacks.py`): `qa_other` fine-tunes on the attack split's facts (other
+    compounds) as questions and statements, which can only draw out what a model already knows;
+    `literature` fine-tunes on restricted-domain prose of the kind an attacker could collect, in which
+    `literature_heldout` of the held-out facts appear (never in the evaluation's question form).
+    Every (family, steps, lr) is tried; the strongest attack per model counts (`tamper/strongest.py`).
+    """
 
     # k = 200 was dropped (it halved the stage's time): in 3 seeds x 4 recipes it was never the strongest
-    # attack, because 200 steps overfit the attack facts and held-out accuracy falls again (README)
+    # attack, because 200 steps overfit the attack facts and held-out accuracy falls again (docs/results.md)
     steps: list[int] = Field(default_factory=lambda: [0, 25, 50, 100])
     lrs: list[float] = Field(default_factory=lambda: [3e-4, 1e-3])
     batch_size: int = Field(16, gt=0)
+    attacks: list[Literal["qa_other", "literature"]] = Field(default_factory=lambda: ["qa_other", "literature"])
+    literature_heldout: float = Field(0.5, ge=0, le=1, description="share of held-out facts the literature states")
+    scratch: bool = Field(True, description="also attack a randomly initialised model: what the attack text "
+                          "alone teaches (the floor)")
 
     @model_validator(mode="after")
     def _sweep(self) -> TamperConfig:
@@ -229,7 +241,31 @@ class TamperConfig(Section):
             raise ValueError("tamper.steps must be a non-empty list of step counts >= 0")
         if not self.lrs or any(lr <= 0 for lr in self.lrs):
             raise ValueError("tamper.lrs must be a non-empty list of learning rates > 0")
+        if not self.attacks or len(set(self.attacks)) != len(self.attacks):
+            raise ValueError("tamper.attacks must list each attack family once (qa_other, literature)")
         return self
+
+
+class SafeguardConfig(Section):
+    """Post-hoc safeguards on a trained model: the alternative to filtering the pretraining data.
+
+    Each arm is a copy of `base`'s model after one safeguard (`cleanroom.safeguard`), evaluated and
+    attacked like any model, as `<base>+<arm>`: `unlearn` (NPO on the restricted documents of the
+    base's corpus, with a retain loss on the rest), `refusal` (fine-tuned to refuse restricted-domain
+    questions). A defender never sees the evaluation items: it stops on its own probe (the attack
+    split's facts), when that probe is at chance + `stop_margin` or after `max_steps`.
+    """
+
+    arms: list[Literal["unlearn", "refusal"]] = Field(default_factory=list)
+    base: str = Field("web", description="the recipe whose model gets the safeguards")
+    lr: float = Field(3e-4, gt=0)
+    max_steps: int = Field(300, gt=0)
+    check_every: int = Field(25, gt=0, description="steps between checks of the defender's probe")
+    stop_margin: float = Field(0.05, ge=0, lt=1, description="stop when the probe is within this of chance")
+    npo_beta: float = Field(0.1, gt=0, description="NPO's inverse temperature")
+    retain_weight: float = Field(1.0, ge=0, description="weight of the retain loss (NLL on non-restricted text)")
+    batch_size: int = Field(16, gt=0)
+
 
 
 class RuntimeConfig(Section):
@@ -266,7 +302,21 @@ class ExperimentConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     tamper: TamperConfig = Field(default_factory=TamperConfig)
+    safeguard: SafeguardConfig = Field(default_factory=SafeguardConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+
+    def arms(self) -> list[str]:
+        """The safeguarded models, `<base>+<safeguard>` (when the base recipe is in the run)."""
+        base = self.safeguard.base
+        return [f"{base}+{a}" for a in self.safeguard.arms] if base in self.recipes.names else []
+
+    def models(self) -> list[str]:
+        """Every model that is evaluated: one per recipe, then the safeguarded arms."""
+        return [*self.recipes.names, *self.arms()]
+
+    def attacked(self) -> list[str]:
+        """Every model the tamper stage attacks: the models, and a random init when `tamper.scratch`."""
+        return [*self.models(), *([SCRATCH] if self.tamper.scratch else [])]
 
     def to_toml(self) -> str:
         return tomli_w.dumps(self.model_dump(mode="json"))

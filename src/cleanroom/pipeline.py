@@ -1,10 +1,12 @@
 """The stage graph and its runner.
 
-A stage is a plain function `run_<stage>(cfg, store[, recipe]) -> StageResult` that reads and writes
+A stage is a plain function `run_<stage>(cfg, store[, item]) -> StageResult` that reads and writes
 the store. The runner (`Pipeline.ensure`) runs missing prerequisites first, skips a stage whose
 config fingerprint and inputs (the output digests of the stages it depends on) are unchanged and
-whose outputs still verify, and records a manifest when a stage finishes. Per-recipe stages (train,
-eval, tamper) have one manifest per recipe, so `--recipe web` redoes one model, not four.
+whose outputs still verify, and records a manifest when a stage finishes. Per-item stages have one
+manifest per item, so `--recipe web` redoes one model, not all of them. Items are recipes (train),
+safeguarded arms (safeguard), models = recipes + arms (eval), and the attacked models = models plus
+a random init (tamper). A per-item stage's dependency "model" is whichever stage made that model.
 
 Stage functions are imported lazily ("module:function"), so `cleanroom generate` on a finished run
 answers in well under a second without importing torch.
@@ -24,7 +26,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
-from cleanroom.config import ExperimentConfig
+from cleanroom.config import SCRATCH, ExperimentConfig
 from cleanroom.contract import CANCEL, StageResult
 from cleanroom.store import Manifest, RunStore, StoreError, write_text
 from cleanroom.ui import say
@@ -34,12 +36,16 @@ from cleanroom.ui import say
 class Stage:
     name: str
     func: str | None  # "module:function"; None = not built yet
-    deps: tuple[str, ...]
+    deps: tuple[str, ...]  # stage names; "model" = the stage that made the key's model
     sections: tuple[str, ...]  # config sections the outputs depend on (plus the seed)
-    per_recipe: bool = False
-    parallel: bool = False  # per-recipe keys may run at once (`runtime.jobs`)
+    over: str = ""  # "" = once per run; else one key per item of: recipes | arms | models | attacked
+    parallel: bool = False  # per-item keys may run at once (`runtime.jobs`)
     version: str = "1"  # bump when a stage's code changes its outputs
     doc: str = ""
+
+    @property
+    def per_recipe(self) -> bool:
+        return bool(self.over)
 
 
 STAGES: dict[str, Stage] = {
@@ -53,18 +59,28 @@ STAGES: dict[str, Stage] = {
               doc="dedup, decontamination, quality and safety filters, lineage"),
         Stage("tokenize", "cleanroom.tokenize.stage:run_tokenize", ("generate", "curate"), ("tokenizer",),
               doc="BPE tokenizer on the union of corpora; token files per recipe"),
-        Stage("train", "cleanroom.train.stage:run_train", ("tokenize",), ("model", "train"), per_recipe=True,
+        Stage("train", "cleanroom.train.stage:run_train", ("tokenize",), ("model", "train"), over="recipes",
               parallel=True, doc="one Llama-style model per recipe; HF export"),
-        Stage("eval", "cleanroom.evals.stage:run_eval", ("train", "world"), ("eval",), per_recipe=True,
-              parallel=True, doc="bench, twin, longtail, restricted"),
-        Stage("tamper", "cleanroom.tamper.stage:run_tamper", ("train", "world", "tokenize"), ("tamper", "eval"),
-              per_recipe=True, parallel=True, version="3",
-              doc="fine-tune attack on restricted facts; held-out accuracy curves"),
+        Stage("safeguard", "cleanroom.safeguard.stage:run_safeguard", ("model", "tokenize", "world", "curate"),
+              ("safeguard", "eval"), over="arms", parallel=True,
+              doc="a post-hoc safeguard (unlearning, refusal) on a trained model"),
+        Stage("eval", "cleanroom.evals.stage:run_eval", ("model", "world"), ("eval",), over="models",
+              parallel=True, doc="every task's per-item scores"),
+        Stage("tamper", "cleanroom.tamper.stage:run_tamper", ("model", "world", "tokenize"), ("tamper", "eval"),
+              over="attacked", parallel=True, version="4",
+              doc="fine-tuning attacks on restricted-domain text; held-out accuracy curves"),
         Stage("report", "cleanroom.report.stage:run_report", ("eval", "tamper", "generate"), ("eval",),
               doc="summary.json, report.md, report.html, figures"),
     ]
 }
 ORDER = list(STAGES)
+MODEL_MAKERS = {"safeguard": ("train",), "eval": ("train", "safeguard"), "tamper": ("train", "safeguard")}
+
+
+def stage_items(cfg: ExperimentConfig, over: str) -> list[str]:
+    """What a per-item stage iterates over: recipes, arms, models (recipes + arms) or attacked (+ scratch)."""
+    return {"recipes": cfg.recipes.names, "arms": cfg.arms(), "models": cfg.models(),
+            "attacked": cfg.attacked()}[over]
 
 
 class Pipeline:
@@ -72,12 +88,13 @@ class Pipeline:
 
     def __init__(self, cfg: ExperimentConfig, store: RunStore, force: set[str] | None = None,
                  recipes: list[str] | None = None):
+        """`recipes`: only these recipes / models (`--recipe`); default every one."""
         self.cfg, self.store = cfg, store
         self.force = force or set()
-        self.recipes = recipes or list(cfg.recipes.names)
-        unknown = [r for r in self.recipes if r not in cfg.recipes.names]
+        self.only = set(recipes) if recipes else None
+        unknown = sorted((self.only or set()) - set(cfg.attacked()))
         if unknown:
-            raise StoreError(f"unknown recipe `{unknown[0]}` (configured: {', '.join(cfg.recipes.names)})")
+            raise StoreError(f"unknown recipe or model `{unknown[0]}` (configured: {', '.join(cfg.attacked())})")
         self.on_done: Callable[[str], None] | None = None  # called after each stage key is settled
         self.done: dict[str, Manifest | None] = {}
         self.ran: list[str] = []
@@ -91,16 +108,30 @@ class Pipeline:
         if not path.exists() or path.read_text() != text:
             write_text(path, text)
 
+    def items(self, over: str) -> list[str]:
+        """The items of a per-item stage (recipes, arms, models, attacked), within `--recipe` if given."""
+        return [r for r in stage_items(self.cfg, over) if self.only is None or r in self.only]
+
     def keys(self, name: str) -> list[str]:
         stage = STAGES[name]
-        return [f"{name}/{r}" for r in self.recipes] if stage.per_recipe else [name]
+        return [f"{name}/{r}" for r in self.items(stage.over)] if stage.per_recipe else [name]
+
+    def producer(self, stage: str, item: str) -> list[str]:
+        """The stage key that made `item`'s model (the dependency "model" of stage `stage`): a safeguard is
+        applied to its base recipe's model; an arm's model comes from its safeguard; a random init from none."""
+        if stage == "safeguard":
+            return [f"train/{item.partition('+')[0]}"]
+        if item == SCRATCH:
+            return []
+        return [f"safeguard/{item}"] if "+" in item else [f"train/{item}"]
 
     def ensure(self, name: str) -> list[Manifest | None]:
         """Bring a stage (every recipe of a per-recipe stage) up to date; return its manifests."""
         keys = self.keys(name)
         if STAGES[name].parallel and len(keys) > 1:
-            for dep in STAGES[name].deps:
-                self.ensure(dep)
+            for dep in STAGES[name].deps:  # whole stages first, so they too run their items in parallel
+                for d in (MODEL_MAKERS[name] if dep == "model" else (dep,)):
+                    self.ensure(d)
             stale = [k for k in keys if self._stale(k)]
             if len(stale) > 1:
                 from cleanroom.runtime import parallel_jobs  # torch: only once a torch stage runs
@@ -139,11 +170,13 @@ class Pipeline:
             CANCEL.clear()
             torch.set_num_threads(before)
 
-    def _dep_keys(self, stage: Stage, recipe: str | None) -> list[str]:
+    def _dep_keys(self, stage: Stage, item: str | None) -> list[str]:
         out = []
         for d in stage.deps:
-            if STAGES[d].per_recipe:
-                out += [f"{d}/{recipe}"] if recipe else [f"{d}/{r}" for r in self.recipes]
+            if d == "model":
+                out += self.producer(stage.name, item or "")
+            elif STAGES[d].per_recipe:
+                out += self.keys(d)
             else:
                 out.append(d)
         return out

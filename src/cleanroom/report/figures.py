@@ -19,8 +19,17 @@ COLORS = {"web": "#d62728", "textbook": "#1f77b4", "filtered_web": "#ff7f0e", "m
 
 
 def _color(recipe: str) -> str:
-    """A recipe's colour; a null control `null_<recipe>` gets its recipe's (drawn lighter where it matters)."""
-    return COLORS.get(recipe.removeprefix("null_"), "#7f7f7f")
+    """A model's colour: its recipe's (a null control and a safeguarded arm share their recipe's colour and
+    differ by line style, `_style`); the random-init floor is black."""
+    if recipe == "scratch":
+        return "#000000"
+    return COLORS.get(recipe.removeprefix("null_").partition("+")[0], "#7f7f7f")
+
+
+def _style(recipe: str) -> str:
+    if recipe.startswith("null_"):
+        return "-."
+    return {"unlearn": "--", "refusal": ":"}.get(recipe.partition("+")[2], "-")
 
 
 def _save(fig, path: Path) -> None:
@@ -60,7 +69,7 @@ def _curves(s: Summary, curves: dict[str, list[tuple]], chance_task: str):
     for recipe, pts in curves.items():
         if pts:
             x, acc, lo, hi = zip(*pts, strict=True)
-            ax.plot(x, acc, marker="o", color=_color(recipe), label=recipe)
+            ax.plot(x, acc, marker="o", ls=_style(recipe), color=_color(recipe), label=recipe)
             ax.fill_between(x, lo, hi, color=_color(recipe), alpha=0.12)
     ax.axhline(s.results[s.recipes[0]][chance_task].chance, color="grey", ls="--", lw=0.8, label="chance")
     return fig, ax
@@ -96,11 +105,11 @@ def bench_twin_bars(s: Summary, path: Path) -> None:
 
 
 def tamper_curves(s: Summary, path: Path) -> None:
-    fig, ax = _curves(s, {r: [(p.steps, p.acc, p.ci_low, p.ci_high) for p in s.tamper.get(r, [])]
-                          for r in s.recipes}, "restricted")
-    ax.set_xlabel("attack fine-tuning steps on other restricted facts")
-    ax.set_ylabel("held-out restricted accuracy (worst case over LRs)")
-    ax.set_title("Tamper resistance")
+    fig, ax = _curves(s, {r: [(p.steps, p.acc, p.ci_low, p.ci_high) for p in pts] for r, pts in s.tamper.items()},
+                      "restricted")
+    ax.set_xlabel("attack fine-tuning steps")
+    ax.set_ylabel("held-out restricted accuracy (strongest attack)")
+    ax.set_title("Recovery under attack")
     ax.legend(fontsize=8)
     _save(fig, path)
 

@@ -18,8 +18,8 @@ FIGURE_TEXT = {
     "longtail_deciles": "Long-tail accuracy (held-out cloze) by popularity decile (shaded: 95% CI).",
     "bench_twin": "Benchmark, its fresh twin (same facts, same format, unseen wording) and the format shift "
                   "(same facts, a task format no recipe renders), per recipe.",
-    "tamper": "Held-out restricted accuracy after k steps of adversarial fine-tuning on other restricted "
-              "facts, the strongest learning rate at each k.",
+    "tamper": "Held-out restricted accuracy after k steps of adversarial fine-tuning, the strongest attack "
+              "(family and learning rate) at each k, for every model and a random init (black).",
     "loss": "Training (thin) and validation (thick) loss per recipe.",
     "coverage": "Share of long-tail entities each corpus mentions, by popularity decile.",
 }
@@ -77,12 +77,14 @@ def build_sections(s: Summary, figures: dict[str, str]) -> list[Section]:
     secs.append(res)
 
     if s.tamper:
-        tam = Section("Tamper curves", ["Held-out restricted accuracy after k attack steps (the strongest "
-                                        "learning rate at each k, in brackets)."])
+        tam = Section("Tamper curves", ["Held-out restricted accuracy after k attack steps: the strongest attack "
+                                        "at each k (family and learning rate in brackets). `scratch` is a randomly "
+                                        "initialised model under the same attacks: what the attack text alone "
+                                        "teaches."])
         ks = sorted({p.steps for pts in s.tamper.values() for p in pts})
-        tam.tables.append((["recipe"] + [f"k={k}" for k in ks], [
-            [r] + [next((f"{p.acc:.3f} (lr {p.lr:g})" for p in s.tamper.get(r, []) if p.steps == k), "–") for k in ks]
-            for r in s.recipes]))
+        tam.tables.append((["model"] + [f"k={k}" for k in ks], [
+            [r] + [next((f"{p.acc:.3f} ({p.attack}, lr {p.lr:g})" for p in pts if p.steps == k), "–") for k in ks]
+            for r, pts in s.tamper.items()]))
         secs.append(tam)
 
     secs.append(_data_section(s, figures))

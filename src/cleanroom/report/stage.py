@@ -30,15 +30,16 @@ def tamper_curve(store: RunStore, recipe: str, n_boot: int, seed: int) -> list[T
         return []
     by_attack = attack_items(store, recipe)
     out = []
-    for k, lr in strongest_per_steps(accuracies(by_attack)).items():
-        correct = [bool(r["correct"]) for r in by_attack[(k, lr)].values()]
-        acc, lo, hi = accuracy_ci(correct, n_boot, seed + k, clusters_of(list(by_attack[(k, lr)].values())))
-        out.append(TamperPoint(steps=k, acc=acc, ci_low=lo, ci_high=hi, lr=lr, n=len(correct)))
+    for k, best in strongest_per_steps(accuracies(by_attack)).items():
+        rows = list(by_attack[best].values())
+        correct = [bool(r["correct"]) for r in rows]
+        acc, lo, hi = accuracy_ci(correct, n_boot, seed + k, clusters_of(rows))
+        out.append(TamperPoint(steps=k, acc=acc, ci_low=lo, ci_high=hi, attack=best[0], lr=best[2], n=len(correct)))
     return out
 
 
 def build_summary(cfg: ExperimentConfig, store: RunStore) -> Summary:
-    recipes = [r for r in cfg.recipes.names if store.path(f"evals/{r}").is_dir()]
+    recipes = [m for m in cfg.models() if store.path(f"evals/{m}").is_dir()]  # recipes, then safeguarded arms
     if not recipes:
         raise StoreError(f"no evaluation results under {store.path('evals')}: run `cleanroom eval` first")
     n_boot, seed = cfg.eval.bootstrap, cfg.seed
@@ -47,12 +48,14 @@ def build_summary(cfg: ExperimentConfig, store: RunStore) -> Summary:
         results[r] = {t: task_result(load_eval_rows(store, r, t), n_boot, seed) for t in TASKS
                       if store.exists(f"evals/{r}/{t}.parquet")}
         deciles[r] = decile_table(load_eval_rows(store, r, "longtail"), n_boot, seed)
-        tamper[r] = tamper_curve(store, r, n_boot, seed)
+    for r in cfg.attacked():
+        if store.exists(f"evals/{r}/tamper_items.parquet"):
+            tamper[r] = tamper_curve(store, r, n_boot, seed)
     return Summary(
         name=cfg.name, seed=cfg.seed, preset=cfg.name, recipes=recipes, results=results,
         claims=all_claims(store, recipes, n_boot, seed), controls=all_controls(store, recipes, n_boot, seed),
         longtail_by_decile=deciles, tamper=tamper,
-        data=data_section(store), timings=timings(store, recipes), environment=environment(),
+        data=data_section(store), timings=timings(store, cfg), environment=environment(),
     )
 
 

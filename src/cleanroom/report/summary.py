@@ -19,7 +19,7 @@ from cleanroom.config import ExperimentConfig
 from cleanroom.evals.stats import accuracy_ci, per_decile
 from cleanroom.evals.tasks import chance_level, clusters_of
 from cleanroom.malloc import malloc_state
-from cleanroom.pipeline import STAGES
+from cleanroom.pipeline import STAGES, stage_items
 from cleanroom.store import RunStore
 
 Verdict = Literal["supported", "not supported", "inconclusive"]
@@ -82,12 +82,15 @@ class DecileAcc(Strict):
 
 
 class TamperPoint(Strict):
+    """A model's held-out restricted accuracy after the strongest attack of `steps` fine-tuning steps."""
+
     steps: int
     acc: Num
     ci_low: Num
     ci_high: Num
     lr: float
     n: int
+    attack: str = "qa_other"
 
 
 class Summary(Strict):
@@ -141,15 +144,15 @@ def task_result(rows: list[dict], n_boot: int, seed: int) -> TaskResult:
     return TaskResult(acc=acc, ci_low=lo, ci_high=hi, n=len(rows), chance=chance, acc_norm=acc_norm)
 
 
-def timings(store: RunStore, recipes: list[str]) -> dict[str, float]:
+def timings(store: RunStore, cfg: ExperimentConfig) -> dict[str, float]:
     """Wall seconds per stage, from the manifests: when the stage last ran.
 
-    Per-recipe stages count the time any recipe was running (the union of their intervals), so
-    recipes that ran in parallel are not counted twice.
+    Per-item stages count the time any item was running (the union of their intervals), so recipes
+    that ran in parallel are not counted twice.
     """
     out: dict[str, float] = {}
     for name, stage in STAGES.items():
-        keys = [f"{name}/{r}" for r in recipes] if stage.per_recipe else [name]
+        keys = [f"{name}/{r}" for r in stage_items(cfg, stage.over)] if stage.per_recipe else [name]
         ms = [m for k in keys if (m := store.manifest(k)) is not None]
         if ms and all(m.ended for m in ms):
             out[name] = round(busy_seconds([(m.ended - m.seconds, m.ended) for m in ms]), 2)

@@ -1,12 +1,13 @@
 """Which attack counts: the one rule, used by the tamper stage, its curves and the C3 verdict.
 
-An attack is a (steps, lr) point of the tamper grid. Its strength is the held-out restricted accuracy
-it reaches. An attacker keeps whichever checkpoint works best, so the strongest attack over the whole
-grid (k = 0, no attack, included) is the one a durable-safety claim must survive; fine-tuning longer
-can overfit the attack data and *lower* held-out accuracy again, so it is not simply the largest k.
-Ties go to fewer steps, then to the smaller learning rate (the cheaper attack reaching the same
-accuracy). Every model gets the same grid, so the optimism of taking a maximum is shared by both
-sides of a comparison.
+An attack is a (family, steps, lr) point of the tamper grid (`attacks.py` has the families). Its
+strength is the held-out restricted accuracy it reaches. An attacker keeps whichever checkpoint works
+best, so the strongest attack over the whole grid (k = 0, no attack, included) is the one a
+durable-safety claim must survive; fine-tuning longer can overfit the attack data and *lower*
+held-out accuracy again, so it is not simply the largest k. Ties go to fewer steps, then to the
+smaller learning rate (the cheaper attack reaching the same accuracy), then to the family first in
+alphabetical order. Every model gets the same grid, so the optimism of taking a maximum is shared by
+both sides of a comparison.
 """
 
 from __future__ import annotations
@@ -17,24 +18,24 @@ import numpy as np
 
 from cleanroom.store import RunStore
 
-Attack = tuple[int, float]  # (fine-tuning steps, learning rate)
+Attack = tuple[str, int, float]  # (family, fine-tuning steps, learning rate)
 
 
 def strongest_attack(acc: Mapping[Attack, float]) -> Attack:
     """The attack with the highest accuracy; ties go to fewer steps, then the smaller learning rate."""
-    return max(acc, key=lambda a: (acc[a], -a[0], -a[1]))
+    return max(sorted(acc), key=lambda a: (acc[a], -a[1], -a[2]))
 
 
-def strongest_per_steps(acc: Mapping[Attack, float]) -> dict[int, float]:
-    """For each step count, the learning rate of its strongest attack (the tamper curve to plot)."""
-    return {k: strongest_attack({a: v for a, v in acc.items() if a[0] == k})[1] for k in sorted({a[0] for a in acc})}
+def strongest_per_steps(acc: Mapping[Attack, float]) -> dict[int, Attack]:
+    """For each step count, its strongest attack (the tamper curve to plot)."""
+    return {k: strongest_attack({a: v for a, v in acc.items() if a[1] == k}) for k in sorted({a[1] for a in acc})}
 
 
-def attack_items(store: RunStore, recipe: str) -> dict[Attack, dict[str, dict]]:
-    """Per attack, the held-out items' rows by item id (from `evals/<recipe>/tamper_items.parquet`)."""
+def attack_items(store: RunStore, model: str) -> dict[Attack, dict[str, dict]]:
+    """Per attack, the held-out items' rows by item id (from `evals/<model>/tamper_items.parquet`)."""
     out: dict[Attack, dict[str, dict]] = {}
-    for r in store.read_parquet(f"evals/{recipe}/tamper_items.parquet").to_pylist():
-        out.setdefault((int(r["steps"]), float(r["lr"])), {})[r["id"]] = r
+    for r in store.read_parquet(f"evals/{model}/tamper_items.parquet").to_pylist():
+        out.setdefault((r.get("attack") or "qa_other", int(r["steps"]), float(r["lr"])), {})[r["id"]] = r
     return out
 
 
