@@ -64,6 +64,17 @@ def test_rerun_is_a_noop_with_identical_results(smoke_run):
     assert (smoke_run / "summary.json").read_bytes() == before
 
 
+def test_changing_the_recipe_list_never_redoes_the_other_recipes_models(smoke_run, tmp_path):
+    """Each model's inputs are the files it reads (its token files, the tokenizer), not whole stages."""
+    out = tmp_path / "run"
+    shutil.copytree(smoke_run, out)
+    r = _run(out, "--set", 'recipes.names=["web", "textbook", "filtered_web", "mix"]')
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "▶ generate" in r.stderr and "▶ tokenize" in r.stderr  # the corpora and token files are rebuilt...
+    for stage in ("train", "eval", "tamper"):  # ...but no model is retrained, re-evaluated or attacked again
+        assert f"▶ {stage}/" not in r.stderr, stage
+
+
 def test_runtime_knobs_never_redo_a_finished_stage(smoke_run):
     """`runtime.*` says how to run, not what to compute: changing it re-runs nothing."""
     before = (smoke_run / "summary.json").read_bytes()

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
-from cleanroom.config import SCRATCH, ExperimentConfig
+from cleanroom.config import SCRATCH, ExperimentConfig, base_recipe
 from cleanroom.contract import CANCEL, StageResult
 from cleanroom.store import Manifest, RunStore, StoreError, write_text
 from cleanroom.ui import say
@@ -42,6 +42,9 @@ class Stage:
     parallel: bool = False  # per-item keys may run at once (`runtime.jobs`)
     version: str = "1"  # bump when a stage's code changes its outputs
     doc: str = ""
+    # the outputs of a dependency one item reads ({corpus}: the item's corpus recipe, {base}: an arm's base
+    # recipe); the item's inputs hash only those, so adding a recipe never redoes the other recipes' work
+    reads: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @property
     def per_recipe(self) -> bool:
@@ -60,15 +63,18 @@ STAGES: dict[str, Stage] = {
         Stage("tokenize", "cleanroom.tokenize.stage:run_tokenize", ("generate", "curate"), ("tokenizer",),
               doc="BPE tokenizer on the union of corpora; token files per recipe"),
         Stage("train", "cleanroom.train.stage:run_train", ("tokenize",), ("model", "train"), over="recipes",
-              parallel=True, doc="one Llama-style model per recipe; HF export"),
+              parallel=True, doc="one Llama-style model per recipe; HF export",
+              reads=(("tokenize", ("tokenizer.json", "tokens/{corpus}.")),)),
         Stage("safeguard", "cleanroom.safeguard.stage:run_safeguard", ("model", "tokenize", "world", "curate"),
               ("safeguard", "eval"), over="arms", parallel=True,
-              doc="a post-hoc safeguard (unlearning, refusal) on a trained model"),
+              doc="a post-hoc safeguard (unlearning, refusal) on a trained model",
+              reads=(("tokenize", ("tokenizer.json",)), ("curate", ("curated/{base}/", "curation/filtered_web/")))),
         Stage("eval", "cleanroom.evals.stage:run_eval", ("model", "world"), ("eval",), over="models",
               parallel=True, doc="every task's per-item scores"),
         Stage("tamper", "cleanroom.tamper.stage:run_tamper", ("model", "world", "tokenize"), ("tamper", "eval"),
               over="attacked", parallel=True, version="4",
-              doc="fine-tuning attacks on restricted-domain text; held-out accuracy curves"),
+              doc="fine-tuning attacks on restricted-domain text; held-out accuracy curves",
+              reads=(("tokenize", ("tokenizer.json",)),)),
         Stage("report", "cleanroom.report.stage:run_report", ("eval", "tamper", "generate"), ("eval",),
               doc="summary.json, report.md, report.html, figures"),
     ]
@@ -190,13 +196,16 @@ class Pipeline:
         return m
 
     def _inputs(self, key: str) -> dict[str, str]:
-        """Digests of the key's prerequisites, settling them first."""
-        name, _, recipe = key.partition("/")
+        """Digests of the key's prerequisites (of the files it reads from them), settling them first."""
+        name, _, item = key.partition("/")
+        reads = dict(STAGES[name].reads)
         inputs = {}
-        for dk in self._dep_keys(STAGES[name], recipe or None):
+        for dk in self._dep_keys(STAGES[name], item or None):
             m = self._ensure_key(dk)
             if m is not None:
-                inputs[dk] = m.digest
+                prefixes = reads.get(dk.partition("/")[0])
+                inputs[dk] = m.digest_of(None if prefixes is None else tuple(
+                    p.format(corpus=base_recipe(item), base=item.partition("+")[0]) for p in prefixes))
         return inputs
 
     def _fingerprint(self, stage: Stage) -> str:

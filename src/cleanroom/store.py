@@ -131,9 +131,15 @@ class Manifest(BaseModel):
     @property
     def digest(self) -> str:
         """One hash over the stage's outputs: downstream stages key their inputs on it."""
+        return self.digest_of(None)
+
+    def digest_of(self, prefixes: tuple[str, ...] | None) -> str:
+        """One hash over the outputs whose paths start with one of `prefixes` (all outputs when None):
+        what a downstream stage that reads only those files keys its inputs on."""
         h = hashlib.sha256()
         for rel in sorted(self.outputs):
-            h.update(f"{rel}\0{self.outputs[rel].sha256}\n".encode())
+            if prefixes is None or rel.startswith(prefixes):
+                h.update(f"{rel}\0{self.outputs[rel].sha256}\n".encode())
         return h.hexdigest()[:16]
 
 
