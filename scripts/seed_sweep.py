@@ -1,18 +1,20 @@
 """Verdict stability over seeds: run an experiment per seed and print Markdown tables.
 
     .venv/bin/python scripts/seed_sweep.py                       # default preset, seeds 0 1 2 -> runs/seed-<s>
-    .venv/bin/python scripts/seed_sweep.py --preset validate     # with every control -> runs/validate-seed-<s>
+    .venv/bin/python scripts/seed_sweep.py --preset validate     # + controls, safeguards -> runs/validate-seed-<s>
     .venv/bin/python scripts/seed_sweep.py --seeds 0 1 2 3 --set runtime.jobs=2
 
 Finished runs are reused (the stage runner skips what is up to date), so the tables can be printed again
-for free. The second table is the instrument's own record: the null control's claim statistics (which
-must be inconclusive; any that is not is a false positive), whether the leaky control's contamination
-was detected, and what the diversity control did.
+for free; a `validate` run starts from a copy of the same seed's finished default run, whose models it
+shares, so only the controls and safeguards are trained. The second table is the instrument's own
+record: the null controls' claim statistics (which must be inconclusive; any that is not is a false
+positive), whether the leaky control's contamination was detected, and what the diversity control did.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +45,9 @@ def main() -> None:
     false_pos = tested = 0
     for seed in args.seeds:
         out = args.runs / f"{prefix}-{seed}"
+        default_run = args.runs / f"seed-{seed}"
+        if args.preset != "default" and not out.exists() and (default_run / "summary.json").exists():
+            shutil.copytree(default_run, out)
         cmd = [sys.executable, "-m", "cleanroom.cli", "run", "--preset", args.preset, "--out", str(out),
                "--set", f"seed={seed}"] + [x for s in args.sets for x in ("--set", s)]
         subprocess.run(cmd, check=True)
