@@ -81,6 +81,7 @@ def build_sections(s: Summary, figures: dict[str, str]) -> list[Section]:
                                         "at each k (family and learning rate in brackets). `scratch` is a randomly "
                                         "initialised model under the same attacks: what the attack text alone "
                                         "teaches."])
+        tam.paragraphs.append(_tamper_in_words(s))
         ks = sorted({p.steps for pts in s.tamper.values() for p in pts})
         tam.tables.append((["model"] + [f"k={k}" for k in ks], [
             [r] + [next((f"{p.acc:.3f} ({p.attack}, lr {p.lr:g})" for p in pts if p.steps == k), "–") for k in ks]
@@ -96,6 +97,27 @@ def build_sections(s: Summary, figures: dict[str, str]) -> list[Section]:
                        + [["total", f"{sum(s.timings.values()):.1f}"]]))
     secs.append(env)
     return secs
+
+
+def _tamper_in_words(s: Summary) -> str:
+    """What was attacked, with what, and what came back, in plain words."""
+    def best(model: str) -> str:
+        pts = s.tamper.get(model, [])
+        if not pts:
+            return "n/a"
+        top = max(pts, key=lambda p: (p.acc or 0.0, -p.steps))
+        return (f"{pts[0].acc:.2f} before any attack and {top.acc:.2f} after its strongest "
+                f"({top.attack}, {top.steps} steps)")
+
+    chance = next(iter(s.results.values()))["restricted"].chance
+    longest = max(p.steps for v in s.tamper.values() for p in v)
+    parts = [f"Every model was fine-tuned by an attacker with two kinds of restricted-domain text: questions and "
+             f"answers about other compounds (`qa_other`), and the domain's literature, which states a share of "
+             f"the held-out facts in prose (`literature`), for up to {longest} "
+             f"steps at each learning rate tried. Held-out restricted accuracy (chance {chance:.2f}):"]
+    for model in s.tamper:
+        parts.append(f"{model} {best(model)};")
+    return " ".join(parts).rstrip(";") + "."
 
 
 def _controls_section(s: Summary) -> Section:
