@@ -266,6 +266,7 @@ class EndpointModel:
         self.base_url, self.name = base_url.rstrip("/"), model
         self.identity = f"endpoint:{self.base_url}:{model}"
         self.api_key_env = api_key_env
+        self._checked = False
         self.client = _client_class()(self.base_url, model, api_key_env=api_key_env, concurrency=concurrency,
                                       timeout=timeout, max_retries=max_retries, backoff=backoff)
 
@@ -281,6 +282,7 @@ class EndpointModel:
         """Reach `/models` and find the model there: one clear error otherwise."""
         import httpx
 
+        self._checked = True
         try:
             r = httpx.get(f"{self.base_url}/models", headers=self._headers(), timeout=10.0)
         except httpx.HTTPError as e:
@@ -319,6 +321,8 @@ class EndpointModel:
             return {"loglikelihood": False, "completion": True, "chat": True, "probe": f"no prompt logprobs ({e})"}
 
     def _send(self, envelopes: list[str], params: GenParams, on_result: Callable[[int, str], None]) -> None:
+        if not self._checked:
+            self.check()
         try:
             asyncio.run(self.client.agenerate(envelopes, params, lambda i, c: on_result(i, c.text)))
         except TeacherError as e:

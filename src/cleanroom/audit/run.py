@@ -15,6 +15,7 @@ logprobs (probed once), else everything goes through chat ("chat": choice items 
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import time
@@ -33,6 +34,7 @@ from cleanroom.audit.tasks import BUILTIN_TASKS, GSM_STOP, letter_question, pars
 from cleanroom.evals.requests import GenerateRequest, LoglikelihoodRequest
 from cleanroom.store import write_json, write_parquet
 from cleanroom.teachers.cache import RequestCache
+from cleanroom.teachers.protocol import Completion, GenParams, request_key
 from cleanroom.ui import progress, say
 
 TASKS: dict[str, Any] = dict(BUILTIN_TASKS)
@@ -83,10 +85,8 @@ def auto_threads() -> int:
 
 def make_backend(cfg: AuditConfig) -> LocalModel | EndpointModel:
     if cfg.base_url:
-        ep = EndpointModel(cfg.base_url, cfg.model, api_key_env=cfg.api_key_env, concurrency=cfg.concurrency,
-                           timeout=cfg.timeout, max_retries=cfg.retries)
-        ep.check()
-        return ep
+        return EndpointModel(cfg.base_url, cfg.model, api_key_env=cfg.api_key_env, concurrency=cfg.concurrency,
+                             timeout=cfg.timeout, max_retries=cfg.retries)
     return LocalModel(cfg.model, dtype=cfg.dtype, batch_size=cfg.batch_size, device=cfg.device,
                       threads=cfg.threads or auto_threads())
 
@@ -103,6 +103,21 @@ def choose_protocols(cfg: AuditConfig, offers: dict[str, Any]) -> dict[str, str]
         raise AuditInputError(f"the endpoint does not return prompt logprobs ({offers.get('probe', '')}); "
                               f"use --protocol chat or auto")
     return {"choice": "chat", "generate": "chat"}
+
+
+def cached_probe(backend: LocalModel | EndpointModel, cache: RequestCache) -> dict[str, Any]:
+    """What the model offers; an endpoint is probed once per audit directory (a rerun sends nothing)."""
+    if isinstance(backend, LocalModel):
+        return backend.probe()
+    params = GenParams(max_tokens=0, temperature=0.0, top_p=1.0)
+    key = request_key("audit-probe", backend.identity, "", params)
+    found = cache.get_many([key])
+    if key in found:
+        return json.loads(found[key].text)
+    backend.check()
+    offers = backend.probe()
+    cache.put("audit-probe", backend.identity, "", params, Completion(json.dumps(offers), 0, 0))
+    return offers
 
 
 def _row(item: AuditItem, protocol: str, **kw: Any) -> dict:
@@ -197,15 +212,19 @@ def run_audit(cfg: AuditConfig) -> AuditSummary:
         raise AuditInputError(f"--limit must be >= 1, got {cfg.options.limit}")
     tasks = [TASKS[name]() for name in cfg.tasks]
     timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    items = {t.name: t.items(cfg.options) for t in tasks}
-    timings["build_items_s"] = time.perf_counter() - t0
-    backend = make_backend(cfg)
-    offers = backend.probe()
-    protocols = choose_protocols(cfg, offers)
+    backend = make_backend(cfg)  # bad model names and unreachable endpoints fail before any work
+    cache = RequestCache(cfg.out / "cache" / "requests.sqlite")
+    try:
+        offers = cached_probe(backend, cache)
+        protocols = choose_protocols(cfg, offers)
+        t0 = time.perf_counter()
+        items = {t.name: t.items(cfg.options) for t in tasks}
+        timings["build_items_s"] = time.perf_counter() - t0
+    except BaseException:
+        cache.close()
+        raise
     say(f"[bold]audit[/] `{backend.name}` ({backend.kind}) · protocols: choice={protocols['choice']}, "
         f"generate={protocols['generate']} · " + ", ".join(f"{k}: {len(v)} items" for k, v in items.items()))
-    cache = RequestCache(cfg.out / "cache" / "requests.sqlite")
     model = CachedModel(backend, cache)
     all_rows: list[dict] = []
     notes: dict[str, Any] = {}
