@@ -122,12 +122,51 @@ class LocalModel:
         return {"loglikelihood": True, "completion": True, "chat": True}
 
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest], on_result: OnResult) -> None:
+        """Items whose options are all one token (" A".." D") are scored from one context pass each
+        (`_next_token`); the rest go to HFAdapter's packed scorer (one pass per item for all options)."""
         self._ensure()
-        before = self._adapter.counts.forward_calls
-        out = self._adapter.loglikelihood(list(requests))
-        self.model_calls += self._adapter.counts.forward_calls - before
-        for i, r in enumerate(out):
-            on_result(i, r)
+        encoded = self._adapter.encode_requests(list(requests))
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, (ctx, _) in enumerate(encoded):
+            groups.setdefault(tuple(ctx), []).append(i)
+        single = [g for g in groups if all(len(encoded[i][1]) == 1 for i in groups[g])]
+        rest = [i for g in groups if g not in set(single) for i in groups[g]]
+        if single:
+            self._next_token(single, groups, encoded, on_result)
+        if rest:
+            before = self._adapter.counts.forward_calls
+            out = self._adapter.loglikelihood([requests[i] for i in rest])
+            self.model_calls += self._adapter.counts.forward_calls - before
+            for i, r in zip(rest, out, strict=True):
+                on_result(i, r)
+
+    def _next_token(self, contexts: list[tuple[int, ...]], groups: dict, encoded: list, on_result: OnResult) -> None:
+        """Log-probabilities of one-token continuations: each context runs once, left-padded, and only its
+        last position goes through the vocabulary head."""
+        import torch
+
+        pad, room = self._adapter.codec.pad_id, self._adapter.max_len - 1
+        order = sorted(contexts, key=len, reverse=True)
+        for s in range(0, len(order), self.batch_size):
+            batch = [list(c)[-room:] for c in order[s:s + self.batch_size]]
+            T = max(len(c) for c in batch)
+            ids = torch.full((len(batch), T), pad, dtype=torch.long)
+            mask = torch.zeros((len(batch), T), dtype=torch.long)
+            for b, c in enumerate(batch):
+                ids[b, T - len(c):] = torch.tensor(c)
+                mask[b, T - len(c):] = 1
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            dev = self.device
+            with torch.inference_mode():
+                logits = self.lm(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=positions.to(dev),
+                                 logits_to_keep=1, use_cache=False).logits[:, -1].float()
+            self.model_calls += 1
+            logp = torch.log_softmax(logits, dim=-1).cpu()
+            best = logp.argmax(-1)
+            for b, ctx in enumerate(order[s:s + self.batch_size]):
+                for i in groups[ctx]:
+                    t = encoded[i][1][0]
+                    on_result(i, Loglikelihood(float(logp[b, t]), 1, bool(best[b] == t)))
 
     def _generate(self, texts: list[str], until: Sequence[str], max_tokens: int, add_bos: bool) -> list[str]:
         import torch
