@@ -221,8 +221,11 @@ def audit_cmd(
             _fail(f"unexpected argument {dirs[0]} (audit directories go with --compare)", 2)
         if not model:
             _fail("--model is required (a local model dir, .gguf, smollm2, or the endpoint's model name)", 2)
+        import os
+
         import torch
 
+        os.environ.setdefault("TQDM_DISABLE", "1")  # GGUF de-quantization bars; the audit has its own
         from cleanroom.audit.items import TaskOptions
         from cleanroom.audit.run import AuditConfig, run_audit
 

@@ -45,6 +45,7 @@ from cleanroom.teachers.cache import RequestCache
 from cleanroom.teachers.protocol import Completion, GenParams, TeacherError, request_key
 
 OnResult = Callable[[int, Any], None]
+_PLAIN_HEAD = {"llama", "mistral", "qwen2", "qwen3"}  # logits = lm_head(last hidden state), nothing else
 LL_PARAMS = GenParams(max_tokens=0, temperature=0.0, top_p=1.0)
 
 
@@ -141,25 +142,28 @@ class LocalModel:
                 on_result(i, r)
 
     def _next_token(self, contexts: list[tuple[int, ...]], groups: dict, encoded: list, on_result: OnResult) -> None:
-        """Log-probabilities of one-token continuations: each context runs once, left-padded, and only its
-        last position goes through the vocabulary head."""
+        """Log-probabilities of one-token continuations: each context runs once (right-padded, plain causal
+        attention: padding never reaches a real position), and only its last position goes through the
+        vocabulary head."""
         import torch
 
         pad, room = self._adapter.codec.pad_id, self._adapter.max_len - 1
+        plain = getattr(self.lm.config, "model_type", "") in _PLAIN_HEAD and hasattr(self.lm, "model")
         order = sorted(contexts, key=len, reverse=True)
         for s in range(0, len(order), self.batch_size):
             batch = [list(c)[-room:] for c in order[s:s + self.batch_size]]
             T = max(len(c) for c in batch)
             ids = torch.full((len(batch), T), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), T), dtype=torch.long)
             for b, c in enumerate(batch):
-                ids[b, T - len(c):] = torch.tensor(c)
-                mask[b, T - len(c):] = 1
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            dev = self.device
+                ids[b, :len(c)] = torch.tensor(c)
+            rows = torch.arange(len(batch))
+            last = torch.tensor([len(c) - 1 for c in batch])
             with torch.inference_mode():
-                logits = self.lm(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=positions.to(dev),
-                                 logits_to_keep=1, use_cache=False).logits[:, -1].float()
+                if plain:  # the head only where it is read (it is the largest matmul of a small model)
+                    hidden = self.lm.model(input_ids=ids.to(self.device), use_cache=False).last_hidden_state
+                    logits = self.lm.lm_head(hidden[rows, last]).float()
+                else:
+                    logits = self.lm(input_ids=ids.to(self.device), use_cache=False).logits[rows, last].float()
             self.model_calls += 1
             logp = torch.log_softmax(logits, dim=-1).cpu()
             best = logp.argmax(-1)

@@ -225,7 +225,9 @@ def run_audit(cfg: AuditConfig) -> AuditSummary:
         raise
     say(f"[bold]audit[/] `{backend.name}` ({backend.kind}) · protocols: choice={protocols['choice']}, "
         f"generate={protocols['generate']} · " + ", ".join(f"{k}: {len(v)} items" for k, v in items.items()))
-    model = CachedModel(backend, cache)
+    # chunks: whole batches for a local model, enough envelopes to keep every connection busy for an endpoint
+    chunk = 8 * cfg.batch_size if isinstance(backend, LocalModel) else 16 * cfg.concurrency
+    model = CachedModel(backend, cache, chunk=chunk)
     all_rows: list[dict] = []
     notes: dict[str, Any] = {}
     sources: list[dict[str, str]] = []
