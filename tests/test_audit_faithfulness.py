@@ -22,33 +22,20 @@ from cleanroom.audit.tasks import MMLUTask
 
 pytestmark = pytest.mark.slow
 
-LETTER_YAML = """task: faithful_letter
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {data}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "The following are multiple choice questions (with answers) about {{{{subject}}}}.\\n\\n{{{{question.strip()}}}}\\nA. {{{{choices[0]}}}}\\nB. {{{{choices[1]}}}}\\nC. {{{{choices[2]}}}}\\nD. {{{{choices[3]}}}}\\nAnswer:"
-doc_to_choice: ["A", "B", "C", "D"]
-doc_to_target: answer
-metric_list:
-  - metric: acc
-"""
-CLOZE_YAML = """task: faithful_cloze
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {data}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "The following are questions (with answers) about {{{{subject}}}}.\\n\\nQuestion: {{{{question.strip()}}}}\\nAnswer:"
-doc_to_choice: "{{{{choices}}}}"
-doc_to_target: answer
-metric_list:
-  - metric: acc
-  - metric: acc_norm
-"""
+def _task_config(name: str, data: Path, cloze: bool) -> str:
+    """An lm-eval task over a local jsonl file, in lm-eval's MMLU formats (JSON is valid YAML)."""
+    if cloze:
+        text = ("The following are questions (with answers) about {{subject}}.\n\n"
+                "Question: {{question.strip()}}\nAnswer:")
+        choice, metrics = "{{choices}}", [{"metric": "acc"}, {"metric": "acc_norm"}]
+    else:
+        text = ("The following are multiple choice questions (with answers) about {{subject}}.\n\n"
+                "{{question.strip()}}\nA. {{choices[0]}}\nB. {{choices[1]}}\nC. {{choices[2]}}\n"
+                "D. {{choices[3]}}\nAnswer:")
+        choice, metrics = ["A", "B", "C", "D"], [{"metric": "acc"}]
+    return json.dumps({"task": name, "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(data)}},
+                       "test_split": "test", "output_type": "multiple_choice", "doc_to_text": text,
+                       "doc_to_choice": choice, "doc_to_target": "answer", "metric_list": metrics})
 
 
 class _Originals:
@@ -86,8 +73,8 @@ def test_audit_matches_lm_evaluation_harness_on_smollm2(tmp_path: Path):
     data = tmp_path / "mmlu.jsonl"
     data.write_text("".join(json.dumps({"question": q.question, "choices": list(q.choices), "answer": q.gold,
                                         "subject": q.subject}) + "\n" for q in questions))
-    (tmp_path / "letter.yaml").write_text(LETTER_YAML.format(data=data))
-    (tmp_path / "cloze.yaml").write_text(CLOZE_YAML.format(data=data))
+    (tmp_path / "letter.yaml").write_text(_task_config("faithful_letter", data, cloze=False))
+    (tmp_path / "cloze.yaml").write_text(_task_config("faithful_cloze", data, cloze=True))
 
     model = LocalModel("smollm2", threads=int(os.environ.get("CLEANROOM_THREADS", "0")))
     model._ensure()
