@@ -7,6 +7,7 @@ Servers bind 127.0.0.1 on free ports and are shut down by the fixtures; request 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import httpx
@@ -183,3 +184,19 @@ def test_endpoint_unknown_model_is_bad_input(served):
 
     with pytest.raises(AuditInputError, match="serves: tiny"):
         EndpointModel(url, "gpt-9").check()
+
+
+def test_throughput_bench_prints_one_json_line():
+    need_benchmarks()
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / "bench" / "audit_throughput.py"), "--quick", "--items", "4",
+                        "--threads", "1"], capture_output=True, text=True, timeout=600, cwd=root)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 1
+    out = json.loads(lines[0])
+    assert out["bench"] == "audit_throughput" and out["items"] == 8 and out["requests"] == 32
+    assert out["max_abs_logprob_diff_vs_naive"] < 1e-3 and out["speedup_vs_naive"] > 0
+    assert "lm_eval" in out
