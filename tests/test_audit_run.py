@@ -200,3 +200,18 @@ def test_throughput_bench_prints_one_json_line():
     assert out["bench"] == "audit_throughput" and out["items"] == 8 and out["requests"] == 32
     assert out["max_abs_logprob_diff_vs_naive"] < 1e-3 and out["speedup_vs_naive"] > 0
     assert "lm_eval" in out
+
+
+def test_concurrent_echo_requests_all_succeed(served):
+    """A burst of echo + generation requests: handler threads (logprobs) and the batching worker share the model."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, url = served
+    body = {"model": "tiny", "max_tokens": 1, "temperature": 0, "echo": True, "logprobs": 1}
+
+    def one(k: int) -> int:
+        return httpx.post(f"{url}/completions", json={**body, "prompt": f"Question {k}: what is {k} + {k}?"},
+                          timeout=60).status_code
+
+    with ThreadPoolExecutor(12) as pool:
+        assert list(pool.map(one, range(24))) == [200] * 24

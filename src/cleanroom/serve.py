@@ -115,7 +115,8 @@ class ModelServer:
     def complete(self, texts: list[str], max_tokens: int, temperature: float, top_p: float,
                  stop: tuple[str, ...], seed: int | None, repetition_penalty: float | None = None) -> list[Completion]:
         for t in texts:
-            n_prompt = len(self.tok(t, add_special_tokens=False)["input_ids"])
+            with self._model_lock:  # the tokenizer is not safe to share between threads
+                n_prompt = len(self.tok(t, add_special_tokens=False)["input_ids"])
             if n_prompt + max_tokens > self.context:
                 raise RequestError(400, f"prompt ({n_prompt} tokens) + max_tokens ({max_tokens}) exceeds the "
                                         f"model's context of {self.context} tokens", "max_tokens",
@@ -136,27 +137,30 @@ class ModelServer:
         """OpenAI legacy `logprobs` over prompt + completion: tokens, token_logprobs, top_logprobs, text_offset."""
         import torch
 
-        enc = self.tok(prompt, add_special_tokens=True, return_offsets_mapping=True)
-        ids, offsets = list(enc["input_ids"]), [int(a) for a, _ in enc["offset_mapping"]]
-        if completion:
-            extra = self.tok(completion, add_special_tokens=False, return_offsets_mapping=True)
-            ids += list(extra["input_ids"])
-            offsets += [len(prompt) + int(a) for a, _ in extra["offset_mapping"]]
-        if len(ids) > self.context:
-            raise RequestError(400, f"prompt + completion ({len(ids)} tokens) exceeds the model's context of "
-                                    f"{self.context} tokens", "prompt", "context_length_exceeded")
-        with self._model_lock, torch.inference_mode():
-            logits = self.lm(input_ids=torch.tensor([ids], device=self.lm.device)).logits[0].float()
-        logp = torch.log_softmax(logits, dim=-1)
-        tokens = [self.tok.decode([i]) for i in ids]
-        token_logprobs: list[float | None] = [None]
-        top: list[dict | None] = [None]
-        for t in range(1, len(ids)):
-            row = logp[t - 1]
-            token_logprobs.append(float(row[ids[t]]))
-            if top_n:
-                vals, idx = row.topk(top_n)
-                top.append({self.tok.decode([int(i)]): float(v) for v, i in zip(vals, idx, strict=True)})
+        # the lock also covers the tokenizer: a fast tokenizer used from two threads at once fails
+        # ("Already borrowed"), and the batching worker tokenizes too
+        with self._model_lock:
+            enc = self.tok(prompt, add_special_tokens=True, return_offsets_mapping=True)
+            ids, offsets = list(enc["input_ids"]), [int(a) for a, _ in enc["offset_mapping"]]
+            if completion:
+                extra = self.tok(completion, add_special_tokens=False, return_offsets_mapping=True)
+                ids += list(extra["input_ids"])
+                offsets += [len(prompt) + int(a) for a, _ in extra["offset_mapping"]]
+            if len(ids) > self.context:
+                raise RequestError(400, f"prompt + completion ({len(ids)} tokens) exceeds the model's context of "
+                                        f"{self.context} tokens", "prompt", "context_length_exceeded")
+            with torch.inference_mode():
+                logits = self.lm(input_ids=torch.tensor([ids], device=self.lm.device)).logits[0].float()
+            logp = torch.log_softmax(logits, dim=-1)
+            tokens = [self.tok.decode([i]) for i in ids]
+            token_logprobs: list[float | None] = [None]
+            top: list[dict | None] = [None]
+            for t in range(1, len(ids)):
+                row = logp[t - 1]
+                token_logprobs.append(float(row[ids[t]]))
+                if top_n:
+                    vals, idx = row.topk(top_n)
+                    top.append({self.tok.decode([int(i)]): float(v) for v, i in zip(vals, idx, strict=True)})
         return {"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": top if top_n else None,
                 "text_offset": offsets}
 
@@ -210,7 +214,8 @@ def handle_completions(body: dict, server: ModelServer) -> dict:
         raise RequestError(400, f"logprobs must be an integer in [0, 5], got {top_n!r}", "logprobs")
     if echo and body.get("max_tokens") == 0:  # score the prompt only (OpenAI legacy / lm-eval style)
         p = _validate_common({**body, "max_tokens": 1}, server)
-        outs = [Completion("", len(server.tok(t)["input_ids"]), 0, "length") for t in prompts]
+        with server._model_lock:
+            outs = [Completion("", len(server.tok(t)["input_ids"]), 0, "length") for t in prompts]
     else:
         p = _validate_common(body, server)
         outs = server.complete(prompts, **p)
