@@ -10,7 +10,7 @@ from pathlib import Path
 
 from cleanroom.audit.items import ORIGINAL
 from cleanroom.audit.stats import compare_gaps, verdict
-from cleanroom.audit.summary import AuditSummary, FamilyResult, cluster_gaps
+from cleanroom.audit.summary import AuditSummary, FamilyResult, cluster_gaps, load_rows
 from cleanroom.store import write_bytes, write_json, write_text
 
 
@@ -142,8 +142,6 @@ def write_report(out: Path, summary: AuditSummary) -> None:
 def compare_audits(dirs: list[Path], n_boot: int = 2000) -> list[dict]:
     """For the first audit (A) against each other (B): per task/formulation/twin family, A's gap minus B's
     over the source items both answered, its CI, and the verdict on "A's gap is larger than B's"."""
-    from cleanroom.audit.run import load_rows
-
     loaded = [(d, load_rows(d), AuditSummary.model_validate_json((d / "summary.json").read_text())) for d in dirs]
     (da, rows_a, sa), others = loaded[0], loaded[1:]
     out = []

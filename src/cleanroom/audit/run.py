@@ -26,9 +26,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from cleanroom.audit.errors import AuditError, AuditInputError
+from cleanroom.audit.errors import AuditInputError
 from cleanroom.audit.items import AuditItem, AuditTask, TaskOptions
 from cleanroom.audit.models import CachedModel, EndpointModel, LocalModel
+from cleanroom.audit.report import write_report
 from cleanroom.audit.summary import AuditSummary, summarize_rows
 from cleanroom.audit.tasks import BUILTIN_TASKS, GSM_STOP, letter_question, parse_letter
 from cleanroom.evals.requests import GenerateRequest, LoglikelihoodRequest
@@ -257,23 +258,5 @@ def run_audit(cfg: AuditConfig) -> AuditSummary:
         requests={**model.counts, "model_calls": backend.model_calls, "offers": offers},
         environment=_environment(), sources=sources, notes=notes)
     write_json(cfg.out / "summary.json", summary.model_dump(mode="json"))
-    from cleanroom.audit.report import write_report
-
     write_report(cfg.out, summary)
     return summary
-
-
-def load_rows(audit_dir: Path) -> list[dict]:
-    """Every item row of a finished audit directory."""
-    import pyarrow.parquet as pq
-
-    files = sorted((audit_dir / "items").glob("*.parquet"))
-    if not files:
-        raise AuditInputError(f"{audit_dir} is not an audit directory (no items/*.parquet)")
-    rows: list[dict] = []
-    for f in files:
-        try:
-            rows += pq.read_table(f).to_pylist()
-        except (pa.ArrowInvalid, OSError) as e:
-            raise AuditError(f"corrupted file {f}: not readable as Parquet ({e})") from None
-    return rows

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
+from cleanroom.audit.errors import AuditError, AuditInputError
 from cleanroom.audit.items import ORIGINAL
 from cleanroom.audit.stats import accuracy_ci, cluster_pairs, mcnemar, paired_gap, verdict
 
@@ -120,3 +124,17 @@ def cluster_gaps(rows: list[dict], task: str, variant: str, family: str) -> dict
     keys, o, t, _ = cluster_pairs([r["source_id"] for r in rs], [r["family"] for r in rs],
                                   [bool(r["correct"]) for r in rs], family)
     return {k: float(a - b) for k, a, b in zip(keys, o, t, strict=True)}
+
+
+def load_rows(audit_dir: Path) -> list[dict]:
+    """Every item row of a finished audit directory."""
+    files = sorted((audit_dir / "items").glob("*.parquet"))
+    if not files:
+        raise AuditInputError(f"{audit_dir} is not an audit directory (no items/*.parquet)")
+    rows: list[dict] = []
+    for f in files:
+        try:
+            rows += pq.read_table(f).to_pylist()
+        except (pa.ArrowInvalid, OSError) as e:
+            raise AuditError(f"corrupted file {f}: not readable as Parquet ({e})") from None
+    return rows
