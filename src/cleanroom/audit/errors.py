@@ -1,0 +1,13 @@
+"""The audit's user-facing errors: one line each; the CLI prints them without a traceback (exit code 2)."""
+
+from __future__ import annotations
+
+from cleanroom.evals.adapters import EvalError
+
+
+class AuditError(EvalError):
+    """A runtime problem (missing package, unreachable endpoint, failed requests)."""
+
+
+class AuditInputError(AuditError):
+    """Bad input from the user (unknown task, model or option value)."""

@@ -1,0 +1,168 @@
+"""The audit's report card: `report.md`, a self-contained `report.html` (figures inlined), `figures/*.png`,
+and the `--compare` verdicts between audits."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+
+from cleanroom.audit.items import ORIGINAL
+from cleanroom.audit.stats import compare_gaps, verdict
+from cleanroom.audit.summary import AuditSummary, FamilyResult, cluster_gaps, load_rows
+from cleanroom.store import write_bytes, write_json, write_text
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def _figure(summary: AuditSummary, task: str, variant: str) -> bytes:
+    """Accuracy per family (original first) with 95% CIs and the chance line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rs = [r for r in summary.results if r.task == task and r.variant == variant]
+    ts = next(t for t in summary.tasks if t.task == task and t.variant == variant)
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(rs) + 1.5), 3.2))
+    xs = range(len(rs))
+    colors = ["#2b6cb0" if r.family == ORIGINAL else "#dd6b20" for r in rs]
+    ax.bar(xs, [r.acc for r in rs], color=colors,
+           yerr=[[r.acc - r.ci_low for r in rs], [r.ci_high - r.acc for r in rs]], capsize=3)
+    if ts.chance:
+        ax.axhline(ts.chance, color="grey", linestyle="--", linewidth=1, label=f"chance {ts.chance:.2f}")
+        ax.legend(loc="upper right", fontsize=8)
+    ax.set_xticks(list(xs), [r.family.replace("_", "\n") for r in rs], fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy (95% CI)")
+    ax.set_title(f"{task} · {variant}: benchmark (blue) vs fresh twins (orange)", fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _row_md(r: FamilyResult) -> str:
+    gap = "" if r.gap is None else f"{r.gap:+.3f} [{r.gap_ci_low:+.3f}, {r.gap_ci_high:+.3f}] {r.gap_verdict}"
+    mc = "" if r.mcnemar_p is None else f"b={r.mcnemar_b} c={r.mcnemar_c} p={r.mcnemar_p:.3g}"
+    extra = []
+    if r.alt_acc is not None:
+        extra.append(f"alt {r.alt_acc:.3f}")
+    if r.consistency is not None:
+        extra.append(f"consistency {r.consistency:.3f}")
+    if r.unparsed_rate:
+        extra.append(f"unparsed {r.unparsed_rate:.1%}")
+    return (f"| {r.family} | {r.n} | {r.acc:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}] | {r.n_pairs or ''} | {gap} "
+            f"| {mc} | {', '.join(extra)} |")
+
+
+def render_markdown(s: AuditSummary) -> str:
+    lines = [f"# Audit: `{s.model}`", "",
+             f"Backend `{s.backend}`; protocols: choice items by **{s.protocols.get('choice')}**, generated "
+             f"answers by **{s.protocols.get('generate')}**. Options: " +
+             ", ".join(f"{k}={v}" for k, v in s.options.items() if k not in ("formulations",)) + ".", "",
+             "Gap = accuracy on the benchmark items minus accuracy on their fresh twins, over paired source "
+             "items, with a 95% cluster-bootstrap CI (cluster = source item). *supported* = the benchmark score "
+             "runs ahead of the twin; *not supported* = the twin scores higher; *inconclusive* = the CI contains "
+             "0. McNemar (exact) for families with one twin per item. `alt` = plain acc for the cloze format "
+             "(primary: length-normalised), strict `#### N` match for GSM8K (primary: last number).", ""]
+    for t in s.tasks:
+        sig = ("carries signal: the benchmark accuracy's CI is above chance" if t.signal else
+               "**no signal**: the benchmark accuracy's CI reaches chance, so its twin gaps measure noise "
+               "for this model")
+        lines += [f"## {t.task} · {t.variant}", "", f"Chance {t.chance:.3f}; this formulation {sig}.", "",
+                  f"![{t.task} {t.variant}](figures/{t.task}_{t.variant}.png)", "",
+                  "| family | n | accuracy [95% CI] | pairs | gap [95% CI] verdict | McNemar | notes |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [_row_md(r) for r in s.results if r.task == t.task and r.variant == t.variant]
+        lines.append("")
+    req = s.requests
+    lines += ["## Requests and timings", "",
+              f"Requests answered from the cache: {req.get('cached', 0)}; computed now: {req.get('computed', 0)}; "
+              f"model calls (forward passes / generate calls / HTTP requests): {req.get('model_calls', 0)}.", "",
+              "Timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in s.timings.items()) + ".", "",
+              "Environment: " + ", ".join(f"{k} {v}" for k, v in s.environment.items()) + ".", "",
+              "## Data sources and licenses", ""]
+    lines += [f"- {src['name']}: {src['origin']}; license {src['license']} (pip `{src['package']}`)"
+              for src in s.sources]
+    for task, note in s.notes.items():
+        lines += ["", f"Notes for {task}: `{note}`"]
+    return "\n".join(lines) + "\n"
+
+
+def _md_to_html(md: str, images: dict[str, bytes]) -> str:
+    """The report's small Markdown subset (headings, tables, images, paragraphs) as HTML."""
+    out, table = [], []
+
+    def flush() -> None:
+        if table:
+            rows = [r.strip("|").split("|") for r in table if not set(r.replace("|", "").strip()) <= {"-", " "}]
+            head, body = rows[0], rows[1:]
+            out.append("<table><tr>" + "".join(f"<th>{html.escape(c.strip())}</th>" for c in head) + "</tr>"
+                       + "".join("<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in r) + "</tr>"
+                                 for r in body) + "</table>")
+            table.clear()
+
+    for line in md.splitlines():
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        flush()
+        if line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            out.append(f"<h{level}>{html.escape(line.lstrip('#').strip())}</h{level}>")
+        elif line.startswith("![") and "](" in line:
+            path = line.split("](", 1)[1].rstrip(")")
+            data = base64.b64encode(images.get(path, b"")).decode()
+            out.append(f'<p><img alt="{html.escape(path)}" src="data:image/png;base64,{data}"></p>')
+        elif line.strip():
+            out.append(f"<p>{html.escape(line)}</p>")
+    flush()
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
+             "table{border-collapse:collapse;font-size:90%}td,th{border:1px solid #ccc;padding:3px 6px}")
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>audit</title><style>{style}</style></head>" \
+           f"<body>{''.join(out)}</body></html>\n"
+
+
+def write_report(out: Path, summary: AuditSummary) -> None:
+    images = {}
+    for t in summary.tasks:
+        rel = f"figures/{t.task}_{t.variant}.png"
+        images[rel] = _figure(summary, t.task, t.variant)
+        write_bytes(out / rel, images[rel])
+    md = render_markdown(summary)
+    write_text(out / "report.md", md)
+    write_text(out / "report.html", _md_to_html(md, images))
+
+
+def compare_audits(dirs: list[Path], n_boot: int = 2000) -> list[dict]:
+    """For the first audit (A) against each other (B): per task/formulation/twin family, A's gap minus B's
+    over the source items both answered, its CI, and the verdict on "A's gap is larger than B's"."""
+    loaded = [(d, load_rows(d), AuditSummary.model_validate_json((d / "summary.json").read_text())) for d in dirs]
+    (da, rows_a, sa), others = loaded[0], loaded[1:]
+    out = []
+    for db, rows_b, sb in others:
+        fams_b = {(r.task, r.variant, r.family) for r in sb.results}
+        for r in sa.results:
+            key = (r.task, r.variant, r.family)
+            if r.family == ORIGINAL or key not in fams_b:
+                continue
+            effect, low, high, n = compare_gaps(cluster_gaps(rows_a, *key), cluster_gaps(rows_b, *key), n_boot)
+            out.append({"a": sa.model, "b": sb.model, "a_dir": str(da), "b_dir": str(db), "task": r.task,
+                        "variant": r.variant, "family": r.family, "n": n, "effect": effect, "ci_low": low,
+                        "ci_high": high, "verdict": verdict(low, high, expected_sign=1)})
+    return out
+
+
+def write_compare(out: Path, results: list[dict]) -> None:
+    write_json(out / "compare.json", results)
+    lines = ["# Audit comparison: is model A's benchmark-twin gap larger than model B's?", "",
+             "| A | B | task | formulation | family | pairs | A gap - B gap [95% CI] | verdict |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {c['a']} | {c['b']} | {c['task']} | {c['variant']} | {c['family']} | {c['n']} | "
+              f"{c['effect']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}] | {c['verdict']} |" for c in results]
+    write_text(out / "compare.md", "\n".join(lines) + "\n")
