@@ -71,11 +71,13 @@ def print_table(metrics: dict) -> None:
     for fam, res in (("mc", mc), ("short", short)):
         if res:
             sl = res["slope"]
-            say(f"  {fam}: head-to-tail slope {_fmt(sl, 'slope')} per bucket, head - tail "
-                f"{_fmt(sl, 'head_minus_tail')}; accuracy falls from head to tail: {sl['verdict']}")
+            say(f"  {fam}: head-to-tail slope per bucket {_fmt(sl, 'slope')} within relations, "
+                f"{_fmt(sl, 'slope_pooled')} pooled; head - tail {_fmt(sl, 'head_minus_tail')}; "
+                f"accuracy falls from head to tail: {sl['verdict']}")
     if short:
         g = short["overall"]["grades"]
-        say(f"  short grades: {g['correct']} correct, {g['incorrect']} incorrect, {g['not_attempted']} not attempted")
+        say(f"  short grades: {g['correct']} correct, {g['incorrect']} incorrect, {g['not_attempted']} not attempted "
+            f"({short['overall']['empty_answers']} empty answers)")
 
 
 def main(argv: list[str] | None = None) -> int:

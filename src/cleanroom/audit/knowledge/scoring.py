@@ -10,7 +10,11 @@ and, lm-evaluation-harness's acc_norm, the highest log-probability per byte of t
 signal, and per relation): accuracy with 95% bootstrap CIs; for short answers also the SimpleQA
 grades, accuracy given attempted and F (their harmonic mean, as SimpleQA reports). The head-to-tail
 slope is the least-squares slope of correctness on the bucket index (head 0, torso 1, tail 2): the
-change in accuracy per bucket step, negative when the tail is known less. Every CI resamples facts
+change in accuracy per bucket step, negative when the tail is known less. It is computed *within*
+relations (bucket index and correctness centred per source/relation, a fixed-effects slope), because
+the buckets hold different mixes of relations (a relation whose head is two countries adds little to
+the pooled head) and relations differ in difficulty; the pooled slope is reported beside it. The
+verdict on "accuracy falls from head to tail" uses the within-relation slope. Every CI resamples facts
 (`source_id`) with replacement, so items of one fact move together.
 """
 
@@ -138,6 +142,7 @@ def _summarise(rows: list[dict], family: str, n_boot: int, seed: int) -> dict:
         a = np.array([g != "not_attempted" for g in grades], dtype=float)
         cols = {"c": c, "n": n, "a": a}
         out["grades"] = {g: int(sum(x == g for x in grades)) for g in ("correct", "incorrect", "not_attempted")}
+        out["empty_answers"] = int(sum(not (r.get("answer") or "").strip() for r in rows))
         out["acc"] = _triple(_cluster_ci(clusters, cols, _ratio("c", "n"), n_boot, seed))
         out["attempted"] = _triple(_cluster_ci(clusters, cols, _ratio("a", "n"), n_boot, seed))
         out["acc_given_attempted"] = _triple(_cluster_ci(clusters, cols, _ratio("c", "a"), n_boot, seed))
@@ -147,21 +152,38 @@ def _summarise(rows: list[dict], family: str, n_boot: int, seed: int) -> dict:
 
 def head_to_tail_slope(rows: Sequence[dict], n_boot: int = 2000, seed: int = 0, bucket_of: str | None = None,
                        field: str = "correct") -> dict:
-    """Slope of `field` (0/1) on the bucket index (head 0, torso 1, tail 2) with a fact-clustered CI,
-    the head-minus-tail accuracy difference, and the lab's verdict on "accuracy falls from head to tail"."""
-    def bucket(r):
+    """Slope of `field` (0/1) on the bucket index (head 0, torso 1, tail 2), within relations and pooled,
+    with fact-clustered CIs; the pooled head-minus-tail difference; and the lab's verdict on "accuracy
+    falls from head to tail" (from the within-relation slope). `bucket_of` picks a popularity signal's
+    buckets instead of the primary ones."""
+    nan3 = (float("nan"),) * 3
+    keep = []
+    for r in rows:
         meta = json.loads(r["meta"])
-        return meta["bucket"] if bucket_of is None else meta.get("buckets", {}).get(bucket_of)
-
-    keep = [(r, bucket(r)) for r in rows if bucket(r) in BUCKETS and r.get(field) is not None]
-    clusters = [r["source_id"] for r, _ in keep]
-    x = np.array([BUCKETS.index(b) for _, b in keep], dtype=float)
-    y = np.array([bool(r[field]) for r, _ in keep], dtype=float)
+        b = meta["bucket"] if bucket_of is None else meta.get("buckets", {}).get(bucket_of)
+        if b in BUCKETS and r.get(field) is not None:
+            keep.append((r, BUCKETS.index(b), f"{meta['source']}/{meta['relation']}"))
+    x = np.array([b for _, b, _ in keep], dtype=float)
     if len(set(x.tolist())) < 2:
-        return {"slope": _triple((float("nan"),) * 3), "head_minus_tail": _triple((float("nan"),) * 3),
+        return {"slope": _triple(nan3), "slope_pooled": _triple(nan3), "head_minus_tail": _triple(nan3),
                 "verdict": "inconclusive", "n": len(keep)}
-    cols = {"x": x, "y": y, "xy": x * y, "xx": x * x, "n": np.ones_like(x)}
-    slope = _cluster_ci(clusters, cols, _slope, n_boot, seed)
+    clusters = [r["source_id"] for r, _, _ in keep]
+    y = np.array([bool(r[field]) for r, _, _ in keep], dtype=float)
+    groups = sorted({g for _, _, g in keep})
+    cols = {"n": np.ones_like(x), "x": x, "y": y, "xy": x * y, "xx": x * x}
+    for j, g in enumerate(groups):  # per-relation sums: the within-relation slope centres each relation
+        mask = np.array([gg == g for _, _, gg in keep], dtype=float)
+        for k in ("n", "x", "y", "xy", "xx"):
+            cols[f"{k}{j}"] = cols[k] * mask
+
+    def within(s):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            num = sum(np.nan_to_num(s[f"xy{j}"] - s[f"x{j}"] * s[f"y{j}"] / s[f"n{j}"]) for j in range(len(groups)))
+            den = sum(np.nan_to_num(s[f"xx{j}"] - s[f"x{j}"] ** 2 / s[f"n{j}"]) for j in range(len(groups)))
+            return num / den
+
+    slope = _cluster_ci(clusters, cols, within, n_boot, seed)
+    pooled = _cluster_ci(clusters, {k: cols[k] for k in ("n", "x", "y", "xy", "xx")}, _slope, n_boot, seed)
     h, t = (x == 0).astype(float), (x == 2).astype(float)
 
     def diff(s):
@@ -169,8 +191,8 @@ def head_to_tail_slope(rows: Sequence[dict], n_boot: int = 2000, seed: int = 0, 
             return s["hy"] / s["h"] - s["ty"] / s["t"]
 
     hmt = _cluster_ci(clusters, {"h": h, "t": t, "hy": h * y, "ty": t * y}, diff, n_boot, seed)
-    return {"slope": _triple(slope), "head_minus_tail": _triple(hmt), "n": len(keep),
-            "verdict": verdict(slope[1], slope[2], expected_sign=-1)}
+    return {"slope": _triple(slope), "slope_pooled": _triple(pooled), "head_minus_tail": _triple(hmt),
+            "n": len(keep), "verdict": verdict(slope[1], slope[2], expected_sign=-1)}
 
 
 def knowledge_metrics(rows: Sequence[dict], n_boot: int = 2000, seed: int = 0) -> dict:
@@ -199,7 +221,11 @@ def knowledge_metrics(rows: Sequence[dict], n_boot: int = 2000, seed: int = 0) -
         relations: dict[str, list[dict]] = defaultdict(list)
         for r, m in fam:
             relations[f"{m['source']}/{m['relation']}"].append(r)
-        res["by_relation"] = {k: _summarise(v, family, n_boot, seed) for k, v in sorted(relations.items())}
+        res["by_relation"] = {
+            k: {**_summarise(v, family, n_boot, seed),
+                "buckets": {b: _summarise(by, family, n_boot, seed) for b in BUCKETS
+                            if (by := [r for r in v if json.loads(r["meta"])["bucket"] == b])}}
+            for k, v in sorted(relations.items())}
         res["slope"] = head_to_tail_slope(items, n_boot, seed)
         if family == "mc":
             res["slope_norm"] = head_to_tail_slope(items, n_boot, seed, field="correct_norm")
