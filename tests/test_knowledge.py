@@ -128,6 +128,7 @@ def test_grade_longest_span_wins():
     ("Probably 1835", "correct"),
     ("1836", "incorrect"),
     ("In the 1830s", "incorrect"),
+    ("1830s", "incorrect"),  # a decade, not the year (gold 1835; also for a gold of 1830, below)
     ("1910", "incorrect"),
     ("the 19th century", "incorrect"),
     ("I don't know", "not_attempted"),
@@ -136,6 +137,21 @@ def test_grade_longest_span_wins():
 ])
 def test_grade_year_answers(answer, grade):
     assert grade_answer(answer, ["1835"], "year", subject="Mark Twain") == grade
+
+
+def test_decade_is_not_a_year():
+    assert grade_answer("1960s", ["1960"], "year") == "incorrect"
+    assert grade_answer("the 1960's", ["1960"], "year") == "incorrect"
+    assert grade_answer("1960.", ["1960"], "year") == "correct"
+
+
+def test_regrade_reproduces_score_items_grades():
+    from cleanroom.audit.knowledge import regrade
+
+    items = build_items(0, 40, facts=fixture_facts())
+    rows = score_items(KnowsHead(items), items)
+    stale = [{**r, "grade": "incorrect", "correct": False} if r["kind"] == "generate" else r for r in rows]
+    assert regrade(stale) == rows
 
 
 def test_grade_person_answers_without_vocabulary():
@@ -380,7 +396,9 @@ def test_metrics_random_model_near_chance():
     m = knowledge_metrics(score_items(Random(), items), n_boot=500, seed=1)
     mc = m["formats"]["mc"]["overall"]
     assert mc["chance"] == 0.25 and mc["acc"]["ci_low"] <= 0.25 <= mc["acc"]["ci_high"]
-    assert m["formats"]["short"]["overall"]["grades"]["incorrect"] == m["formats"]["short"]["overall"]["n"]
+    short = m["formats"]["short"]["overall"]
+    assert short["grades"]["incorrect"] == short["n"]
+    assert short["f"] == {"value": 0.0, "ci_low": 0.0, "ci_high": 0.0}  # nothing correct: F is 0, not 0/0
 
 
 def test_slope_within_relations_is_not_fooled_by_the_mix_of_relations():

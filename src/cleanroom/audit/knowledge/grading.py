@@ -13,11 +13,12 @@ decompose (ø, æ, ł, ß, ...), so "Tromsø", "TROMSO" and "the tromso" compare
 - **not_attempted**: empty, or an abstention phrase ("I don't know", "not sure", "cannot answer",
   refusals) with no candidate answer in it.
 Years are graded on the first year-like number in the answer ("born in 1835 and died in 1910" answers
-a birth-year question with 1835). Competitors come from the relation's own answer vocabulary (every
-value of that kind in the data), matched by longest span, so "Guinea" inside "Equatorial Guinea" is
-not a second candidate. An abstention phrase grades "not attempted" only when the answer offers no
-candidate: no value of the vocabulary and no capitalised word outside a small stop list and the
-question's subject ("I'm not sure, but I think Charles Dickens" is an incorrect attempt).
+a birth-year question with 1835; a decade such as "1960s" is no year). Competitors come from the
+relation's own answer vocabulary (every value of that kind in the data), matched by longest span, so
+"Guinea" inside "Equatorial Guinea" is not a second candidate. An abstention phrase grades "not
+attempted" only when the answer offers no candidate: no value of the vocabulary and no capitalised
+word outside a small stop list and the question's subject ("I'm not sure, but I think Charles Dickens"
+is an incorrect attempt).
 
 An optional LLM grader (`LLMGrader`: question, gold, aliases, answer -> grade) can replace the rules;
 `score_items` keeps both grades.
@@ -82,7 +83,7 @@ _NOT_CANDIDATE = {"i", "i'm", "im", "sorry", "unfortunately", "as", "not", "the"
                   "unknown", "however", "but", "answer", "question", "ai", "maybe", "perhaps", "probably",
                   "possibly", "no", "yes", "there", "my", "in", "a", "an", "what", "who", "which", "please",
                   "based", "according", "hmm", "well", "note", "n/a", "none"}
-_YEAR = re.compile(r"(?<![\d.,])(\d{3,4})(?![\d,]|\.\d)")
+_YEAR = re.compile(r"(?<![\d.,])(\d{3,4})(?![\d,]|\.\d|'?s\b)")  # not "1,835", "18.35", "1960s"
 
 
 def is_abstention(answer: str) -> bool:

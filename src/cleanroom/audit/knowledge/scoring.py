@@ -71,6 +71,17 @@ def score_items(model: LanguageModel, items: Sequence[dict], *, grader: LLMGrade
     return [rows[i] for i in range(len(items))]
 
 
+def regrade(rows: Sequence[dict], grader: LLMGrader | None = None) -> list[dict]:
+    """The rows with their short answers graded again (current rules, or a new LLM grader); no model needed."""
+    out = []
+    for r in rows:
+        if r["kind"] == "generate":
+            g = grade_item(r, r["answer"] or "", grader)
+            r = {**r, **g, "correct": g["grade"] == "correct"}
+        out.append(r)
+    return out
+
+
 # ------------------------------------------------------------------------------------------ bootstrap
 
 
@@ -109,9 +120,11 @@ def _ratio(num: str, den: str) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
 
 
 def _f_score(s):
+    """SimpleQA's F: harmonic mean of accuracy and accuracy given attempted; 0 when nothing is correct
+    (a resample without a correct answer must count as 0, not be dropped as 0/0)."""
     with np.errstate(invalid="ignore", divide="ignore"):
         acc, given = s["c"] / s["n"], s["c"] / s["a"]
-        return 2 * acc * given / (acc + given)
+        return np.where(np.asarray(s["c"]) == 0, 0.0, 2 * acc * given / (acc + given))
 
 
 def _slope(s):
