@@ -416,3 +416,28 @@ def test_slope_within_relations_is_not_fooled_by_the_mix_of_relations():
     assert s["slope_pooled"]["value"] > 0  # the pooled tail (0.775) looks better than the head (0.5)
     assert s["slope"]["value"] == pytest.approx(-0.2)  # within "hard": (0.1 - 0.5) / 2 bucket steps
     assert s["slope"]["ci_high"] < 0 and s["verdict"] == "supported"
+
+
+def test_driver_writes_parquet_and_summary_and_regrades(tmp_path, monkeypatch):
+    import importlib
+
+    import pyarrow.parquet as pq
+
+    driver = importlib.import_module("cleanroom.audit.knowledge.__main__")
+    facts = fixture_facts()
+
+    class Echo(KnowsHead):
+        def __init__(self):
+            super().__init__(build_items(0, 20, facts=facts))
+
+    monkeypatch.setattr(driver, "load_facts", lambda sources: (facts, {"gone": "pip install gone"}))
+    monkeypatch.setattr(driver, "load_adapter", lambda model, batch_size, threads: (Echo(), "echo"))
+    assert driver.main(["--limit", "20", "--seed", "0", "--out", str(tmp_path), "--n-boot", "200"]) == 0
+    rows = pq.read_table(tmp_path / "longtail.parquet").to_pylist()
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert len(rows) == summary["n_items"] == 40 and summary["skipped_sources"] == {"gone": "pip install gone"}
+    assert summary["metrics"]["formats"]["short"]["overall"]["grades"]["correct"] == sum(
+        r["grade"] == "correct" for r in rows)
+    assert driver.main(["--regrade", "--out", str(tmp_path), "--n-boot", "200"]) == 0
+    again = json.loads((tmp_path / "summary.json").read_text())
+    assert again["metrics"] == summary["metrics"] and again["regraded"]

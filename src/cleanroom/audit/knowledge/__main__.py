@@ -118,12 +118,16 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.regrade:
         return regrade_run(Path(args.out), args.n_boot, args.seed)
+    formats = [f for f in args.formats.split(",") if f]
+    if not formats or set(formats) - {"short", "mc"}:
+        console.print(f"[red]error:[/] --formats takes short and/or mc, got {args.formats!r}")
+        return 2
     try:
         t0 = time.perf_counter()
         facts, skipped = load_facts([s for s in args.sources.split(",") if s] or None)
         for name, why in skipped.items():
             say(f"  [yellow]skipped fact source {name}[/]: {why}")
-        items = build_items(args.seed, args.limit, formats=[f for f in args.formats.split(",") if f], facts=facts)
+        items = build_items(args.seed, args.limit, formats=formats, facts=facts)
         t_items = time.perf_counter() - t0
         say(f"  {len(facts)} facts from {', '.join(sorted({f.source for f in facts}))}; "
             f"{len(items)} items for {len({i['source_id'] for i in items})} sampled facts ({t_items:.1f}s)")
@@ -133,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         t2 = time.perf_counter()
         rows = score_items(model, items, max_tokens=args.max_tokens)
         t_score = time.perf_counter() - t2
-    except (StoreError, TeacherError, ValueError) as e:  # said to the user in one line, no traceback
+    except (StoreError, TeacherError) as e:  # said to the user in one line, no traceback
         console.print(f"[red]error:[/] {e}")
         return 2
     metrics = knowledge_metrics(rows, args.n_boot, args.seed)
