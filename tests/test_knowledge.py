@@ -24,8 +24,9 @@ from cleanroom.audit.knowledge import (
 )
 from cleanroom.audit.knowledge.facts import assign_buckets, count_mentions
 from cleanroom.audit.knowledge.grading import alias_set
-from cleanroom.audit.knowledge.scoring import _cluster_ci, _ratio
+from cleanroom.audit.knowledge.scoring import _ratio
 from cleanroom.evals.requests import Loglikelihood
+from cleanroom.evals.stats import cluster_bootstrap
 
 # ------------------------------------------------------------------------------------------ fixtures
 
@@ -376,9 +377,10 @@ def test_cluster_bootstrap_resamples_facts_not_items():
     # two facts, each with 50 identical items: the CI must reflect 2 clusters (wide), not 100 items
     clusters = ["a"] * 50 + ["b"] * 50
     c = np.array([1.0] * 50 + [0.0] * 50)
-    point, lo, hi = _cluster_ci(clusters, {"c": c, "n": np.ones(100)}, _ratio("c", "n"), 2000, 0)
+    point, lo, hi = cluster_bootstrap(clusters, {"c": c, "n": np.ones(100)}, _ratio("c", "n"), 2000, 0)
     assert point == 0.5 and lo == 0.0 and hi == 1.0
-    same = _cluster_ci([str(i) for i in range(100)], {"c": np.ones(100), "n": np.ones(100)}, _ratio("c", "n"), 500, 0)
+    same = cluster_bootstrap([str(i) for i in range(100)], {"c": np.ones(100), "n": np.ones(100)},
+                             _ratio("c", "n"), 500, 0)
     assert same == (1.0, 1.0, 1.0)
 
 

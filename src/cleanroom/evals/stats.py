@@ -11,7 +11,7 @@ CIs, and the right test for "did recipe A beat recipe B on these items").
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -19,14 +19,44 @@ LEVEL = 0.95
 Vector = Sequence[bool] | Sequence[float] | np.ndarray
 
 
+def cluster_bootstrap(clusters: Sequence, columns: dict[str, np.ndarray], stat: Callable[[dict], np.ndarray],
+                      n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """(statistic, ci_low, ci_high): a 95% percentile bootstrap that resamples whole clusters.
+
+    `columns` are per-item quantities; `stat` maps their sums (scalars, or arrays of one sum per
+    resample) to the statistic, so one matrix product gives every resample: a resample draws as many
+    clusters as there are (multinomial counts) and a cluster's items move together. Resamples whose
+    statistic is undefined (e.g. 0/0) are dropped; with fewer than two clusters the CI is NaN.
+    """
+    keys = np.asarray(clusters)
+    _, inv = np.unique(keys, return_inverse=True)
+    n_clusters = int(inv.max()) + 1 if inv.size else 0
+    sums = {k: np.bincount(inv, weights=np.asarray(v, dtype=float), minlength=n_clusters) for k, v in columns.items()}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        point = float(stat({k: v.sum() for k, v in sums.items()}))
+    if n_boot <= 0 or n_clusters < 2:
+        return point, float("nan"), float("nan")
+    draws = np.random.default_rng(seed).multinomial(n_clusters, np.full(n_clusters, 1 / n_clusters),
+                                                    size=int(n_boot)).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        boot = np.asarray(stat({k: draws @ v for k, v in sums.items()}), dtype=float)
+    boot = boot[np.isfinite(boot)]
+    if boot.size == 0:
+        return point, float("nan"), float("nan")
+    tail = 100 * (1 - LEVEL) / 2
+    low, high = np.percentile(boot, [tail, 100 - tail])
+    return point, float(low), float(high)
+
+
+def _mean_of(s: dict) -> np.ndarray:
+    return np.asarray(s["y"], dtype=float) / s["n"]
+
+
 def cluster_ci(values: Vector, clusters: Sequence | np.ndarray | None = None, n_boot: int = 2000,
                seed: int = 0) -> tuple[float, float]:
-    """95% percentile-bootstrap CI of mean(values), resampling whole clusters with replacement.
-
-    Each resample draws as many clusters as there are (multinomial counts over clusters) and takes
-    the mean over the items of the drawn clusters, so a cluster's items move together. With one item
-    the CI is that value; with several items but a single cluster it is undefined (NaN).
-    """
+    """95% percentile-bootstrap CI of mean(values), resampling whole clusters (`cluster_bootstrap`; each
+    item its own cluster when none are given). With one item the CI is that value; with several items
+    but a single cluster it is undefined (NaN)."""
     x = np.asarray(values, dtype=float)
     if x.size == 0:
         return float("nan"), float("nan")
@@ -35,17 +65,8 @@ def cluster_ci(values: Vector, clusters: Sequence | np.ndarray | None = None, n_
     keys = np.arange(x.size) if clusters is None else np.asarray(clusters)
     if keys.shape != x.shape:
         raise ValueError(f"{keys.size} cluster labels for {x.size} values")
-    _, inv = np.unique(keys, return_inverse=True)
-    n_clusters = int(inv.max()) + 1
-    if n_clusters < 2:
-        return float("nan"), float("nan")
-    sums = np.bincount(inv, weights=x, minlength=n_clusters)
-    counts = np.bincount(inv, minlength=n_clusters).astype(float)
-    draws = np.random.default_rng(seed).multinomial(n_clusters, np.full(n_clusters, 1 / n_clusters), size=int(n_boot))
-    stats = (draws @ sums) / (draws @ counts)
-    tail = 100 * (1 - LEVEL) / 2
-    low, high = np.percentile(stats, [tail, 100 - tail])
-    return float(low), float(high)
+    _, low, high = cluster_bootstrap(keys, {"y": x, "n": np.ones_like(x)}, _mean_of, n_boot, seed)
+    return low, high
 
 
 def accuracy_ci(correct: Vector, n_boot: int = 2000, seed: int = 0,

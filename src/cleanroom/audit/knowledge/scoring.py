@@ -30,7 +30,7 @@ from cleanroom.audit.knowledge.facts import BUCKETS
 from cleanroom.audit.knowledge.grading import LLMGrader
 from cleanroom.audit.knowledge.items import grade_item
 from cleanroom.evals.requests import GenerateRequest, LanguageModel, LoglikelihoodRequest
-from cleanroom.evals.stats import LEVEL, verdict
+from cleanroom.evals.stats import LEVEL, cluster_bootstrap, verdict
 from cleanroom.ui import progress
 
 MAX_TOKENS = 24
@@ -85,33 +85,6 @@ def regrade(rows: Sequence[dict], grader: LLMGrader | None = None) -> list[dict]
 # ------------------------------------------------------------------------------------------ bootstrap
 
 
-def _cluster_ci(clusters: Sequence[str], columns: dict[str, np.ndarray],
-                stat: Callable[[dict[str, np.ndarray]], np.ndarray], n_boot: int,
-                seed: int) -> tuple[float, float, float]:
-    """(statistic, ci_low, ci_high): percentile bootstrap that resamples clusters with replacement.
-
-    `columns` are per-item quantities; `stat` maps their sums ([..., ] arrays) to the statistic, so one
-    matrix product gives all resamples.
-    """
-    keys = sorted(set(clusters))
-    index = {k: j for j, k in enumerate(keys)}
-    cid = np.array([index[c] for c in clusters], dtype=int)
-    sums = {name: np.bincount(cid, weights=np.asarray(v, dtype=float), minlength=len(keys))
-            for name, v in columns.items()}
-    point = float(stat({n: s.sum() for n, s in sums.items()}))
-    if n_boot <= 0 or len(keys) < 2:
-        return point, float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    weights = rng.multinomial(len(keys), np.full(len(keys), 1 / len(keys)), size=int(n_boot)).astype(float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        boot = stat({n: weights @ s for n, s in sums.items()})
-    boot = boot[np.isfinite(boot)]
-    if boot.size == 0:
-        return point, float("nan"), float("nan")
-    a = (1 - LEVEL) / 2
-    return point, float(np.quantile(boot, a)), float(np.quantile(boot, 1 - a))
-
-
 def _ratio(num: str, den: str) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
     def f(s):
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -147,8 +120,8 @@ def _summarise(rows: list[dict], family: str, n_boot: int, seed: int) -> dict:
         return out
     if family == "mc":
         cn = np.array([bool(r["correct_norm"]) for r in rows], dtype=float)
-        out["acc"] = _triple(_cluster_ci(clusters, {"c": c, "n": n}, _ratio("c", "n"), n_boot, seed))
-        out["acc_norm"] = _triple(_cluster_ci(clusters, {"c": cn, "n": n}, _ratio("c", "n"), n_boot, seed))
+        out["acc"] = _triple(cluster_bootstrap(clusters, {"c": c, "n": n}, _ratio("c", "n"), n_boot, seed))
+        out["acc_norm"] = _triple(cluster_bootstrap(clusters, {"c": cn, "n": n}, _ratio("c", "n"), n_boot, seed))
         out["chance"] = float(np.mean([1 / len(r["options"]) for r in rows]))
     else:
         grades = [r["grade"] for r in rows]
@@ -156,10 +129,10 @@ def _summarise(rows: list[dict], family: str, n_boot: int, seed: int) -> dict:
         cols = {"c": c, "n": n, "a": a}
         out["grades"] = {g: int(sum(x == g for x in grades)) for g in ("correct", "incorrect", "not_attempted")}
         out["empty_answers"] = int(sum(not (r.get("answer") or "").strip() for r in rows))
-        out["acc"] = _triple(_cluster_ci(clusters, cols, _ratio("c", "n"), n_boot, seed))
-        out["attempted"] = _triple(_cluster_ci(clusters, cols, _ratio("a", "n"), n_boot, seed))
-        out["acc_given_attempted"] = _triple(_cluster_ci(clusters, cols, _ratio("c", "a"), n_boot, seed))
-        out["f"] = _triple(_cluster_ci(clusters, cols, _f_score, n_boot, seed))
+        out["acc"] = _triple(cluster_bootstrap(clusters, cols, _ratio("c", "n"), n_boot, seed))
+        out["attempted"] = _triple(cluster_bootstrap(clusters, cols, _ratio("a", "n"), n_boot, seed))
+        out["acc_given_attempted"] = _triple(cluster_bootstrap(clusters, cols, _ratio("c", "a"), n_boot, seed))
+        out["f"] = _triple(cluster_bootstrap(clusters, cols, _f_score, n_boot, seed))
     return out
 
 
@@ -195,15 +168,15 @@ def head_to_tail_slope(rows: Sequence[dict], n_boot: int = 2000, seed: int = 0, 
             den = sum(np.nan_to_num(s[f"xx{j}"] - s[f"x{j}"] ** 2 / s[f"n{j}"]) for j in range(len(groups)))
             return num / den
 
-    slope = _cluster_ci(clusters, cols, within, n_boot, seed)
-    pooled = _cluster_ci(clusters, {k: cols[k] for k in ("n", "x", "y", "xy", "xx")}, _slope, n_boot, seed)
+    slope = cluster_bootstrap(clusters, cols, within, n_boot, seed)
+    pooled = cluster_bootstrap(clusters, {k: cols[k] for k in ("n", "x", "y", "xy", "xx")}, _slope, n_boot, seed)
     h, t = (x == 0).astype(float), (x == 2).astype(float)
 
     def diff(s):
         with np.errstate(invalid="ignore", divide="ignore"):
             return s["hy"] / s["h"] - s["ty"] / s["t"]
 
-    hmt = _cluster_ci(clusters, {"h": h, "t": t, "hy": h * y, "ty": t * y}, diff, n_boot, seed)
+    hmt = cluster_bootstrap(clusters, {"h": h, "t": t, "hy": h * y, "ty": t * y}, diff, n_boot, seed)
     return {"slope": _triple(slope), "slope_pooled": _triple(pooled), "head_minus_tail": _triple(hmt),
             "n": len(keep), "verdict": verdict(slope[1], slope[2], expected_sign=-1)}
 
