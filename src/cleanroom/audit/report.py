@@ -6,11 +6,15 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 from pathlib import Path
 
+import numpy as np
+
 from cleanroom.audit.items import ORIGINAL
-from cleanroom.audit.stats import compare_gaps, verdict
+from cleanroom.audit.stats import compare_gaps, difference_of_means, verdict
 from cleanroom.audit.summary import AuditSummary, FamilyResult, cluster_gaps, load_rows
+from cleanroom.evals.stats import paired_diff
 from cleanroom.store import write_bytes, write_json, write_text
 
 
@@ -46,6 +50,96 @@ def _figure(summary: AuditSummary, task: str, variant: str) -> bytes:
     return buf.getvalue()
 
 
+def benchmark_accuracy(s: AuditSummary) -> FamilyResult | None:
+    """The model's MMLU accuracy for the benchmarks-vs-reality comparison: the originals of the formulation
+    that carries signal (the option-text `cloze` before `letter` when both do), else of any formulation."""
+    rows = [r for r in s.results if r.task == "mmlu" and r.family == ORIGINAL]
+    signal = {(t.task, t.variant) for t in s.tasks if t.signal}
+    rank = sorted(rows, key=lambda r: (("mmlu", r.variant) not in signal, r.variant != "cloze"))
+    return rank[0] if rank else None
+
+
+def _reality_figure(audits: list[AuditSummary]) -> bytes:
+    """Benchmark accuracy (x) against long-tail accuracy per popularity bucket (y), one line per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.6, 4.4))
+    markers = {"head": "o", "torso": "s", "tail": "^"}
+    for k, s in enumerate(audits):
+        bench = benchmark_accuracy(s)
+        fmt = s.knowledge.get("formats", {}).get("mc")
+        if bench is None or not fmt:
+            continue
+        color = f"C{k}"
+        ys = []
+        for b in markers:
+            acc = fmt["buckets"].get(b, {}).get("acc")
+            if acc is None:
+                continue
+            y, lo, hi = acc["value"], acc["ci_low"], acc["ci_high"]
+            ys.append(y)
+            ax.errorbar(bench.acc, y, xerr=[[bench.acc - bench.ci_low], [bench.ci_high - bench.acc]],
+                        yerr=[[y - lo], [hi - y]], fmt=markers[b], color=color, capsize=3, ms=7,
+                        label=f"{s.model}: {b}" if k == 0 or b == "head" else None)
+        ax.plot([bench.acc] * len(ys), ys, color=color, lw=1, alpha=0.5)
+    ax.plot([0, 1], [0, 1], ls=":", color="grey", lw=1, label="benchmark = real-world knowledge")
+    ax.axhline(0.25, color="grey", ls="--", lw=0.8, label="chance (4 options)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("MMLU accuracy (95% CI)")
+    ax.set_ylabel("long-tail accuracy, 4 options (head o, torso s, tail ^)")
+    ax.set_title("Benchmarks vs reality")
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _triple(t: dict | None) -> str:
+    return "n/a" if not t or t.get("value") is None else f"{t['value']:.3f} [{t['ci_low']:.3f}, {t['ci_high']:.3f}]"
+
+
+def _knowledge_md(s: AuditSummary) -> list[str]:
+    k = s.knowledge
+    bench = benchmark_accuracy(s)
+    lines = ["## Real-world knowledge (`longtail`)", "",
+             f"Facts from {', '.join(k.get('sources', []))}, drawn with the audit's seed; buckets are thirds of "
+             f"cumulative popularity (head / torso / tail) per source and relation. `mc`: 4 options of the same "
+             f"kind, scored by log-likelihood (acc_norm: per byte). `short`: a generated answer graded correct / "
+             f"incorrect / not attempted (SimpleQA); F is the harmonic mean of accuracy and accuracy given "
+             f"attempted. CIs resample facts. The slope is accuracy per bucket step within relations "
+             f"(negative = the tail is known less); its verdict is on \"accuracy falls from head to tail\".", ""]
+    if bench is not None:
+        lines += [f"Benchmark for comparison: MMLU ({bench.variant}) {bench.acc:.3f} "
+                  f"[{bench.ci_low:.3f}, {bench.ci_high:.3f}].", "", "![benchmarks vs reality](figures/"
+                  "benchmarks_vs_reality.png)", ""]
+    for fam, res in k.get("formats", {}).items():
+        lines += [f"### {fam}", "", "| bucket | facts | accuracy [95% CI] | " +
+                  ("acc_norm | chance |" if fam == "mc" else "attempted | acc given attempted | F | grades |"),
+                  "| --- | --- | --- | --- | --- |" + (" --- | --- |" if fam == "short" else "")]
+        for name, m in [("overall", res["overall"]), *res["buckets"].items()]:
+            if not m.get("n"):
+                continue
+            if fam == "mc":
+                extra = f"{_triple(m.get('acc_norm'))} | {m.get('chance', 0):.2f} |"
+            else:
+                g = m.get("grades", {})
+                extra = (f"{_triple(m.get('attempted'))} | {_triple(m.get('acc_given_attempted'))} | "
+                         f"{_triple(m.get('f'))} | {g.get('correct', 0)} / {g.get('incorrect', 0)} / "
+                         f"{g.get('not_attempted', 0)} |")
+            lines.append(f"| {name} | {m.get('n_facts', m['n'])} | {_triple(m.get('acc'))} | {extra}")
+        slope = res.get("slope", {})
+        lines += ["", f"Head-to-tail slope (within relations): {_triple(slope.get('slope'))} per bucket "
+                      f"→ {slope.get('verdict', 'n/a')}; pooled {_triple(slope.get('slope_pooled'))}; "
+                      f"head minus tail {_triple(slope.get('head_minus_tail'))}.", ""]
+    return lines
+
+
 def _row_md(r: FamilyResult) -> str:
     gap = "" if r.gap is None else f"{r.gap:+.3f} [{r.gap_ci_low:+.3f}, {r.gap_ci_high:+.3f}] {r.gap_verdict}"
     mc = "" if r.mcnemar_p is None else f"b={r.mcnemar_b} c={r.mcnemar_c} p={r.mcnemar_p:.3g}"
@@ -71,6 +165,8 @@ def render_markdown(s: AuditSummary) -> str:
              "0. McNemar (exact) for families with one twin per item. `alt` = plain acc for the cloze format "
              "(primary: length-normalised), strict `#### N` match for GSM8K (primary: last number).", ""]
     for t in s.tasks:
+        if t.task == "longtail":
+            continue  # its own section below, by popularity bucket
         sig = ("carries signal: the benchmark accuracy's CI is above chance" if t.signal else
                "**no signal**: the benchmark accuracy's CI reaches chance, so its twin gaps measure noise "
                "for this model")
@@ -80,6 +176,8 @@ def render_markdown(s: AuditSummary) -> str:
                   "| --- | --- | --- | --- | --- | --- | --- |"]
         lines += [_row_md(r) for r in s.results if r.task == t.task and r.variant == t.variant]
         lines.append("")
+    if s.knowledge:
+        lines += _knowledge_md(s)
     req = s.requests
     lines += ["## Requests and timings", "",
               f"Requests answered from the cache: {req.get('cached', 0)}; computed now: {req.get('computed', 0)}; "
@@ -130,7 +228,12 @@ def _md_to_html(md: str, images: dict[str, bytes]) -> str:
 
 def write_report(out: Path, summary: AuditSummary) -> None:
     images = {}
+    if summary.knowledge and benchmark_accuracy(summary) is not None:
+        images["figures/benchmarks_vs_reality.png"] = _reality_figure([summary])
+        write_bytes(out / "figures/benchmarks_vs_reality.png", images["figures/benchmarks_vs_reality.png"])
     for t in summary.tasks:
+        if t.task == "longtail":
+            continue
         rel = f"figures/{t.task}_{t.variant}.png"
         images[rel] = _figure(summary, t.task, t.variant)
         write_bytes(out / rel, images[rel])
@@ -155,6 +258,48 @@ def compare_audits(dirs: list[Path], n_boot: int = 2000) -> list[dict]:
             out.append({"a": sa.model, "b": sb.model, "a_dir": str(da), "b_dir": str(db), "task": r.task,
                         "variant": r.variant, "family": r.family, "n": n, "effect": effect, "ci_low": low,
                         "ci_high": high, "verdict": verdict(low, high, expected_sign=1)})
+        out += _compare_knowledge(sa, rows_a, sb, rows_b, str(da), str(db), n_boot)
+    return out
+
+
+def _compare_knowledge(sa: AuditSummary, rows_a: list[dict], sb: AuditSummary, rows_b: list[dict], da: str,
+                       db: str, n_boot: int) -> list[dict]:
+    """On the long-tail facts both audits asked (same seed and limit): A's accuracy minus B's per formulation
+    and bucket ("A knows more"), and how much further A's benchmark score runs ahead of its real-world
+    knowledge than B's ([MMLU - longtail](A) - [MMLU - longtail](B), "A's benchmark runs further ahead")."""
+    out = []
+    lt_a = {r["id"]: r for r in rows_a if r["task"] == "longtail"}
+    lt_b = {r["id"]: r for r in rows_b if r["task"] == "longtail"}
+    for variant in sorted({r["variant"] for r in lt_a.values()}):
+        for bucket in (None, "head", "torso", "tail"):
+            ids = sorted(i for i, r in lt_a.items() if i in lt_b and r["variant"] == variant and
+                         (bucket is None or json.loads(r["meta"]).get("bucket") == bucket))
+            if not ids:
+                continue
+            x = np.array([float(lt_a[i]["correct"]) for i in ids])
+            y = np.array([float(lt_b[i]["correct"]) for i in ids])
+            effect, low, high = paired_diff(x, y, n_boot, 0, [lt_a[i]["source_id"] for i in ids])
+            out.append({"a": sa.model, "b": sb.model, "a_dir": da, "b_dir": db, "task": "longtail",
+                        "variant": variant, "family": f"knows more ({bucket or 'all buckets'})", "n": len(ids),
+                        "effect": effect, "ci_low": low, "ci_high": high, "verdict": verdict(low, high, 1)})
+    bench_a, bench_b = benchmark_accuracy(sa), benchmark_accuracy(sb)
+    if bench_a is None or bench_b is None or bench_a.variant != bench_b.variant:
+        return out
+    mm_a = {r["id"]: r for r in rows_a if r["task"] == "mmlu" and r["variant"] == bench_a.variant
+            and r["family"] == ORIGINAL}
+    mm_b = {r["id"]: r for r in rows_b if r["task"] == "mmlu" and r["variant"] == bench_a.variant
+            and r["family"] == ORIGINAL}
+    m_ids = sorted(set(mm_a) & set(mm_b))
+    k_ids = sorted(i for i, r in lt_a.items() if i in lt_b and r["variant"] == "mc")
+    if m_ids and k_ids:
+        d_bench = np.array([float(mm_a[i]["correct"]) - float(mm_b[i]["correct"]) for i in m_ids])
+        d_known = np.array([float(lt_a[i]["correct"]) - float(lt_b[i]["correct"]) for i in k_ids])
+        effect, low, high = difference_of_means(d_bench, [mm_a[i]["source_id"] for i in m_ids], d_known,
+                                                [lt_a[i]["source_id"] for i in k_ids], n_boot)
+        out.append({"a": sa.model, "b": sb.model, "a_dir": da, "b_dir": db, "task": "mmlu vs longtail",
+                    "variant": f"{bench_a.variant} vs mc", "family": "benchmark runs further ahead of knowledge",
+                    "n": len(m_ids) + len(k_ids), "effect": effect, "ci_low": low, "ci_high": high,
+                    "verdict": verdict(low, high, 1)})
     return out
 
 

@@ -28,6 +28,7 @@ import pyarrow as pa
 
 from cleanroom.audit.errors import AuditInputError
 from cleanroom.audit.items import AuditItem, AuditTask, TaskOptions
+from cleanroom.audit.longtail import LongtailTask, knowledge_summary
 from cleanroom.audit.models import CachedModel, EndpointModel, LocalModel
 from cleanroom.audit.report import write_report
 from cleanroom.audit.summary import AuditSummary, summarize_rows
@@ -38,7 +39,7 @@ from cleanroom.teachers.cache import RequestCache
 from cleanroom.teachers.protocol import Completion, GenParams, request_key
 from cleanroom.ui import progress, say
 
-TASKS: dict[str, Any] = dict(BUILTIN_TASKS)
+TASKS: dict[str, Any] = {**BUILTIN_TASKS, "longtail": LongtailTask}
 
 ITEM_SCHEMA = pa.schema([
     ("id", pa.string()), ("task", pa.string()), ("variant", pa.string()), ("family", pa.string()),
@@ -155,9 +156,9 @@ def answer_items(task: AuditTask, items: list[AuditItem], model: CachedModel, pr
                 pred, pred_norm = int(np.argmax(lp)), int(np.argmax(np.array(lp) / np.array(lengths)))
                 normalize = bool(it.meta.get("normalize"))
                 p = pred_norm if normalize else pred
+                alt = (pred == it.gold) if normalize else (pred_norm == it.gold) if it.meta.get("alt_norm") else None
                 rows[i] = _row(it, proto, pred=it.options[p].strip(), pred_text=it.meta["choices"][p],
-                               correct=p == it.gold, correct_alt=(pred == it.gold) if normalize else None,
-                               logprobs=lp)
+                               correct=p == it.gold, correct_alt=alt, logprobs=lp)
         elif kind == "choice":
             prompts = [letter_question(items[i].meta["question"], items[i].meta["choices"]) for i in idx]
             with progress(label, total=len(prompts)) as bar:
@@ -169,8 +170,10 @@ def answer_items(task: AuditTask, items: list[AuditItem], model: CachedModel, pr
                 rows[i] = _row(it, proto, pred=letter or "", pred_text=None if p < 0 else it.meta["choices"][p],
                                correct=p == it.gold, parsed=letter is not None, response=text)
         else:
-            if proto == "completion":
-                reqs = [GenerateRequest(items[i].prompt, GSM_STOP, cfg.options.max_gen_tokens) for i in idx]
+            if proto == "completion":  # a task may say where its answers end and how long they are
+                stop = getattr(task, "gen_stop", GSM_STOP)
+                max_tokens = getattr(task, "gen_max_tokens", None) or cfg.options.max_gen_tokens
+                reqs = [GenerateRequest(items[i].prompt, stop, max_tokens) for i in idx]
                 with progress(label, total=len(reqs)) as bar:
                     texts = model.complete(reqs, bar.advance)
             else:
@@ -248,6 +251,7 @@ def run_audit(cfg: AuditConfig) -> AuditSummary:
     timings["model_load_s"] = getattr(backend, "load_seconds", 0.0)
     t0 = time.perf_counter()
     task_summaries, results = summarize_rows(all_rows, cfg.n_boot)
+    knowledge = knowledge_summary(all_rows, cfg.n_boot)
     timings["statistics_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - t_start
     opts = asdict(cfg.options)
@@ -256,7 +260,7 @@ def run_audit(cfg: AuditConfig) -> AuditSummary:
         model=backend.name, backend=backend.identity, protocols=protocols, options=opts, tasks=task_summaries,
         results=results, timings={k: round(v, 3) for k, v in timings.items()},
         requests={**model.counts, "model_calls": backend.model_calls, "offers": offers},
-        environment=_environment(), sources=sources, notes=notes)
+        environment=_environment(), sources=sources, notes=notes, knowledge=knowledge)
     write_json(cfg.out / "summary.json", summary.model_dump(mode="json"))
     write_report(cfg.out, summary)
     return summary

@@ -25,7 +25,8 @@ from scipy.stats import binomtest
 
 from cleanroom.evals.stats import accuracy_ci, paired_diff, verdict
 
-__all__ = ["accuracy_ci", "cluster_pairs", "compare_gaps", "mcnemar", "paired_gap", "verdict"]
+__all__ = ["accuracy_ci", "cluster_pairs", "compare_gaps", "difference_of_means", "mcnemar", "paired_gap",
+           "verdict"]
 
 
 def cluster_pairs(source_ids: Sequence[str], families: Sequence[str], correct: Sequence[bool], family: str,
@@ -67,3 +68,22 @@ def compare_gaps(a: dict[str, float], b: dict[str, float], n_boot: int = 2000,
     effect, low, high = paired_diff(np.array([a[k] for k in keys]), np.array([b[k] for k in keys]),
                                     n_boot=n_boot, seed=seed)
     return effect, low, high, len(keys)
+
+
+def difference_of_means(x: np.ndarray, x_clusters: Sequence[str], y: np.ndarray, y_clusters: Sequence[str],
+                        n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """mean(x) - mean(y) for two independent item sets, each resampled by its own clusters: (effect, low, high)."""
+    def resampled(v: np.ndarray, clusters: Sequence[str], rng: np.random.Generator) -> np.ndarray:
+        _, inv = np.unique(np.asarray(clusters), return_inverse=True)
+        k = int(inv.max()) + 1
+        sums, counts = np.bincount(inv, weights=v, minlength=k), np.bincount(inv, minlength=k).astype(float)
+        w = rng.multinomial(k, np.full(k, 1 / k), size=int(n_boot)).astype(float)
+        return (w @ sums) / (w @ counts)
+
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if x.size == 0 or y.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    boot = resampled(x, x_clusters, rng) - resampled(y, y_clusters, rng)
+    low, high = np.percentile(boot, [2.5, 97.5])
+    return float(x.mean() - y.mean()), float(low), float(high)

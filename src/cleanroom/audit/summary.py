@@ -60,6 +60,8 @@ class AuditSummary(BaseModel):
     environment: dict[str, Any] = Field(default_factory=dict)
     sources: list[dict[str, str]] = Field(default_factory=list)
     notes: dict[str, Any] = Field(default_factory=dict)
+    # the `longtail` task: accuracy per popularity bucket in both formulations, SimpleQA grades, slope
+    knowledge: dict[str, Any] = Field(default_factory=dict)
 
 
 def _chance(rows: list[dict]) -> float:
