@@ -44,7 +44,7 @@ test: $(STAMP) $(AUDIT_DATA)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
-	for b in bench/[a-z]*.py; do echo "== $$b"; $(BIN)/python $$b; done
+	for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b; done
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench scripts

@@ -12,9 +12,7 @@ JSON says so and the comparison is against the naive scorer only.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import logging
 import sys
 import tempfile
@@ -23,10 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+from benchlib import emit, log, parser
 
 
 def small_llama(directory: Path, texts: list[str]) -> Path:
@@ -87,8 +82,7 @@ def predictions(items, lls: list[float]) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="a small random Llama and 24 items (seconds)")
+    ap = parser(__doc__)
     ap.add_argument("--model", default=None, help="local model (dir, .gguf, smollm2); default: a small random Llama")
     ap.add_argument("--items", type=int, default=None, help="MMLU source items (default 24 quick, 100 otherwise)")
     ap.add_argument("--batch-size", type=int, default=32)
@@ -146,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict:
     naive_s = (time.perf_counter() - t0) * len(requests) / len(ref_naive)
     result.update(naive_s_estimated=round(naive_s, 3), speedup_vs_naive=round(naive_s / audit_s, 2),
                   max_abs_logprob_diff_vs_naive=float(np.max(np.abs(np.array(got[sub]) - np.array(ref_naive)))))
-    print(json.dumps(result), flush=True)
+    emit(result)
     if tmp is not None:
         tmp.cleanup()
     return result

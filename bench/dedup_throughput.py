@@ -18,7 +18,7 @@ import platform
 import time
 
 import numpy as np
-from _bench import emit, parser
+from benchlib import emit, parser
 from synthetic_corpus import planted_corpus
 
 from cleanroom.curate.base import Document, require

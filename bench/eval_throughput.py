@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _bench import emit, parser
+from benchlib import emit, parser
 
 from cleanroom.evals.adapters import NativeAdapter
 from cleanroom.evals.tasks import evaluate_items

@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 
-from _bench import emit, parser
+from benchlib import emit, parser
 
 
 def child(preset: str, steps: int) -> dict:

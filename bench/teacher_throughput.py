@@ -22,7 +22,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import openai
-from _bench import emit, parser
+from benchlib import emit, parser
 
 from cleanroom.teachers import GenParams
 from cleanroom.teachers.openai_compat import OpenAITeacher

@@ -35,7 +35,7 @@ import time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from _bench import emit, parser
+from benchlib import emit, parser
 
 from cleanroom.config import load_config
 from cleanroom.malloc import tune_malloc

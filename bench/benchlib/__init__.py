@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 # test doubles (tiny models, planted corpora) live under tests/, not in the package
-TESTS = Path(__file__).resolve().parents[1] / "tests"
+TESTS = Path(__file__).resolve().parents[2] / "tests"
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
