@@ -89,6 +89,13 @@ def _attention_bf16(q, k, v, mask, is_causal: bool) -> torch.Tensor:
     return (_round(scores.softmax(-1)) @ _round(v)).to(BF16)
 
 
+class BF16HeadTransformer(Transformer):
+    """The model as it was before the fix: the vocabulary head under autocast like every other matmul."""
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(h)
+
+
 def precision(variant: str, model: Transformer, native: bool):
     """The context a forward pass of `variant` runs in."""
     if variant == "fp32":
@@ -96,7 +103,7 @@ def precision(variant: str, model: Transformer, native: bool):
     if native:
         if variant not in ("bf16", "bf16_lr", "bf16_head32"):
             raise SystemExit(f"variant {variant} is emulation-only")
-        return autocast("cpu", "bf16")  # the model's head runs in fp32 unless `bf16_head = True`
+        return autocast("cpu", "bf16")  # `Transformer.head` keeps fp32; BF16HeadTransformer does not
     fp32 = (model.lm_head.weight,) if variant == "bf16_head32" else ()
     return EmulatedBF16(fp32_weights=fp32, attention=variant != "bf16_attn32")
 
@@ -121,9 +128,8 @@ def train(run: Path, recipe: str, variant: str, seed: int, every: int, native: b
     meta = json.loads((run / "tokens" / f"{recipe}.json").read_text())
     batches = TrainBatches(open_tokens(run / "tokens", recipe, "train"), m.seq_len, seed)
     val = val_batches(open_tokens(run / "tokens", recipe, "val"), m.seq_len, t.batch_size, t.eval_batches)
-    model = Transformer(m, meta["vocab_size"], seed=seed)
-    if native and variant == "bf16":
-        model.bf16_head = True  # the old behaviour: the vocabulary head under autocast too
+    old_head = native and variant in ("bf16", "bf16_lr")  # native autocast, the head in bf16 as it was
+    model = (BF16HeadTransformer if old_head else Transformer)(m, meta["vocab_size"], seed=seed)
     opt = make_optimizer(model, t.lr, t.weight_decay, (t.beta1, t.beta2))
     ctx = lambda: precision(variant, model, native)  # noqa: E731
     curve, t0 = [], time.perf_counter()

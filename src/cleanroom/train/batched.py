@@ -199,7 +199,8 @@ class BatchedTransformer(nn.Module):
         x = self.embed_tokens(idx.reshape(N, B * T))
         for layer in self.layers:
             x = layer(x, cos, sin, B, T)
-        logits = self.lm_head(self.norm(x))  # [N, B*T, V]
+        with torch.autocast(x.device.type, enabled=False):  # fp32 logits, as `Transformer.head`
+            logits = self.lm_head(self.norm(x).float())  # [N, B*T, V]
         # unbind, not logits[i]: indexing's backward would zero-fill a full [N, B*T, V] gradient per model
         return torch.stack([F.cross_entropy(lg.float(), tg.reshape(-1), ignore_index=IGNORE_INDEX)
                             for lg, tg in zip(logits.unbind(0), targets.unbind(0), strict=True)])
@@ -302,6 +303,28 @@ class _Run:
     last_val: float = float("nan")
 
 
+def stack_batches(batches: list[TrainBatches], step: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each model's own batch for `step` (its data order, as when it trains alone), stacked: [N, B, T]."""
+    xs, ys = zip(*(b.batch(step, 0, 1, batch_size) for b in batches), strict=True)
+    return torch.stack(xs), torch.stack(ys)
+
+
+def train_step(net: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, lr: float,
+               grad_clip: float, dtype: str) -> list[float]:
+    """One optimizer step of every model in `net` (a BatchedTransformer, maybe compiled); their losses."""
+    for g in opt.param_groups:
+        g["lr"] = lr
+    with autocast(x.device, dtype):
+        losses = net(x, y)
+    losses.sum().backward()  # model i's gradient is that of losses[i] alone
+    if grad_clip > 0:
+        # the module's parameter order, as clip_grad_norm_ sees it for one model: it sets the norm's rounding
+        clip_grad_norms_(list(net.parameters()), grad_clip, len(losses))
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return losses.detach().tolist()
+
+
 def recipe_members(cfg: ExperimentConfig, recipes: list[str]) -> list[Member]:
     return [Member(r, r, cfg.seed) for r in recipes]
 
@@ -367,7 +390,6 @@ def _train_group(cfg: ExperimentConfig, store: RunStore, runs: list[_Run], start
         else:
             write_text(log_path, "")
     net: torch.nn.Module = torch.compile(model) if cfg.runtime.compile else model
-    params = list(model.parameters())
     B, T = tcfg.batch_size, mcfg.seq_len
     tokens_per_step = B * T
     train_seconds, t_start, done = 0.0, time.perf_counter(), start
@@ -381,18 +403,8 @@ def _train_group(cfg: ExperimentConfig, store: RunStore, runs: list[_Run], start
                 check_cancelled()
                 t0 = time.perf_counter()
                 lr = lr_at(step, tcfg)
-                for g in opt.param_groups:
-                    g["lr"] = lr
-                xs, ys = zip(*(r.batches.batch(step, 0, 1, B) for r in runs), strict=True)
-                x, y = torch.stack(xs).to(device), torch.stack(ys).to(device)
-                with autocast(device, dtype):
-                    losses = net(x, y)
-                losses.sum().backward()  # model i's gradient is that of losses[i] alone
-                if tcfg.grad_clip > 0:
-                    clip_grad_norms_(params, tcfg.grad_clip, n)
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-                loss_list = losses.detach().tolist()
+                x, y = stack_batches([r.batches for r in runs], step, B)
+                loss_list = train_step(net, opt, x.to(device), y.to(device), lr, tcfg.grad_clip, dtype)
                 dt = time.perf_counter() - t0
                 train_seconds += dt
                 done = step + 1
