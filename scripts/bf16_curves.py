@@ -12,7 +12,9 @@ steps, measured in the run's own precision and in fp32) to `--out`. The variants
   in bf16 with fp32 accumulation, bf16 outputs; residual stream, norms, loss and AdamW stay fp32.
 - `bf16_head32`: the same, but the vocabulary head (and so the logits and the loss) in fp32: the fix
   that `Transformer.head` now applies.
-- `bf16_attn32`: bf16 everywhere except attention (`F.scaled_dot_product_attention` in fp32).
+- `bf16_head32_mlp32`, `bf16_head32_attn32`: the head and the MLPs (or the attention blocks: q/k/v/o
+  projections and attention) in fp32, the rest in bf16: which part does the remaining damage?
+- `bf16_sdpa32`: bf16 everywhere except attention itself (`F.scaled_dot_product_attention` in fp32).
 - `bf16_lr`: plain bf16 at half the learning rate (is it an lr interaction?).
 
 bf16 arithmetic is *emulated* unless this CPU runs bf16 GEMMs fast (`--bf16 native|emulated`, default
@@ -42,7 +44,7 @@ from cleanroom.train.data import TrainBatches, open_tokens, val_batches
 from cleanroom.train.model import Transformer
 from cleanroom.train.trainer import lr_at, make_optimizer
 
-VARIANTS = ("fp32", "bf16", "bf16_head32", "bf16_attn32", "bf16_lr")
+VARIANTS = ("fp32", "bf16", "bf16_head32", "bf16_head32_mlp32", "bf16_head32_attn32", "bf16_sdpa32", "bf16_lr")
 BF16 = torch.bfloat16
 
 
@@ -97,15 +99,23 @@ class BF16HeadTransformer(Transformer):
 
 
 def precision(variant: str, model: Transformer, native: bool):
-    """The context a forward pass of `variant` runs in."""
+    """The context a forward pass of `variant` runs in: `bf16` plus the parts kept in fp32 (`_head32`,
+    `_mlp32`, `_attn32` for the attention block's projections and attention, `_sdpa32` for attention only)."""
     if variant == "fp32":
         return autocast("cpu", "fp32")
+    parts = set(variant.split("_")[1:])
     if native:
-        if variant not in ("bf16", "bf16_lr", "bf16_head32"):
+        if parts - {"head32", "lr"}:
             raise SystemExit(f"variant {variant} is emulation-only")
         return autocast("cpu", "bf16")  # `Transformer.head` keeps fp32; BF16HeadTransformer does not
-    fp32 = (model.lm_head.weight,) if variant == "bf16_head32" else ()
-    return EmulatedBF16(fp32_weights=fp32, attention=variant != "bf16_attn32")
+    fp32: list[torch.Tensor] = [model.lm_head.weight] if "head32" in parts else []
+    for block in model.layers:
+        if "mlp32" in parts:
+            fp32 += [block.mlp.gate_proj.weight, block.mlp.up_proj.weight, block.mlp.down_proj.weight]
+        if "attn32" in parts:
+            a = block.self_attn
+            fp32 += [a.q_proj.weight, a.k_proj.weight, a.v_proj.weight, a.o_proj.weight]
+    return EmulatedBF16(fp32_weights=tuple(fp32), attention=not parts & {"attn32", "sdpa32"})
 
 
 @torch.no_grad()
@@ -128,7 +138,7 @@ def train(run: Path, recipe: str, variant: str, seed: int, every: int, native: b
     meta = json.loads((run / "tokens" / f"{recipe}.json").read_text())
     batches = TrainBatches(open_tokens(run / "tokens", recipe, "train"), m.seq_len, seed)
     val = val_batches(open_tokens(run / "tokens", recipe, "val"), m.seq_len, t.batch_size, t.eval_batches)
-    old_head = native and variant in ("bf16", "bf16_lr")  # native autocast, the head in bf16 as it was
+    old_head = native and "head32" not in variant  # native autocast, the head in bf16 as it was
     model = (BF16HeadTransformer if old_head else Transformer)(m, meta["vocab_size"], seed=seed)
     opt = make_optimizer(model, t.lr, t.weight_decay, (t.beta1, t.beta2))
     ctx = lambda: precision(variant, model, native)  # noqa: E731

@@ -4,11 +4,14 @@
     losses = models(idx, targets)          # idx, targets: [N, B, T]; losses: [N], one per model
     losses.sum().backward()                # model n's gradients are exactly those of losses[n]
 
-Why: a 2.6M-parameter model cannot keep even two CPU cores busy. Its GEMMs are small ([2048, 192] x
-[192, 192]) and a step runs hundreds of small ops, each paying dispatch and thread start-up costs. An
-experiment trains several such models (one per recipe, plus controls) of the same shape and schedule,
-so each kernel here does the work of all of them: `torch.bmm` over the model dimension instead of N
-`mm`s, one attention call over N x B sequences, one optimizer call for all models' parameters.
+Why: an experiment trains several models of one shape and schedule (one per recipe, plus controls),
+and each is too small to fill a machine on its own: its GEMMs are [2048, 192] x [192, 192], a step is
+hundreds of small ops. Here each kernel does the work of all of them: `torch.bmm` over the model
+dimension instead of N `mm`s, one attention call over N x B sequences, one optimizer call for all
+models' parameters. That pays where launches and threads are the cost (a GPU, many cores, a model count
+that does not divide among the cores). On a 2-core CPU in fp32 a 1-thread step of N batched models
+costs what N single steps cost (the GEMMs dominate), so there the pipeline runs one batched group per
+core (docs/performance.md).
 
 The maths per model is `model.Transformer`'s, op for op, so model n gets the numbers it gets alone
 (same kernels on the same shapes: bit-exact in fp32 on the CPUs tested; `tests/test_train_batched.py`
@@ -246,7 +249,6 @@ def clip_grad_norms_(params: list[torch.Tensor], max_norm: float, n: int) -> tor
     for g in grads:
         g.mul_(coef.view(n, *([1] * (g.dim() - 1))))
     return totals
-
 
 
 def split_optimizer_state(state: dict, n: int) -> list[dict]:
