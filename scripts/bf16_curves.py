@@ -14,7 +14,8 @@ steps, measured in the run's own precision and in fp32) to `--out`. The variants
   that `Transformer.head` now applies.
 - `bf16_head32_mlp32`, `bf16_head32_attn32`: the head and the MLPs (or the attention blocks: q/k/v/o
   projections and attention) in fp32, the rest in bf16: which part does the remaining damage?
-- `bf16_sdpa32`: bf16 everywhere except attention itself (`F.scaled_dot_product_attention` in fp32).
+- `bf16_head32_rope32`: the head and the rotary embedding in fp32 (autocast rounds q and k to bf16 only
+  at attention); `bf16_head32_sdpa32`: the head and attention itself in fp32.
 - `bf16_lr`: plain bf16 at half the learning rate (is it an lr interaction?).
 
 bf16 arithmetic is *emulated* unless this CPU runs bf16 GEMMs fast (`--bf16 native|emulated`, default
@@ -44,7 +45,8 @@ from cleanroom.train.data import TrainBatches, open_tokens, val_batches
 from cleanroom.train.model import Transformer
 from cleanroom.train.trainer import lr_at, make_optimizer
 
-VARIANTS = ("fp32", "bf16", "bf16_head32", "bf16_head32_mlp32", "bf16_head32_attn32", "bf16_sdpa32", "bf16_lr")
+VARIANTS = ("fp32", "bf16", "bf16_head32", "bf16_head32_mlp32", "bf16_head32_attn32", "bf16_head32_rope32",
+            "bf16_head32_sdpa32", "bf16_lr")
 BF16 = torch.bfloat16
 
 
@@ -59,13 +61,17 @@ class EmulatedBF16(TorchFunctionMode):
     on bf16 values exactly as under autocast. `fp32_weights`: linears left in fp32 (the head fix);
     `attention`: False keeps attention in fp32."""
 
-    def __init__(self, fp32_weights: tuple[torch.Tensor, ...] = (), attention: bool = True):
+    def __init__(self, fp32_weights: tuple[torch.Tensor, ...] = (), attention: bool = True,
+                 fp32_rope: tuple[torch.Tensor, ...] = ()):
         super().__init__()
         self.fp32_ids = {id(w) for w in fp32_weights}
         self.attention = attention
+        self.rope_ptrs = {t.data_ptr() for t in fp32_rope}
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if func is torch.Tensor.to and self.rope_ptrs and args[0].data_ptr() in self.rope_ptrs:
+            return args[0]  # `_rope32`: cos/sin stay fp32, so the rotation runs in fp32 (promotion)
         if func is F.linear:
             x, w = args[0], args[1]
             if id(w) in self.fp32_ids:
@@ -115,7 +121,8 @@ def precision(variant: str, model: Transformer, native: bool):
         if "attn32" in parts:
             a = block.self_attn
             fp32 += [a.q_proj.weight, a.k_proj.weight, a.v_proj.weight, a.o_proj.weight]
-    return EmulatedBF16(fp32_weights=tuple(fp32), attention=not parts & {"attn32", "sdpa32"})
+    rope = (model.rope_cos, model.rope_sin) if "rope32" in parts else ()
+    return EmulatedBF16(fp32_weights=tuple(fp32), attention=not parts & {"attn32", "sdpa32"}, fp32_rope=rope)
 
 
 @torch.no_grad()
@@ -195,7 +202,7 @@ def main() -> None:
     ap.add_argument("--bf16", choices=["auto", "native", "emulated"], default="auto")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("bf16_curves.jsonl"))
-    ap.add_argument("--plot", type=Path, default=None, help="draw every run in --out to this PNG")
+    ap.add_argument("--plot", type=Path, default=None, help="draw the runs of --variants x --seeds to this PNG")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -204,14 +211,14 @@ def main() -> None:
     have = {(r["variant"], r["seed"], r["steps"]) for r in done}
     for seed in args.seeds:
         for variant in args.variants:
-            if (variant, seed, args.steps or 640) in have:
+            if (variant, seed, args.steps or saved_config(args.run / "config.toml").train.steps) in have:
                 continue
             r = train(args.run, args.recipe, variant, seed, args.every, native, args.steps)
             with open(args.out, "a") as f:
                 f.write(json.dumps(r) + "\n")
             done.append(r)
     if args.plot:
-        plot([json.loads(line) for line in args.out.read_text().splitlines()], args.plot)
+        plot([r for r in done if r["variant"] in args.variants and r["seed"] in args.seeds], args.plot)
 
 
 if __name__ == "__main__":

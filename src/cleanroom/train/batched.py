@@ -183,7 +183,8 @@ class BatchedTransformer(nn.Module):
 
     def single(self, i: int) -> Transformer:
         """Model `i` as a `Transformer` (for evaluation and export)."""
-        model = Transformer(self.cfg, self.vocab_size).to(self.rope_cos.device)
+        # seed=0: a private generator for the throwaway init, so the global RNG is left alone
+        model = Transformer(self.cfg, self.vocab_size, seed=0).to(self.rope_cos.device)
         model.load_state_dict(self.model_state(i))
         return model
 
@@ -214,7 +215,7 @@ class BatchedTransformer(nn.Module):
 
     def flops_per_token(self, seq_len: int | None = None) -> float:
         """Training FLOPs per token of one model (see `Transformer.flops_per_token`)."""
-        return Transformer(self.cfg, self.vocab_size).flops_per_token(seq_len)
+        return Transformer(self.cfg, self.vocab_size, seed=0).flops_per_token(seq_len)
 
 
 def make_optimizer(model: BatchedTransformer, lr: float, weight_decay: float,
