@@ -92,8 +92,7 @@ class Attention(nn.Module):
         q = self.q_proj(x).view(N * B, T, self.n_heads, self.head_dim).transpose(1, 2)  # [N*B, H, T, hd]
         k = self.k_proj(x).view(N * B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(N * B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        cos, sin = cos.to(q.dtype), sin.to(q.dtype)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # in fp32 under autocast, as `model.Attention`
         if self.n_kv_heads != self.n_heads:
             r = self.n_heads // self.n_kv_heads
             k, v = k.repeat_interleave(r, dim=1), v.repeat_interleave(r, dim=1)

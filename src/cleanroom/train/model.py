@@ -16,8 +16,8 @@ Choices, and why:
   j*r .. j*r + r - 1).
 - No biases anywhere, optional tied input/output embeddings (saves vocab x d_model parameters, which
   is most of a tiny model).
-- The vocabulary head (`head`) runs in fp32 even under bf16 autocast: bf16 logits slowed the
-  memorisation of facts (see `head`).
+- Under bf16 autocast the vocabulary head (`head`) and RoPE still run in fp32: in bf16 they slowed the
+  memorisation of facts (see `head`; docs/performance.md).
 - A KV cache (`KVCache`) lives beside the model, as in nanochat: greedy decoding runs the prompt once,
   then one token per step against the cached keys and values, through the same modules as training.
 - Parameter names mirror Hugging Face Llama (`layers.0.self_attn.q_proj.weight`, ...) so export is
@@ -113,7 +113,8 @@ class Attention(nn.Module):
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # [B, H, T, hd]
         k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # [B, Hkv, T, hd]
         v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        cos, sin = cos.to(q.dtype), sin.to(q.dtype)
+        # RoPE in fp32 even under bf16 autocast: cos/sin stay fp32 and q, k promote (autocast rounds them
+        # to bf16 only as attention's inputs); bf16 rotations slowed memorisation (docs/performance.md)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             k, v = cache.extend(layer, k, v)
