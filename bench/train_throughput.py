@@ -234,6 +234,49 @@ def ours(cfg, data: dict, vocab: int, side: Side, eval_every: int, groups: int, 
     side.done = True
 
 
+def plan_rates(cfg, vocab: int, sizes: list[int], cores: int, steps: int, rounds: int) -> dict[str, float]:
+    """Model-steps/s of ways to train n models of the preset's shape on this machine's cores, timed in
+    alternating blocks: `n` batched groups of one thread each (n <= cores, the pipeline's default) vs one
+    batched group on every core. Random tokens: only speed is measured."""
+    m, t = cfg.model, cfg.train
+
+    def plan(groups: list[int], threads: int):
+        steps_ = []
+        for g in groups:
+            bm = BatchedTransformer(m, vocab, list(range(g)))
+            opt = make_optimizer(bm, t.lr, t.weight_decay, (t.beta1, t.beta2))
+            x, y = torch.randint(0, vocab, (g, t.batch_size, m.seq_len)), torch.randint(0, vocab, (g, t.batch_size,
+                                                                                                       m.seq_len))
+            steps_.append(lambda bm=bm, opt=opt, x=x, y=y: train_step(bm, opt, x, y, t.lr, t.grad_clip, "fp32"))
+
+        def run() -> None:
+            def loop(step) -> None:
+                torch.set_num_threads(threads)
+                for _ in range(steps):
+                    step()
+            workers = [threading.Thread(target=loop, args=(s,)) for s in steps_]
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join()
+        return run
+
+    plans = {}
+    for n in sizes:
+        split = [len(range(i, n, min(n, cores))) for i in range(min(n, cores))]
+        plans[f"{n} models: {'+'.join(map(str, split))} x 1 thread"] = (plan(split, 1), n)
+        plans[f"{n} models: {n} x {cores} threads"] = (plan([n], cores), n)
+    rates: dict[str, list[float]] = {k: [] for k in plans}
+    for run, _ in plans.values():
+        run()  # warm up
+    for _ in range(rounds):
+        for name, (run, n) in plans.items():
+            t0 = time.perf_counter()
+            run()
+            rates[name].append(n * steps / (time.perf_counter() - t0))
+    return {k: round(sorted(v)[len(v) // 2], 3) for k, v in rates.items()}
+
+
 def load_data(args) -> tuple:
     """(config, run directory) with token files: `--run`, else a fresh run of the preset."""
     if args.run:
@@ -266,6 +309,8 @@ def main() -> None:
     p.add_argument("--max-steps", type=int, default=0, help="give up after this many steps (default: train.steps)")
     p.add_argument("--baseline-threads", type=int, default=0,
                    help="torch threads of the baseline (default: runtime.threads, else every core)")
+    p.add_argument("--plans", type=int, nargs="*", default=None,
+                   help="also time group plans for these model counts (e.g. --plans 4 5): model-steps/s")
     p.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp32"], help="our trainer's autocast dtype")
     args = p.parse_args()
     if args.quick:
@@ -338,6 +383,10 @@ def main() -> None:
         "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "curves": {"baseline": base_side.curves, "ours": our_side.curves} if not args.quick else None,
     }
+    if args.plans:
+        out["plans_model_steps_per_s"] = plan_rates(cfg, vocab, args.plans, cores, 2 if args.quick else 4,
+                                                    1 if args.quick else 3)
+        out["load_avg_1m"].append(round(os.getloadavg()[0], 2))
     assert math.isfinite(ours_tps) and math.isfinite(base_tps)
     emit(out)
 

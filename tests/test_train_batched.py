@@ -195,3 +195,13 @@ def test_sigkill_during_batched_training_then_rerun_is_exact(tokenized, tmp_path
         assert stats["resumed_from_step"] >= 25 and stats["batched_models"] == 2
         assert [row["step"] for row in log_of(store, r)] == list(range(1, 151))
         assert weights(store, r) == weights(full, r), f"{r}: resumed weights differ from an uninterrupted run"
+
+
+def test_batching_policy(monkeypatch):
+    from cleanroom.runtime import batch_models
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    auto, off = config().runtime, config(**{"runtime.batch_models": "false"}).runtime
+    assert batch_models(auto, 3) and not batch_models(auto, 1) and not batch_models(off, 3)
+    monkeypatch.setenv("WORLD_SIZE", "2")  # torchrun: each process holds a shard of one model's batch
+    assert not batch_models(auto, 3)
