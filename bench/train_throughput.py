@@ -1,47 +1,60 @@
-"""Training throughput at the default preset's model shape: our trainer vs an fp32 eager nanoGPT baseline.
+"""Time to a fixed validation loss: cleanroom's trainer against a nanoGPT-style fp32 eager baseline.
 
-    .venv/bin/python bench/train_throughput.py [--steps 12] [--no-compile] [--preset default] [--dtype auto]
-    .venv/bin/python bench/train_throughput.py --quick   # smoke shape, 3 steps, no compile (CI)
+    .venv/bin/python bench/train_throughput.py [--run runs/default] [--target 1.6] [--models 4]
+    .venv/bin/python bench/train_throughput.py --quick   # smoke preset, seconds (CI)
 
-Both models are built and timed in this process, interleaved (ours, baseline, ours, ...) so that load
-from other processes hits both alike; each figure is the median step time. Also measured here: the
-machine's bf16 and fp32 matmul peaks (2048^3 GEMMs), so MFU (model FLOPs per second / peak) refers
-to this machine as it is now. Prints one JSON object:
+One process, the same data: the token files of a run directory (`--run`; default: a fresh run of
+`--preset` built in a temporary directory), the first `--models` recipes, each model on its recipe's
+tokens in the trainer's seeded order. Both sides use the preset's `train` schedule (warmup + cosine
+over `train.steps`, AdamW, grad clipping) and stop a model once its validation loss (the trainer's
+`val_batches`, every `--eval-every` steps) is at or below `--target`:
 
-    {"speedup", "mfu", "tokens_per_s", "baseline_tokens_per_s", "peak_rss_mb", ...}
+- baseline: nanoGPT's GPT (learned positions, LayerNorm with biases, GELU MLP with the parameter count
+  of our SwiGLU, fused-QKV attention, tied embeddings, nanoGPT's init and AdamW groups) in fp32 eager,
+  the models one after another, each on every core;
+- ours: the trainer's step (`cleanroom.train.batched.train_step`) on the models batched as the pipeline
+  batches them (`runtime.jobs` groups, the cores split between them), in `--dtype` (default `auto`:
+  bf16 where this machine's bf16 GEMMs are faster, as `train.dtype = auto` decides).
 
-`tokens_per_s` / `mfu` are our trainer's step in `--dtype` (default `auto`: bf16 where this machine's
-bf16 GEMMs are faster, the trainer's fastest setting), compile off; `compiled_*` add `torch.compile`;
-`preset_dtype_tokens_per_s` is the step in the preset's own dtype (fp32 for `default`) when it differs.
-`parallel_*`: what `cleanroom train` does on a CPU with several recipes (`runtime.jobs`): `jobs` models
-in the preset's dtype step at once in threads, the cores split between them; timed in blocks that
-alternate with blocks of the same model stepping alone on every core (`parallel_vs_sequential`) and of
-the baseline (`parallel_speedup`).
-Both run with the CLI's malloc settings (`cleanroom.malloc`; key `malloc`); `bench/malloc.py` measures those.
-The baseline is nanoGPT's model (learned positions, LayerNorm, GELU MLP with 4 x d hidden = the same
-parameter count as our SwiGLU, fused-QKV SDPA attention, tied embeddings) trained in fp32 eager with
-PyTorch's default AdamW.
+The two alternate in chunks of `--eval-every` steps, so load from other processes hits both alike;
+only training steps are timed (evaluations are not). Also measured here: the machine's bf16 and fp32
+GEMM peaks, so `mfu` (ours: model FLOPs/s over the better peak) refers to this machine as it is now.
+Prints one JSON object:
+
+    {"time_to_loss_speedup", "mfu", "dtype", "bf16_peak_gflops", "fp32_peak_gflops", "tokens_per_s",
+     "baseline_tokens_per_s", "throughput_ratio", "steps_ratio", "baseline_seconds", "ours_seconds", ...}
+
+`time_to_loss_speedup` = baseline seconds / ours; it factors into `throughput_ratio` (tokens/s) times
+`steps_ratio` (the baseline's steps to the target over ours: what the architecture buys).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import resource
-import statistics
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from benchlib import emit, parser
+from benchlib import emit, log, parser
 
-from cleanroom.config import load_config
+from cleanroom.config import load_config, saved_config
 from cleanroom.malloc import tune_malloc
-from cleanroom.runtime import autocast, gemm_gflops, parallel_jobs, resolve_dtype
-from cleanroom.train.model import Transformer
-from cleanroom.train.trainer import make_optimizer
+from cleanroom.pipeline import Pipeline
+from cleanroom.runtime import autocast, parallel_jobs, resolve_dtype
+from cleanroom.store import RunStore
+from cleanroom.train.batched import BatchedTransformer, make_optimizer, recipe_members, stack_batches, train_step
+from cleanroom.train.data import TrainBatches, open_tokens, val_batches
+from cleanroom.train.trainer import evaluate, lr_at
+
+DEFAULT_TARGET = {"default": 1.6, "smoke": 5.5}  # reached within the schedule by both sides
 
 
 class NanoGPTBlock(nn.Module):
@@ -62,7 +75,7 @@ class NanoGPTBlock(nn.Module):
 
 
 class NanoGPT(nn.Module):
-    """nanoGPT's GPT (Karpathy), trimmed: the fp32 eager baseline."""
+    """nanoGPT's GPT (Karpathy), trimmed: the fp32 eager baseline, with nanoGPT's init."""
 
     def __init__(self, vocab: int, d: int, n_layers: int, n_heads: int, seq_len: int, hidden: int):
         super().__init__()
@@ -71,17 +84,33 @@ class NanoGPT(nn.Module):
         self.ln_f = nn.LayerNorm(d)
         self.lm_head = nn.Linear(d, vocab, bias=False)
         self.lm_head.weight = self.wte.weight
+        for m in self.modules():
+            if isinstance(m, nn.Linear | nn.Embedding):
+                nn.init.normal_(m.weight, std=0.02)
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                nn.init.zeros_(m.bias)
+        for name, p in self.named_parameters():
+            if name.endswith(("c_proj.weight", "mlp_proj.weight")):
+                nn.init.normal_(p, std=0.02 / math.sqrt(2 * n_layers))
 
     def forward(self, idx, targets):
         x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
         for block in self.h:
             x = block(x)
         logits = self.lm_head(self.ln_f(x))
-        return logits, F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+        return logits, F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+
+
+def nanogpt_optimizer(model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float]):
+    """nanoGPT's `configure_optimizers`: decay on 2-d parameters, fused AdamW where available."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=True)
 
 
 def make_step(model: nn.Module, opt: torch.optim.Optimizer, x, y, dtype: str, clip: float):
-    """One training step as the trainer takes it; returns the loss (detached)."""
+    """One single-model training step as the trainer takes it; returns the loss (bench/malloc.py uses it)."""
     def step() -> torch.Tensor:
         with autocast("cpu", dtype):
             _, loss = model(x, y)
@@ -95,129 +124,271 @@ def make_step(model: nn.Module, opt: torch.optim.Optimizer, x, y, dtype: str, cl
     return step
 
 
+def peak_gflops(dtype: torch.dtype, n_max: int, seconds: float, threads: int) -> float:
+    """Best GEMM GFLOP/s on `threads` threads: the better of all threads on one GEMM and `threads` x one
+    thread (on a shared machine a multi-threaded GEMM waits for its slowest thread, which understates the
+    peak; a higher peak only lowers MFU). Sizes 256 .. n_max, best of repeated runs, stopping early where
+    one GEMM takes too long (bf16 without AVX512-BF16 / AMX runs ~1 GFLOP/s: a 2048^3 GEMM takes 17 s)."""
+    before = torch.get_num_threads()
+    best = 0.0
+    for t, scale in ((threads, 1), (1, threads)):
+        torch.set_num_threads(t)
+        n = 256
+        while n <= n_max:
+            a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+            t0 = time.perf_counter()
+            a @ b
+            first = time.perf_counter() - t0
+            times, end = [first], time.perf_counter() + seconds
+            while time.perf_counter() < end:
+                t1 = time.perf_counter()
+                a @ b
+                times.append(time.perf_counter() - t1)
+            best = max(best, scale * 2 * n**3 / min(times) / 1e9)
+            if first > seconds:
+                break
+            n *= 2
+    torch.set_num_threads(before)
+    return best
+
+
+class Side:
+    """One side of the race: steps its models in chunks, times only the steps, records when each
+    model's validation loss first reaches the target."""
+
+    def __init__(self, name: str, target: float, max_steps: int):
+        self.name, self.target, self.max_steps = name, target, max_steps
+        self.seconds, self.tokens, self.done = 0.0, 0, False
+        self.reached: dict[str, int | None] = {}
+        self.curves: dict[str, list[tuple[int, float]]] = {}
+
+    def record(self, model: str, step: int, val: float) -> bool:
+        self.curves.setdefault(model, []).append((step, round(val, 4)))
+        if val <= self.target and self.reached.get(model) is None:
+            self.reached[model] = step
+        return self.reached.get(model) is not None
+
+
+def baseline(cfg, data: dict, vocab: int, side: Side, eval_every: int, threads: int) -> Iterator[None]:
+    """nanoGPT fp32 eager, one model after another on `threads` threads."""
+    m, t = cfg.model, cfg.train
+    for name, (batches, val, seed) in data.items():
+        torch.set_num_threads(threads)
+        torch.manual_seed(seed)
+        model = NanoGPT(vocab, m.d_model, m.n_layers, m.n_heads, m.seq_len, m.ffn_hidden * 3 // 2)
+        opt = nanogpt_optimizer(model, t.lr, t.weight_decay, (t.beta1, t.beta2))
+        side.reached[name] = None
+        for step in range(side.max_steps):
+            x, y = batches.batch(step, 0, 1, t.batch_size)
+            t0 = time.perf_counter()
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, t)
+            make_step(model, opt, x, y, "fp32", t.grad_clip)()
+            side.seconds += time.perf_counter() - t0
+            side.tokens += x.numel()
+            if (step + 1) % eval_every == 0:
+                if side.record(name, step + 1, evaluate(model, val, torch.device("cpu"), "fp32")):
+                    break
+                yield
+        yield
+    side.done = True
+
+
+def ours(cfg, data: dict, vocab: int, side: Side, eval_every: int, groups: int, threads: int,
+         dtype: str) -> Iterator[None]:
+    """cleanroom's batched trainer step: `groups` batched groups at once, `threads` torch threads each."""
+    m, t = cfg.model, cfg.train
+    names = list(data)
+    parts = [names[i::groups] for i in range(groups)]
+    models = [BatchedTransformer(m, vocab, [data[n][2] for n in part]) for part in parts]
+    opts = [make_optimizer(bm, t.lr, t.weight_decay, (t.beta1, t.beta2)) for bm in models]
+    for n in names:
+        side.reached[n] = None
+    step = 0
+
+    def run(g: int, first: int) -> None:
+        torch.set_num_threads(threads)
+        for s in range(first, first + eval_every):
+            x, y = stack_batches([data[n][0] for n in parts[g]], s, t.batch_size)
+            train_step(models[g], opts[g], x, y, lr_at(s, t), t.grad_clip, dtype)
+
+    while step < side.max_steps and any(v is None for v in side.reached.values()):
+        live = [g for g, part in enumerate(parts) if any(side.reached[n] is None for n in part)]
+        t0 = time.perf_counter()
+        if len(live) == 1:
+            run(live[0], step)
+        else:
+            workers = [threading.Thread(target=run, args=(g, step)) for g in live]
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join()
+        side.seconds += time.perf_counter() - t0
+        side.tokens += sum(len(parts[g]) for g in live) * eval_every * t.batch_size * m.seq_len
+        step += eval_every
+        torch.set_num_threads(threads * len(live))
+        for g in live:
+            for i, n in enumerate(parts[g]):
+                side.record(n, step, evaluate(models[g].single(i), data[n][1], torch.device("cpu"), dtype))
+        yield
+    side.done = True
+
+
+def plan_rates(cfg, vocab: int, sizes: list[int], cores: int, steps: int, rounds: int) -> dict[str, float]:
+    """Model-steps/s of ways to train n models of the preset's shape on this machine's cores, timed in
+    alternating blocks: `n` batched groups of one thread each (n <= cores, the pipeline's default) vs one
+    batched group on every core. Random tokens: only speed is measured."""
+    m, t = cfg.model, cfg.train
+
+    def plan(groups: list[int], threads: int):
+        steps_ = []
+        for g in groups:
+            bm = BatchedTransformer(m, vocab, list(range(g)))
+            opt = make_optimizer(bm, t.lr, t.weight_decay, (t.beta1, t.beta2))
+            x, y = torch.randint(0, vocab, (g, t.batch_size, m.seq_len)), torch.randint(0, vocab, (g, t.batch_size,
+                                                                                                       m.seq_len))
+            steps_.append(lambda bm=bm, opt=opt, x=x, y=y: train_step(bm, opt, x, y, t.lr, t.grad_clip, "fp32"))
+
+        def run() -> None:
+            def loop(step) -> None:
+                torch.set_num_threads(threads)
+                for _ in range(steps):
+                    step()
+            workers = [threading.Thread(target=loop, args=(s,)) for s in steps_]
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join()
+        return run
+
+    plans = {}
+    for n in sizes:
+        split = [len(range(i, n, min(n, cores))) for i in range(min(n, cores))]
+        plans[f"{n} models: {'+'.join(map(str, split))} x 1 thread"] = (plan(split, 1), n)
+        plans[f"{n} models: {n} x {cores} threads"] = (plan([n], cores), n)
+    rates: dict[str, list[float]] = {k: [] for k in plans}
+    for run, _ in plans.values():
+        run()  # warm up
+    for _ in range(rounds):
+        for name, (run, n) in plans.items():
+            t0 = time.perf_counter()
+            run()
+            rates[name].append(n * steps / (time.perf_counter() - t0))
+    return {k: round(sorted(v)[len(v) // 2], 3) for k, v in rates.items()}
+
+
+def load_data(args) -> tuple:
+    """(config, run directory) with token files: `--run`, else a fresh run of the preset."""
+    if args.run:
+        return saved_config(Path(args.run) / "config.toml"), Path(args.run)
+    root = Path(tempfile.mkdtemp(prefix="train_bench_"))
+    cfg = load_config(args.preset)
+    log(f"building a {args.preset} run in {root} (world -> tokenize) ...")
+    Pipeline(cfg, RunStore(root)).ensure("tokenize")
+    return cfg, root
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
 def main() -> None:
-    malloc = tune_malloc()  # as the CLI does, before any thread allocates; both models get it
+    malloc = tune_malloc()  # as the CLI does, before any thread allocates; both sides get it
     p = parser(__doc__)
     p.add_argument("--preset", default="default")
-    p.add_argument("--steps", type=int, default=12, help="timed steps per variant")
-    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
+    p.add_argument("--run", default=None, help="run directory with token files (default: build one)")
+    p.add_argument("--models", type=int, default=0, help="recipes' models to train (default: all)")
+    p.add_argument("--target", type=float, default=None, help="validation loss to reach (default per preset)")
+    p.add_argument("--eval-every", type=int, default=10)
+    p.add_argument("--max-steps", type=int, default=0, help="give up after this many steps (default: train.steps)")
+    p.add_argument("--baseline-threads", type=int, default=0,
+                   help="torch threads of the baseline (default: runtime.threads, else every core)")
+    p.add_argument("--plans", type=int, nargs="*", default=None,
+                   help="also time group plans for these model counts (e.g. --plans 4 5): model-steps/s")
     p.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp32"], help="our trainer's autocast dtype")
     args = p.parse_args()
     if args.quick:
-        args.preset, args.steps, args.no_compile = "smoke", 3, True
-    cfg = load_config(args.preset)
+        args.preset, args.eval_every, args.models, args.max_steps = "smoke", 5, 2, 30
+    cfg, root = load_data(args)
     m, t = cfg.model, cfg.train
-    if cfg.runtime.threads:
-        torch.set_num_threads(cfg.runtime.threads)
-    vocab, B, T = cfg.tokenizer.vocab_size, t.batch_size, m.seq_len
-    dtype, preset_dtype = resolve_dtype("cpu", args.dtype), resolve_dtype("cpu", t.dtype)
+    target = args.target if args.target is not None else DEFAULT_TARGET.get(cfg.name, DEFAULT_TARGET["default"])
+    max_steps = args.max_steps or t.steps
+    recipes = cfg.recipes.names[: args.models or None]
+    cores = os.cpu_count() or 1
     load_before = os.getloadavg()[0]
 
-    n, secs = (512, 0.2) if args.quick else (2048, 1.5)
-    peak_bf16, peak_fp32 = (gemm_gflops(dt, n=n, seconds=secs) for dt in (torch.bfloat16, torch.float32))
+    n_max, secs = (256, 0.1) if args.quick else (1024, 0.5)
+    peak_bf16, peak_fp32 = (peak_gflops(dt, n_max, secs, cores) for dt in (torch.bfloat16, torch.float32))
+    dtype = resolve_dtype("cpu", args.dtype)
 
-    torch.manual_seed(0)
-    x, y = torch.randint(0, vocab, (B, T)), torch.randint(0, vocab, (B, T))
-    ours = Transformer(m, vocab)
-
-    def step_of(model: nn.Module, dtype: str):
-        """A training step of `model` (with its own AdamW, as the trainer makes it) in `dtype`."""
-        return make_step(model, make_optimizer(model, t.lr, t.weight_decay, (t.beta1, t.beta2)), x, y, dtype,
-                         t.grad_clip)
-
-    def copy_of_ours() -> Transformer:
-        twin = Transformer(m, vocab)
-        twin.load_state_dict(ours.state_dict())
-        return twin
-
-    hidden = m.ffn_hidden * 3 // 2  # GELU MLP with the parameter count of our SwiGLU (4d when ffn = 8d/3)
-    base = NanoGPT(vocab, m.d_model, m.n_layers, m.n_heads, T, hidden)
-    base_opt = torch.optim.AdamW(base.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    variants = {
-        "ours": step_of(ours, dtype),
-        "baseline": make_step(base, base_opt, x, y, "fp32", t.grad_clip),
-    }
-    if preset_dtype != dtype:
-        variants["preset_dtype"] = step_of(copy_of_ours(), preset_dtype)
-    compile_s = None
-    if not args.no_compile:
-        variants["compiled"] = step_of(torch.compile(copy_of_ours()), dtype)
-        t0 = time.perf_counter()
-        variants["compiled"]()
-        compile_s = time.perf_counter() - t0
-    for step in variants.values():  # warm up (allocator, oneDNN primitive caches)
-        step()
-    times: dict[str, list[float]] = {k: [] for k in variants}
-    for _ in range(args.steps):
-        for name, step in variants.items():
-            t0 = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - t0)
-    tps = {k: B * T / statistics.median(v) for k, v in times.items()}
-    flops = ours.flops_per_token(T)
+    tokens = root / "tokens"
+    vocab = json.loads((tokens / f"{recipes[0]}.json").read_text())["vocab_size"]
+    data = {}
+    for mem in recipe_members(cfg, recipes):
+        batches = TrainBatches(open_tokens(tokens, mem.tokens, "train"), m.seq_len, mem.seed)
+        data[mem.name] = (batches, val_batches(open_tokens(tokens, mem.tokens, "val"), m.seq_len, t.batch_size,
+                                               t.eval_batches), mem.seed)
+    jobs, threads_each = parallel_jobs(cfg.runtime.model_copy(update={"device": "cpu"}), len(recipes))
+    base_threads = args.baseline_threads or cfg.runtime.threads or cores  # a model's threads, as the preset says
+    base_side, our_side = Side("baseline", target, max_steps), Side("ours", target, max_steps)
+    runners = [baseline(cfg, data, vocab, base_side, args.eval_every, base_threads),
+               ours(cfg, data, vocab, our_side, args.eval_every, jobs, threads_each, dtype)]
+    log(f"{len(recipes)} models to val loss {target}: baseline one after another on {base_threads} threads, ours in "
+        f"{jobs} batched group(s) x {threads_each} thread(s), {dtype}")
+    while runners:  # alternate chunks, so that load from other processes hits both sides alike
+        for r in list(runners):
+            if next(r, "end") == "end":
+                runners.remove(r)
+    one = BatchedTransformer(m, vocab, [0])
+    flops = one.flops_per_token(m.seq_len)
+    ours_tps = our_side.tokens / our_side.seconds
+    base_tps = base_side.tokens / base_side.seconds
+    better = max(peak_bf16, peak_fp32)
+    reached = all(v is not None for side in (base_side, our_side) for v in side.reached.values())
     out = {
-        "speedup": round(tps["ours"] / tps["baseline"], 3),
-        "mfu": round(tps["ours"] * flops / (peak_bf16 * 1e9), 4),
-        "tokens_per_s": round(tps["ours"], 1),
-        "baseline_tokens_per_s": round(tps["baseline"], 1),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "mfu_vs_fp32_peak": round(tps["ours"] * flops / (peak_fp32 * 1e9), 4),
+        "time_to_loss_speedup": round(base_side.seconds / our_side.seconds, 3) if reached else None,
+        "mfu": round(ours_tps * flops / (better * 1e9), 4),
+        "mfu_peak": "bf16" if peak_bf16 > peak_fp32 else "fp32",
+        "dtype": dtype,
         "bf16_peak_gflops": round(peak_bf16, 1),
         "fp32_peak_gflops": round(peak_fp32, 1),
-        "model_gflops": round(tps["ours"] * flops / 1e9, 1),
-        "dtype": dtype,
+        "target_val_loss": target,
+        "baseline_seconds": round(base_side.seconds, 2),
+        "ours_seconds": round(our_side.seconds, 2),
+        "tokens_per_s": round(ours_tps, 1),
+        "baseline_tokens_per_s": round(base_tps, 1),
+        "throughput_ratio": round(ours_tps / base_tps, 3),
+        # model-steps (tokens) each side trained: a batched group steps all its models until its last is done
+        "steps_ratio": round(base_side.tokens / our_side.tokens, 3) if reached else None,
+        "baseline_steps_to_target": base_side.reached,
+        "ours_steps_to_target": our_side.reached,
+        "model_gflops": round(ours_tps * flops / 1e9, 1),
+        "baseline_mfu": round(base_tps * flops / (better * 1e9), 4),
+        "models": len(recipes),
+        "groups": jobs,
+        "threads_each": threads_each,
         "shape": {"d_model": m.d_model, "n_layers": m.n_layers, "n_heads": m.n_heads, "ffn_hidden": m.ffn_hidden,
-                  "seq_len": T, "batch_size": B, "vocab": vocab, "params": ours.num_params()},
-        "threads": torch.get_num_threads(),
+                  "seq_len": m.seq_len, "batch_size": t.batch_size, "params": one.num_params()},
+        "cpu": cpu_name(),
+        "threads": cores,
+        "baseline_threads": base_threads,
         "malloc": malloc,
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "curves": {"baseline": base_side.curves, "ours": our_side.curves} if not args.quick else None,
     }
-    if "preset_dtype" in tps:
-        out["preset_dtype"] = preset_dtype
-        out["preset_dtype_tokens_per_s"] = round(tps["preset_dtype"], 1)
-        out["preset_dtype_speedup"] = round(tps["preset_dtype"] / tps["baseline"], 3)
-    if compile_s is not None:
-        out["compiled_tokens_per_s"] = round(tps["compiled"], 1)
-        out["compiled_speedup"] = round(tps["compiled"] / tps["baseline"], 3)
-        out["compiled_mfu"] = round(tps["compiled"] * flops / (peak_bf16 * 1e9), 4)
-        out["compile_seconds"] = round(compile_s, 1)
-    jobs, per_job = parallel_jobs(cfg.runtime, len(cfg.recipes.names))
-    if jobs > 1:
-        par = parallel_blocks([step_of(copy_of_ours(), preset_dtype) for _ in range(jobs)], per_job,
-                              {"sequential": step_of(copy_of_ours(), preset_dtype), "baseline": variants["baseline"]},
-                              args.steps, rounds=1 if args.quick else 3)
-        out["parallel_jobs"], out["parallel_threads_each"] = jobs, per_job
-        out["parallel_tokens_per_s"] = round(par["parallel"] * B * T, 1)
-        out["parallel_vs_sequential"] = round(par["parallel"] / par["sequential"], 3)
-        out["parallel_speedup"] = round(par["parallel"] / par["baseline"], 3)
-    assert all(math.isfinite(v) for v in tps.values())
+    if args.plans:
+        out["plans_model_steps_per_s"] = plan_rates(cfg, vocab, args.plans, cores, 2 if args.quick else 4,
+                                                    1 if args.quick else 3)
+        out["load_avg_1m"].append(round(os.getloadavg()[0], 2))
+    assert math.isfinite(ours_tps) and math.isfinite(base_tps)
     emit(out)
-
-
-def parallel_blocks(steps: list, threads_each: int, others: dict, n: int, rounds: int = 3) -> dict[str, float]:
-    """Median steps/s: `steps` run at once in threads (summed), and each of `others` alone, in
-    alternating blocks of `n` steps."""
-    rates: dict[str, list[float]] = {"parallel": [], **{k: [] for k in others}}
-
-    def loop(step) -> None:
-        torch.set_num_threads(threads_each)
-        for _ in range(n):
-            step()
-
-    for _ in range(rounds):
-        for name, step in others.items():
-            t0 = time.perf_counter()
-            for _ in range(n):
-                step()
-            rates[name].append(n / (time.perf_counter() - t0))
-        workers = [threading.Thread(target=loop, args=(s,)) for s in steps]
-        t0 = time.perf_counter()
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-        rates["parallel"].append(len(steps) * n / (time.perf_counter() - t0))
-    return {k: statistics.median(v) for k, v in rates.items()}
 
 
 if __name__ == "__main__":

@@ -96,7 +96,7 @@ def test_fingerprint_tracks_only_named_sections():
 def test_runtime_section_is_never_fingerprinted_and_old_keys_migrate():
     a = load_config("smoke")
     b = load_config("smoke", overrides=["runtime.jobs=1", "runtime.threads=2", "runtime.compile=true",
-                                        "runtime.device=cpu", "runtime.malloc=default"])
+                                        "runtime.device=cpu", "runtime.malloc=default", "runtime.batch_models=false"])
     assert a.fingerprint() == b.fingerprint() and a.fingerprint("train") == b.fingerprint("train")
     with pytest.raises(ValueError, match="never part of a fingerprint"):
         a.fingerprint("runtime")

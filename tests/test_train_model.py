@@ -109,3 +109,47 @@ def test_generate_is_greedy():
     assert out.shape == (1, 8) and torch.equal(out[:, :5], prompt)
     with torch.no_grad():
         assert out[0, 5] == model(prompt)[0, -1].argmax()
+
+
+def test_the_vocabulary_head_runs_in_fp32_under_bf16_autocast():
+    """bf16 logits slowed memorisation (docs/performance.md): under autocast the body runs in bf16, the
+    head (and so the logits and the loss) in fp32, in the single and in the batched model."""
+    from cleanroom.runtime import autocast
+    from cleanroom.train.batched import BatchedTransformer
+
+    cfg = tiny(d_model=32, n_heads=2, n_kv_heads=2, ffn_hidden=48, seq_len=16)
+    model = Transformer(cfg, 320, seed=0)
+    idx = torch.randint(0, 320, (2, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), autocast("cpu", "bf16"):
+        h = model.hidden(idx)
+        logits = model(idx)
+        assert model.layers[0].mlp.up_proj(h).dtype == torch.bfloat16  # autocast is on for the body
+    assert logits.dtype == torch.float32
+    assert torch.equal(logits, torch.nn.functional.linear(h.float(), model.lm_head.weight))  # an fp32 GEMM
+    assert not torch.equal(logits, torch.nn.functional.linear(h.bfloat16(), model.lm_head.weight.bfloat16()).float())
+    batched = BatchedTransformer(cfg, 320, [0])
+    with torch.no_grad(), autocast("cpu", "bf16"):
+        loss = batched(idx[None], idx[None].roll(-1, dims=-1))[0]
+        _, ref = model(idx, idx.roll(-1, dims=-1))
+    assert loss.dtype == torch.float32 and abs(loss.item() - ref.item()) < 1e-3
+
+
+def test_rope_runs_in_fp32_under_bf16_autocast(monkeypatch):
+    """Attention gets q and k rotated in fp32 (autocast rounds them to bf16 only inside attention)."""
+    from cleanroom.runtime import autocast
+    from cleanroom.train import model as model_module
+    from cleanroom.train.model import apply_rope
+
+    cfg = tiny(d_model=32, n_heads=2, n_kv_heads=2, ffn_hidden=48, seq_len=16)
+    model = Transformer(cfg, 320, seed=0)
+    idx = torch.randint(0, 320, (1, 16), generator=torch.Generator().manual_seed(0))
+    seen = []
+    sdpa = model_module.F.scaled_dot_product_attention
+    monkeypatch.setattr(model_module.F, "scaled_dot_product_attention",
+                        lambda q, k, v, **kw: seen.append(q) or sdpa(q, k, v, **kw))
+    with torch.no_grad(), autocast("cpu", "bf16"):
+        model(idx)
+        attn, h = model.layers[0].self_attn, model.layers[0].input_layernorm(model.embed_tokens(idx))
+        q = attn.q_proj(h).view(1, 16, 2, 16).transpose(1, 2)
+    assert q.dtype == torch.bfloat16 and seen[0].dtype == torch.float32
+    assert torch.equal(seen[0], apply_rope(q.float(), model.rope_cos[:16], model.rope_sin[:16]))

@@ -278,6 +278,10 @@ class RuntimeConfig(Section):
                       "1 on CUDA")
     threads: int = Field(0, ge=0, description="torch threads per model; 0 = the cores split between `jobs`")
     compile: bool = Field(False, description="torch.compile the training step (fuses kernels; same maths)")
+    batch_models: bool | Literal["auto"] = Field(
+        "auto", description="train the recipes' models together as one batched model (cleanroom.train.batched; "
+        "each model's numbers are the ones it gets alone); auto = whenever more than one model is to be trained, "
+        "`jobs` batched groups at once")
     malloc: Literal["tuned", "default"] = Field(
         "tuned", description="glibc malloc settings for training (cleanroom.malloc); env CLEANROOM_MALLOC overrides")
 

@@ -14,8 +14,10 @@ answers in well under a second without importing torch.
 Per-recipe stages marked `parallel` (train, eval, tamper) run several recipes at once, in threads
 (`runtime.jobs`; on a CPU the cores are split between them: two 1-thread models train ~1.2x faster on
 2 cores than one 2-thread model after the other, because these models are too small to keep two
-cores busy). The first error or Ctrl-C stops the other recipes at their next step
-(`contract.check_cancelled`). How many run at once is a `runtime` choice, never part of a fingerprint.
+cores busy). A stage with a `batch_func` (train) instead settles its stale keys in batched groups
+(`runtime.batch_models`): `jobs` groups at once, each group one call that trains its models together.
+The first error or Ctrl-C stops the other recipes at their next step (`contract.check_cancelled`). How
+many run at once, and whether they are batched, is a `runtime` choice, never part of a fingerprint.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class Stage:
     sections: tuple[str, ...]  # config sections the outputs depend on (plus the seed)
     over: str = ""  # "" = once per run; else one key per item of: recipes | arms | models | attacked
     parallel: bool = False  # per-item keys may run at once (`runtime.jobs`)
+    batch_func: str | None = None  # "module:function" settling several keys at once (`runtime.batch_models`)
     version: str = "1"  # bump when a stage's code changes its outputs
     doc: str = ""
     # the outputs of a dependency one item reads ({corpus}: the item's corpus recipe, {base}: an arm's base
@@ -63,7 +66,8 @@ STAGES: dict[str, Stage] = {
         Stage("tokenize", "cleanroom.tokenize.stage:run_tokenize", ("generate", "curate"), ("tokenizer",),
               doc="BPE tokenizer on the union of corpora; token files per recipe"),
         Stage("train", "cleanroom.train.stage:run_train", ("tokenize",), ("model", "train"), over="recipes",
-              parallel=True, doc="one Llama-style model per recipe; HF export",
+              parallel=True, batch_func="cleanroom.train.stage:run_train_batched",
+              doc="one Llama-style model per recipe; HF export",
               reads=(("tokenize", ("tokenizer.json", "tokens/{corpus}.")),)),
         Stage("safeguard", "cleanroom.safeguard.stage:run_safeguard", ("model", "tokenize", "world", "curate"),
               ("safeguard", "eval"), over="arms", parallel=True,
@@ -140,24 +144,31 @@ class Pipeline:
                     self.ensure(d)
             stale = [k for k in keys if self._stale(k)]
             if len(stale) > 1:
-                from cleanroom.runtime import parallel_jobs  # torch: only once a torch stage runs
+                from cleanroom.runtime import batch_models, parallel_jobs  # torch: only once a torch stage runs
 
                 # the split depends on the stage's key count, not on how many are stale, so a resumed
                 # run trains with the same threads per model as the run it resumes
                 jobs, threads = parallel_jobs(self.cfg.runtime, len(keys))
-                if jobs > 1:
+                if STAGES[name].batch_func and batch_models(self.cfg.runtime, len(stale)):
+                    groups = min(jobs, len(stale))
+                    self._run_parallel([tuple(stale[i::groups]) for i in range(groups)], groups, threads)
+                elif jobs > 1:
                     self._run_parallel(stale, min(jobs, len(stale)), threads)
         return [self._ensure_key(k) for k in keys]
 
-    def _run_parallel(self, keys: list[str], jobs: int, threads: int) -> None:
-        """Settle `keys` (their prerequisites already settled) `jobs` at a time, `threads` torch threads each."""
+    def _run_parallel(self, keys: list[str] | list[tuple[str, ...]], jobs: int, threads: int) -> None:
+        """Settle `keys` (their prerequisites already settled) `jobs` at a time, `threads` torch threads each.
+        A tuple of keys is one batched group: its stage's `batch_func` settles them together."""
         import torch
 
         before = torch.get_num_threads()
 
-        def work(key: str) -> None:
+        def work(key: str | tuple[str, ...]) -> None:
             torch.set_num_threads(threads)
-            self._ensure_key(key)
+            if isinstance(key, tuple) and len(key) > 1:
+                self._settle_batch(key)
+            else:
+                self._ensure_key(key[0] if isinstance(key, tuple) else key)
 
         CANCEL.clear()
         pool = ThreadPoolExecutor(jobs, thread_name_prefix="stage")
@@ -175,6 +186,30 @@ class Pipeline:
             pool.shutdown(wait=True, cancel_futures=True)
             CANCEL.clear()
             torch.set_num_threads(before)
+
+    def _settle_batch(self, keys: tuple[str, ...]) -> None:
+        """Run one per-recipe stage for several stale keys in one call of its `batch_func` (the models of
+        a batched group train together); each key still gets its own manifest, as if settled alone."""
+        name = keys[0].partition("/")[0]
+        stage = STAGES[name]
+        recipes = [k.partition("/")[2] for k in keys]
+        inputs = {k: self._inputs(k) for k in keys}
+        for k in keys:
+            say(f"[bold cyan]▶ {k}[/]: {stage.doc} (batched: {', '.join(recipes)})")
+            self.store.invalidate(k)
+        module, _, fn_name = stage.batch_func.partition(":")
+        fn = getattr(importlib.import_module(module), fn_name)
+        t0 = time.perf_counter()
+        results: dict[str, StageResult] = fn(self.cfg, self.store, recipes)
+        seconds = time.perf_counter() - t0
+        for k, recipe in zip(keys, recipes, strict=True):
+            m = self.store.finish(k, self._fingerprint(stage), inputs[k], results[recipe].outputs,
+                                  results[recipe].stats, seconds)
+            say(f"[green]✓ {k}[/] in {seconds:.1f}s")
+            self.ran.append(k)
+            self.done[k] = m
+            if self.on_done is not None:
+                self.on_done(k)
 
     def _dep_keys(self, stage: Stage, item: str | None) -> list[str]:
         out = []

@@ -54,6 +54,14 @@ def parallel_jobs(runtime: RuntimeConfig, n_keys: int) -> tuple[int, int]:
     return jobs, runtime.threads or max(1, cores // jobs)
 
 
+def batch_models(runtime: RuntimeConfig, n_models: int) -> bool:
+    """Train `n_models` stale models of a stage as batched groups (`train.batched`)? Never under torchrun
+    (each process holds one model's shard of the batch), never for one model, else `runtime.batch_models`."""
+    if n_models < 2 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return False
+    return runtime.batch_models is True or runtime.batch_models == "auto"
+
+
 # ---------------------------------------------------------------- bf16: measured, not guessed
 
 

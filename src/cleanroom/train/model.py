@@ -16,6 +16,8 @@ Choices, and why:
   j*r .. j*r + r - 1).
 - No biases anywhere, optional tied input/output embeddings (saves vocab x d_model parameters, which
   is most of a tiny model).
+- Under bf16 autocast the vocabulary head (`head`) and RoPE still run in fp32: in bf16 they slowed the
+  memorisation of facts (see `head`; docs/performance.md).
 - A KV cache (`KVCache`) lives beside the model, as in nanochat: greedy decoding runs the prompt once,
   then one token per step against the cached keys and values, through the same modules as training.
 - Parameter names mirror Hugging Face Llama (`layers.0.self_attn.q_proj.weight`, ...) so export is
@@ -111,7 +113,8 @@ class Attention(nn.Module):
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # [B, H, T, hd]
         k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # [B, Hkv, T, hd]
         v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        cos, sin = cos.to(q.dtype), sin.to(q.dtype)
+        # RoPE in fp32 even under bf16 autocast: cos/sin stay fp32 and q, k promote (autocast rounds them
+        # to bf16 only as attention's inputs); bf16 rotations slowed memorisation (docs/performance.md)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             k, v = cache.extend(layer, k, v)
@@ -209,12 +212,24 @@ class Transformer(nn.Module):
             causal = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()
             # a query may see causal, non-pad keys; and always itself, so a pad row is never empty (NaN)
             mask = (causal & keep[:, None, None, :]) | torch.eye(T, dtype=torch.bool, device=idx.device)
-        logits = self.lm_head(self.hidden(idx, positions, mask))
+        logits = self.head(self.hidden(idx, positions, mask))
         if targets is None:
             return logits
         loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1),
                                ignore_index=IGNORE_INDEX)
         return logits, loss
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        """Logits [..., V] of final hidden states, in fp32 even under bf16 autocast.
+
+        A bf16 head rounds every logit to 8 significant bits (steps of 0.06-0.125 at the |logit| ~ 10-20 of
+        a memorised fact) and its backward rounds the logit gradients and the tied embedding's gradient
+        the same way; trained like that, the default textbook model ended at val loss 0.73 instead of 0.61
+        after its second epoch (docs/performance.md, scripts/bf16_curves.py). The head is a quarter of the
+        model's FLOPs; the rest of the model keeps bf16. In fp32 this is exactly `lm_head(h)`.
+        """
+        with torch.autocast(h.device.type, enabled=False):
+            return self.lm_head(h.float())
 
     def hidden(self, idx: torch.Tensor, positions: torch.Tensor | None = None, mask: torch.Tensor | None = None,
                cache: KVCache | None = None) -> torch.Tensor:

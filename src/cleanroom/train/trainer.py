@@ -50,8 +50,14 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    device_type = params[0].device.type if params else "cpu"
-    try:  # the fused kernel (one op for all params) is fastest where it exists
+    return adamw(groups, lr, betas)
+
+
+def adamw(groups: list[dict], lr: float, betas: tuple[float, float]) -> torch.optim.AdamW:
+    """AdamW over parameter groups, fused where the device has the kernel (one op for all params)."""
+    first = next((p for g in groups for p in g["params"]), None)
+    device_type = first.device.type if first is not None else "cpu"
+    try:
         return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device_type in ("cpu", "cuda"))
     except (RuntimeError, TypeError):
         return torch.optim.AdamW(groups, lr=lr, betas=betas)
@@ -107,11 +113,16 @@ def checkpoint_key(cfg: ExperimentConfig, token_meta: dict) -> str:
 
 def save_checkpoint(path: Path, model: Transformer, opt: torch.optim.Optimizer, step: int, key: str,
                     extra: dict) -> None:
+    save_state(path, model.state_dict(), opt.state_dict(), step, key, extra)
+
+
+def save_state(path: Path, model_state: dict, opt_state: dict, step: int, key: str, extra: dict) -> None:
+    """Write one model's checkpoint atomically (the batched trainer writes each model's in this format)."""
     state = {
         "key": key,
         "step": step,
-        "model": model.state_dict(),
-        "optimizer": opt.state_dict(),
+        "model": model_state,
+        "optimizer": opt_state,
         "rng_cpu": torch.get_rng_state(),
         "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "extra": extra,
@@ -151,7 +162,7 @@ def evaluate(model: Transformer, batches, device: torch.device, dtype: str) -> f
     return total / n
 
 
-def _tail_log(path: Path, upto_step: int) -> None:
+def tail_log(path: Path, upto_step: int) -> None:
     """Keep log lines of steps <= upto_step (a resumed run rewrites what the killed run logged after)."""
     if not path.exists():
         return
@@ -213,7 +224,7 @@ def _train(cfg: ExperimentConfig, store: RunStore, recipe: str, stop_after: int 
         say(f"  resuming `{recipe}` from step {start} ({ckpt_path})")
     if rank == 0:
         if start:
-            _tail_log(log_path, start)
+            tail_log(log_path, start)
         else:
             write_text(log_path, "")
 
