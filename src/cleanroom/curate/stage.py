@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ from cleanroom.config import NULL_PREFIX, ExperimentConfig
 from cleanroom.contract import StageResult
 from cleanroom.curate.base import Document, Removal
 from cleanroom.curate.decontam import EvalItem, Leak, items_from_rows
-from cleanroom.curate.executor import LocalExecutor, RunResult, build_steps
+from cleanroom.curate.executor import RunResult, build_steps, make_executor
 from cleanroom.generate.corpus import (
     assemble_leaky,
     assemble_mix,
@@ -137,12 +138,13 @@ def curate_source(cfg: ExperimentConfig, docs: list[Document], items: list[EvalI
     """
     steps = build_steps(cfg.curate, items, seed=cfg.seed, safety=False)
     with progress(f"curate {label}", total=len(docs)) as task:
-        common = LocalExecutor(steps).run(docs)
+        common = make_executor(steps, cfg.runtime).run(docs)
         task.set(completed=len(docs), info=f"kept {len(common.kept):,}/{len(docs):,}")
     if not safety:
         return common, None
     with progress(f"safety filter {label}", total=len(common.kept)) as task:
-        guarded = LocalExecutor(build_steps(cfg.curate, items, seed=cfg.seed, safety=True, names=["safety"]))
+        guarded = make_executor(build_steps(cfg.curate, items, seed=cfg.seed, safety=True, names=["safety"]),
+                                cfg.runtime)
         safe = guarded.run(common.kept)
         task.set(completed=len(common.kept), info=f"recall {safe.safety.get('recall', float('nan')):.2f} · "
                                                   f"fpr {safe.safety.get('fpr', float('nan')):.3f}")
@@ -154,7 +156,21 @@ def _chain(common: RunResult, safe: RunResult) -> RunResult:
                      leaks=common.leaks, safety=safe.safety)
 
 
+def executor_session(cfg: ExperimentConfig) -> AbstractContextManager[Any]:
+    """Ray stays up for the whole stage when `runtime.executor = "ray"` (one start-up, not one per recipe)."""
+    if cfg.runtime.executor == "ray":
+        from cleanroom.ray_cluster import ray_session
+
+        return ray_session(cfg.runtime.ray_address)
+    return nullcontext()
+
+
 def run_curate(cfg: ExperimentConfig, store: RunStore) -> StageResult:
+    with executor_session(cfg):
+        return _run_curate(cfg, store)
+
+
+def _run_curate(cfg: ExperimentConfig, store: RunStore) -> StageResult:
     names = [n for n in cfg.recipes.names if not n.startswith(NULL_PREFIX)]
     if not cfg.curate.enabled:
         say("  curation disabled (curate.enabled = false): recipes are used as generated")
@@ -312,6 +328,11 @@ def curate_parquet(cfg: ExperimentConfig, input_path: Path, output: Path, items_
     the lineage to `<output>.removed.parquet` / `output/removed.parquet`, and a summary JSON beside.
     Includes the safety filter when `curate.steps` lists `safety` (it needs `meta.domain` labels).
     """
+    with executor_session(cfg):
+        return _curate_parquet(cfg, input_path, output, items_path)
+
+
+def _curate_parquet(cfg: ExperimentConfig, input_path: Path, output: Path, items_path: Path | None) -> dict[str, Any]:
     docs = read_documents(_read_any(input_path, "--input"), str(input_path))
     ids = [d.id for d in docs]
     if len(set(ids)) != len(ids):
@@ -323,7 +344,7 @@ def curate_parquet(cfg: ExperimentConfig, input_path: Path, output: Path, items_
         names.remove("decontaminate")
     steps = build_steps(cfg.curate, items, seed=cfg.seed, safety="safety" in names, names=names)
     with progress("curate", total=len(docs)) as task:
-        result = LocalExecutor(steps).run(docs)
+        result = make_executor(steps, cfg.runtime).run(docs)
         task.set(completed=len(docs), info=f"kept {len(result.kept):,}/{len(docs):,}")
     if output.suffix == ".parquet":
         rows = [d.row for d in result.kept]
