@@ -22,8 +22,8 @@ from cleanroom.cli import app
 from cleanroom.config import CurateConfig
 from cleanroom.curate import Document, LocalExecutor, build_steps
 from cleanroom.curate.decontam import EvalItem
-from cleanroom.curate.executor import make_executor
 from cleanroom.curate.ray_executor import RayExecutor
+from cleanroom.curate.stage import make_executor
 from cleanroom.pipeline import Pipeline
 from cleanroom.store import RunStore
 

@@ -165,6 +165,10 @@ def generate_cmd(
         raise TeacherError(f"{e} — finished requests are cached; rerun the same command to resume") from None
 
 
+_stage_command("collect", "Write each [corpora.NAME] recipe: documents from a teacher LLM or from files "
+               "(no world behind them).", per_recipe=True)
+
+
 @app.command("serve")
 def serve_cmd(
     model_dir: Annotated[str, typer.Argument(help="HF model dir (e.g. RUN/models/textbook), .gguf file, or smollm2")],
@@ -275,6 +279,9 @@ def print_verdicts(summary) -> None:
         numbers = ("no data" if c.effect is None
                    else f"effect {c.effect:+.3f}, 95% CI [{c.ci_low:+.3f}, {c.ci_high:+.3f}]")
         say(f"  [bold]{key}[/] {c.claim}: [{style[c.verdict]}]{c.verdict}[/] ({numbers})")
+    if summary.worldless:
+        say(f"  [dim]no verdict involves {', '.join(summary.worldless)} (no world behind the text; the report says "
+            f"what it measured for them)[/]")
     if summary.controls:
         say("[bold]controls[/] (does the instrument work?):")
     for name, c in summary.controls.items():

@@ -7,8 +7,8 @@ safety classifier, which is cross-fitted on the documents it will judge) is a tw
 executor materialises the documents that reach it, fits it, then lets them through.
 
 `RayExecutor` (`ray_executor.py`, `runtime.executor = "ray"`) runs the same steps over shards on a
-Ray cluster and returns exactly what `LocalExecutor` returns; `make_executor` picks one. Which one
-runs is a `runtime` choice, never part of a fingerprint.
+Ray cluster and returns exactly what `LocalExecutor` returns; `stage.make_executor` picks one. Which
+one runs is a `runtime` choice, never part of a fingerprint.
 
 `build_steps(cfg, items)` turns `curate.steps` from the config into step objects.
 """
@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from cleanroom.config import ConfigError, CurateConfig, RuntimeConfig
+from cleanroom.config import ConfigError, CurateConfig
 from cleanroom.curate.base import Document, Removal, Step
 from cleanroom.curate.decontam import Decontaminate, EvalItem, Leak
 from cleanroom.curate.dedup import ExactDedup, NearDedup
@@ -79,15 +79,6 @@ def collect_result(steps: list[Step], kept: list[Document]) -> RunResult:
         if isinstance(step, SafetyFilter):
             result.safety = step.metrics
     return result
-
-
-def make_executor(steps: list[Step], runtime: RuntimeConfig | None = None) -> Executor:
-    """The executor `runtime.executor` names (local by default); both give the same result."""
-    if runtime is not None and runtime.executor == "ray":
-        from cleanroom.curate.ray_executor import RayExecutor
-
-        return RayExecutor(steps, address=runtime.ray_address)
-    return LocalExecutor(steps)
 
 
 def build_steps(cfg: CurateConfig, items: list[EvalItem], seed: int = 0, safety: bool = False,

@@ -12,6 +12,8 @@ Sources and recipes (all cut at `recipes.token_budget` word units, like `generat
 - `diverse` (a control): `corpora/diverse` through the configured steps, like textbook.
 - `leaky` (a control): curated textbook plus the benchmark items with their answers, which no step
   sees (the contamination is the point of this control); `null_<recipe>` controls have no corpus.
+- `[corpora.NAME]` (no world behind them): `corpora/NAME` through the configured steps, like textbook,
+  filled to the corpus's own budget; no safety filter (it learns from the world's labels).
 
 Outputs: `curated/<recipe>/part-*.parquet` (same columns as `corpora/`), `curation/<recipe>/removed.parquet`
 (lineage: id, recipe, step, reason, score, matched, detail), `curation/decontamination.parquet`
@@ -34,11 +36,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cleanroom.config import NULL_PREFIX, ExperimentConfig
+from cleanroom.collect.stage import budget_of
+from cleanroom.config import NULL_PREFIX, ExperimentConfig, RuntimeConfig
 from cleanroom.contract import StageResult
-from cleanroom.curate.base import Document, Removal
+from cleanroom.curate.base import Document, Removal, Step
 from cleanroom.curate.decontam import EvalItem, Leak, items_from_rows
-from cleanroom.curate.executor import RunResult, build_steps, make_executor
+from cleanroom.curate.executor import Executor, LocalExecutor, RunResult, build_steps
 from cleanroom.generate.corpus import (
     assemble_leaky,
     assemble_mix,
@@ -156,6 +159,15 @@ def _chain(common: RunResult, safe: RunResult) -> RunResult:
                      leaks=common.leaks, safety=safe.safety)
 
 
+def make_executor(steps: list[Step], runtime: RuntimeConfig | None = None) -> Executor:
+    """The executor `runtime.executor` names (local by default); both give the same result."""
+    if runtime is not None and runtime.executor == "ray":
+        from cleanroom.curate.ray_executor import RayExecutor
+
+        return RayExecutor(steps, address=runtime.ray_address)
+    return LocalExecutor(steps)
+
+
 def executor_session(cfg: ExperimentConfig) -> AbstractContextManager[Any]:
     """Ray stays up for the whole stage when `runtime.executor = "ray"` (one start-up, not one per recipe)."""
     if cfg.runtime.executor == "ray":
@@ -171,7 +183,7 @@ def run_curate(cfg: ExperimentConfig, store: RunStore) -> StageResult:
 
 
 def _run_curate(cfg: ExperimentConfig, store: RunStore) -> StageResult:
-    names = [n for n in cfg.recipes.names if not n.startswith(NULL_PREFIX)]
+    names = [n for n in cfg.recipe_names() if not n.startswith(NULL_PREFIX)]
     if not cfg.curate.enabled:
         say("  curation disabled (curate.enabled = false): recipes are used as generated")
         for recipe in names:  # a stale curated/ from an earlier run must not shadow corpora/
@@ -203,6 +215,13 @@ def _run_curate(cfg: ExperimentConfig, store: RunStore) -> StageResult:
             results[recipe], _ = curate_source(cfg, docs, items, recipe, safety=False)
             sources[recipe] = src
             leaks += [(recipe, lk) for lk in results[recipe].leaks]
+    for recipe in cfg.corpora:  # recipes without a world: like textbook (no stream to refill from, no labels
+        src = f"corpora/{recipe}"  # for the safety classifier), each filled to its own budget
+        docs = read_documents(store.read_parquet(src), str(store.path(src)))
+        results[recipe], _ = curate_source(cfg, docs, items, recipe, safety=False)
+        sources[recipe] = src
+        leaks += [(recipe, lk) for lk in results[recipe].leaks]
+        final[recipe] = take_budget(results[recipe].kept, budget_of(cfg, recipe))
     for recipe in ("web", "filtered_web", "textbook", "diverse"):
         if recipe in results:
             final[recipe] = take_budget(results[recipe].kept, budget)
@@ -233,6 +252,7 @@ def _run_curate(cfg: ExperimentConfig, store: RunStore) -> StageResult:
     if "filtered_web" in results:
         summary["safety"] = results["filtered_web"].safety
     sources_of = {r: (["textbook", "web_stream"] if r == "mix" else ["textbook"] if r in ("textbook", "leaky")
+                      else [r] if r in cfg.corpora
                       else [r] if r == "diverse" else ["web_stream"]) for r in names}
     summary["decontamination"] = decontamination_summary(items, leaks, sources_of)
     store.write_parquet("curation/decontamination.parquet", leak_table(leaks))
