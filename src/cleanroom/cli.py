@@ -229,11 +229,21 @@ _stage_command("tamper", "Fine-tuning attacks on restricted-domain text; held-ou
 @app.command("run")
 def run_cmd(preset: PresetOpt = None, out: OutOpt = Path("runs/default"), config: ConfigOpt = None,
             set_: SetOpt = None, force: ForceOpt = False, executor: ExecutorOpt = None,
-            ray_address: RayAddressOpt = None):
+            ray_address: RayAddressOpt = None,
+            dry_run: Annotated[bool, typer.Option(
+                "--dry-run", help="check memory, shapes, FLOPs and time of training on a GPU; train nothing")] = False,
+            gpu_memory: Annotated[str | None, typer.Option(help="dry run: memory of one GPU, e.g. 80GB")] = None,
+            gpus: Annotated[int, typer.Option(help="dry run: GPUs (torchrun --nproc_per_node)")] = 1,
+            mfu: Annotated[float, typer.Option(help="dry run: assumed model-FLOPs utilisation")] = 0.35,
+            peak_tflops: Annotated[float | None, typer.Option(
+                help="dry run: the GPU's dense peak (default H100 SXM: 989 bf16, 67 fp32)")] = None):
     """Run the whole experiment: world, generate, curate, tokenize, train, safeguard, eval, tamper, report."""
     from cleanroom.pipeline import ORDER
 
     set_ = _runtime_sets(set_, executor, ray_address)
+    if dry_run:
+        dry_run_report(resolve_config(preset, out, config, set_), gpu_memory, gpus, mfu, peak_tflops)
+        return
     pipe = _run_stages(ORDER, preset, out, config, set_, force, overall=True)
     if pipe is None:
         return
@@ -248,6 +258,21 @@ def run_cmd(preset: PresetOpt = None, out: OutOpt = Path("runs/default"), config
         say(f"[bold]report:[/] {out / 'report.html'}")
     else:
         say(f"[bold]run directory:[/] {out}")
+
+
+def dry_run_report(cfg, gpu_memory: str | None, gpus: int, mfu: float, peak_tflops: float | None) -> None:
+    """Print the training plan (`train/plan.py`); a one-line error if it cannot run or does not fit."""
+    from rich.table import Table
+
+    from cleanroom.train.plan import describe, parse_memory, plan, refuse_if_unfit
+
+    p = plan(cfg, gpus, parse_memory(gpu_memory) if gpu_memory else None, mfu, peak_tflops)
+    table = Table(title=f"dry run: preset {cfg.name}, training on {gpus} GPU(s); nothing is trained",
+                  show_header=False)
+    for k, v in describe(cfg, p):
+        table.add_row(k, v)
+    console.print(table)
+    refuse_if_unfit(p)
 
 
 @app.command("report")
