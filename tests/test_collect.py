@@ -305,3 +305,18 @@ def test_smollm2_teacher_recipe_runs_offline_and_reruns_from_the_cache(tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     m = RunStore(out).manifest("collect/smol")
     assert m.stats["requests"]["sent_this_run"] == 0 and m.stats["tokens"] == smol.tokens
+
+
+def test_standalone_generate_spreads_over_repeated_base_urls(tmp_path):
+    from typer.testing import CliRunner
+
+    from cleanroom.cli import app
+
+    seeds = _seeds(tmp_path / "seeds.jsonl")
+    with FakeEndpoint() as e1, FakeEndpoint() as e2:
+        r = CliRunner().invoke(app, ["generate", "--teacher", "openai", "--model", "fake-lm", "--base-url", e1.base_url,
+                                     "--base-url", e2.base_url, "--source", seeds, "--tokens", "3000",
+                                     "--concurrency", "2", "--out", str(tmp_path / "gen")])
+        assert r.exit_code == 0, r.output
+        assert e1.answered and e2.answered and not set(e1.answered) & set(e2.answered)
+    assert RunStore(tmp_path / "gen").read_parquet("corpora/textbook").num_rows > 10

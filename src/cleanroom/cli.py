@@ -126,7 +126,8 @@ def generate_cmd(
     force: ForceOpt = False,
     teacher: Annotated[str, typer.Option(help="procedural (world lab) | openai | transformers")] = "procedural",
     model: Annotated[str | None, typer.Option(help="served model name, or local model dir / .gguf / smollm2")] = None,
-    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint URL")] = None,
+    base_url: Annotated[list[str] | None, typer.Option(
+        help="OpenAI-compatible endpoint URL; repeat it to spread requests over several servers")] = None,
     recipe: Annotated[str, typer.Option(help="real teachers: textbook | tinystories | cosmopedia")] = "textbook",
     tokens: Annotated[int, typer.Option(help="real teachers: corpus budget in word units")] = 20_000,
     source: Annotated[str | None, typer.Option(help="seed source: wikipedia | wordnet | topics | FILE")] = None,

@@ -267,7 +267,7 @@ def embedding_spread(texts: list[str]) -> float | None:
 
 
 # ---------------------------------------------------------------------------- CLI entry
-def run_teacher_generate(out: Path, *, teacher: str, model: str | None, base_url: str | None, recipe: str,
+def run_teacher_generate(out: Path, *, teacher: str, model: str | None, base_url: str | list[str] | None, recipe: str,
                          tokens: int, source: str | None, seed: int, ground: bool, concurrency: int,
                          batch_size: int, max_tokens: int, temperature: float, top_p: float, timeout: float,
                          retries: int, mode: str, api_key_env: str, cache: str | None,
@@ -277,19 +277,22 @@ def run_teacher_generate(out: Path, *, teacher: str, model: str | None, base_url
     Raises TeacherError / SourceMissingError / StoreError / ValueError with user-facing messages.
     """
     from cleanroom.teachers import make_teacher
+    from cleanroom.teachers.pool import TeacherPool
 
     if recipe not in RECIPES:
         raise ValueError(f"--recipe must be one of {', '.join(RECIPES)} for a real teacher, got `{recipe}`")
     if tokens < 1:
         raise ValueError(f"--tokens must be > 0, got {tokens}")
-    t = make_teacher(teacher, model, base_url=base_url, concurrency=concurrency, batch_size=batch_size,
-                     timeout=timeout, max_retries=retries, mode=mode, api_key_env=api_key_env)
+    urls = [base_url] if isinstance(base_url, str) else list(base_url or []) or [None]
+    members = [make_teacher(teacher, model, base_url=url, concurrency=concurrency, batch_size=batch_size,
+                            timeout=timeout, max_retries=retries, mode=mode, api_key_env=api_key_env) for url in urls]
+    t = members[0] if len(members) == 1 else TeacherPool(members)  # one cache: the key names no endpoint
     if repetition_penalty is None and teacher == "transformers":
         repetition_penalty = 1.15  # small local models loop ("*\n*\n*...") without it
     params = GenParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
                        repetition_penalty=repetition_penalty)
     gen = RealGenConfig(recipe=recipe, tokens=tokens, source=source, seed=seed, ground=ground, params=params,
-                        wave=max(concurrency * 4, batch_size), cache_path=cache)
+                        wave=max(concurrency * 4 * len(members), batch_size), cache_path=cache)
     store = RunStore(out)
     stats = generate_corpus(t, store, gen)
     print_teacher_summary(stats, store)
