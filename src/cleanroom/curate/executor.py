@@ -6,6 +6,10 @@ time through every step, a batch at a time inside each). A step with a `fit(docs
 safety classifier, which is cross-fitted on the documents it will judge) is a two-pass step: the
 executor materialises the documents that reach it, fits it, then lets them through.
 
+`RayExecutor` (`ray_executor.py`, `runtime.executor = "ray"`) runs the same steps over shards on a
+Ray cluster and returns exactly what `LocalExecutor` returns; `stage.make_executor` picks one. Which
+one runs is a `runtime` choice, never part of a fingerprint.
+
 `build_steps(cfg, items)` turns `curate.steps` from the config into step objects.
 """
 
@@ -14,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from cleanroom.config import ConfigError, CurateConfig
 from cleanroom.curate.base import Document, Removal, Step
@@ -58,15 +62,23 @@ class LocalExecutor:
                 fit(stream)
                 step.stats.seconds += time.perf_counter() - t0
             stream = step.run(stream, rank=rank, world_size=world_size)
-        kept = list(stream)
-        result = RunResult(kept=kept)
-        for step in self.steps:
-            result.removed += step.removed
-            result.steps.append(step.stats.as_dict())
-            result.leaks += getattr(step, "leaks", [])
-            if isinstance(step, SafetyFilter):
-                result.safety = step.metrics
-        return result
+        return collect_result(self.steps, list(stream))
+
+
+class Executor(Protocol):
+    def run(self, docs: Iterable[Document], rank: int = 0, world_size: int = 1) -> RunResult: ...
+
+
+def collect_result(steps: list[Step], kept: list[Document]) -> RunResult:
+    """What a finished chain kept, removed (in step order) and measured."""
+    result = RunResult(kept=kept)
+    for step in steps:
+        result.removed += step.removed
+        result.steps.append(step.stats.as_dict())
+        result.leaks += getattr(step, "leaks", [])
+        if isinstance(step, SafetyFilter):
+            result.safety = step.metrics
+    return result
 
 
 def build_steps(cfg: CurateConfig, items: list[EvalItem], seed: int = 0, safety: bool = False,

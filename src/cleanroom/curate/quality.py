@@ -85,6 +85,9 @@ class QualityFilter(Step):
     """Drop documents that break a heuristic quality rule or that a learned scorer rates too low."""
 
     name = "quality"
+    # per document; a learned `scorer` must score each text independently of its batch (hashing and
+    # linear classifiers do) for the Ray executor to reproduce the local output
+    stateless = True
 
     def __init__(self, thresholds: QualityThresholds | None = None, scorer: Scorer | None = None) -> None:
         super().__init__()

@@ -12,6 +12,8 @@ Sources and recipes (all cut at `recipes.token_budget` word units, like `generat
 - `diverse` (a control): `corpora/diverse` through the configured steps, like textbook.
 - `leaky` (a control): curated textbook plus the benchmark items with their answers, which no step
   sees (the contamination is the point of this control); `null_<recipe>` controls have no corpus.
+- `[corpora.NAME]` (no world behind them): `corpora/NAME` through the configured steps, like textbook,
+  filled to the corpus's own budget; no safety filter (it learns from the world's labels).
 
 Outputs: `curated/<recipe>/part-*.parquet` (same columns as `corpora/`), `curation/<recipe>/removed.parquet`
 (lineage: id, recipe, step, reason, score, matched, detail), `curation/decontamination.parquet`
@@ -27,17 +29,19 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cleanroom.config import NULL_PREFIX, ExperimentConfig
+from cleanroom.collect.stage import budget_of
+from cleanroom.config import NULL_PREFIX, ExperimentConfig, RuntimeConfig
 from cleanroom.contract import StageResult
-from cleanroom.curate.base import Document, Removal
+from cleanroom.curate.base import Document, Removal, Step
 from cleanroom.curate.decontam import EvalItem, Leak, items_from_rows
-from cleanroom.curate.executor import LocalExecutor, RunResult, build_steps
+from cleanroom.curate.executor import Executor, LocalExecutor, RunResult, build_steps
 from cleanroom.generate.corpus import (
     assemble_leaky,
     assemble_mix,
@@ -137,12 +141,13 @@ def curate_source(cfg: ExperimentConfig, docs: list[Document], items: list[EvalI
     """
     steps = build_steps(cfg.curate, items, seed=cfg.seed, safety=False)
     with progress(f"curate {label}", total=len(docs)) as task:
-        common = LocalExecutor(steps).run(docs)
+        common = make_executor(steps, cfg.runtime).run(docs)
         task.set(completed=len(docs), info=f"kept {len(common.kept):,}/{len(docs):,}")
     if not safety:
         return common, None
     with progress(f"safety filter {label}", total=len(common.kept)) as task:
-        guarded = LocalExecutor(build_steps(cfg.curate, items, seed=cfg.seed, safety=True, names=["safety"]))
+        guarded = make_executor(build_steps(cfg.curate, items, seed=cfg.seed, safety=True, names=["safety"]),
+                                cfg.runtime)
         safe = guarded.run(common.kept)
         task.set(completed=len(common.kept), info=f"recall {safe.safety.get('recall', float('nan')):.2f} · "
                                                   f"fpr {safe.safety.get('fpr', float('nan')):.3f}")
@@ -154,8 +159,31 @@ def _chain(common: RunResult, safe: RunResult) -> RunResult:
                      leaks=common.leaks, safety=safe.safety)
 
 
+def make_executor(steps: list[Step], runtime: RuntimeConfig | None = None) -> Executor:
+    """The executor `runtime.executor` names (local by default); both give the same result."""
+    if runtime is not None and runtime.executor == "ray":
+        from cleanroom.curate.ray_executor import RayExecutor
+
+        return RayExecutor(steps, address=runtime.ray_address)
+    return LocalExecutor(steps)
+
+
+def executor_session(cfg: ExperimentConfig) -> AbstractContextManager[Any]:
+    """Ray stays up for the whole stage when `runtime.executor = "ray"` (one start-up, not one per recipe)."""
+    if cfg.runtime.executor == "ray":
+        from cleanroom.ray_cluster import ray_session
+
+        return ray_session(cfg.runtime.ray_address)
+    return nullcontext()
+
+
 def run_curate(cfg: ExperimentConfig, store: RunStore) -> StageResult:
-    names = [n for n in cfg.recipes.names if not n.startswith(NULL_PREFIX)]
+    with executor_session(cfg):
+        return _run_curate(cfg, store)
+
+
+def _run_curate(cfg: ExperimentConfig, store: RunStore) -> StageResult:
+    names = [n for n in cfg.recipe_names() if not n.startswith(NULL_PREFIX)]
     if not cfg.curate.enabled:
         say("  curation disabled (curate.enabled = false): recipes are used as generated")
         for recipe in names:  # a stale curated/ from an earlier run must not shadow corpora/
@@ -187,6 +215,13 @@ def run_curate(cfg: ExperimentConfig, store: RunStore) -> StageResult:
             results[recipe], _ = curate_source(cfg, docs, items, recipe, safety=False)
             sources[recipe] = src
             leaks += [(recipe, lk) for lk in results[recipe].leaks]
+    for recipe in cfg.corpora:  # recipes without a world: like textbook (no stream to refill from, no labels
+        src = f"corpora/{recipe}"  # for the safety classifier), each filled to its own budget
+        docs = read_documents(store.read_parquet(src), str(store.path(src)))
+        results[recipe], _ = curate_source(cfg, docs, items, recipe, safety=False)
+        sources[recipe] = src
+        leaks += [(recipe, lk) for lk in results[recipe].leaks]
+        final[recipe] = take_budget(results[recipe].kept, budget_of(cfg, recipe))
     for recipe in ("web", "filtered_web", "textbook", "diverse"):
         if recipe in results:
             final[recipe] = take_budget(results[recipe].kept, budget)
@@ -217,6 +252,7 @@ def run_curate(cfg: ExperimentConfig, store: RunStore) -> StageResult:
     if "filtered_web" in results:
         summary["safety"] = results["filtered_web"].safety
     sources_of = {r: (["textbook", "web_stream"] if r == "mix" else ["textbook"] if r in ("textbook", "leaky")
+                      else [r] if r in cfg.corpora
                       else [r] if r == "diverse" else ["web_stream"]) for r in names}
     summary["decontamination"] = decontamination_summary(items, leaks, sources_of)
     store.write_parquet("curation/decontamination.parquet", leak_table(leaks))
@@ -312,6 +348,11 @@ def curate_parquet(cfg: ExperimentConfig, input_path: Path, output: Path, items_
     the lineage to `<output>.removed.parquet` / `output/removed.parquet`, and a summary JSON beside.
     Includes the safety filter when `curate.steps` lists `safety` (it needs `meta.domain` labels).
     """
+    with executor_session(cfg):
+        return _curate_parquet(cfg, input_path, output, items_path)
+
+
+def _curate_parquet(cfg: ExperimentConfig, input_path: Path, output: Path, items_path: Path | None) -> dict[str, Any]:
     docs = read_documents(_read_any(input_path, "--input"), str(input_path))
     ids = [d.id for d in docs]
     if len(set(ids)) != len(ids):
@@ -323,7 +364,7 @@ def curate_parquet(cfg: ExperimentConfig, input_path: Path, output: Path, items_
         names.remove("decontaminate")
     steps = build_steps(cfg.curate, items, seed=cfg.seed, safety="safety" in names, names=names)
     with progress("curate", total=len(docs)) as task:
-        result = LocalExecutor(steps).run(docs)
+        result = make_executor(steps, cfg.runtime).run(docs)
         task.set(completed=len(docs), info=f"kept {len(result.kept):,}/{len(docs):,}")
     if output.suffix == ".parquet":
         rows = [d.row for d in result.kept]

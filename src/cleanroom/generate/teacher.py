@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,46 +66,55 @@ class _Counters:
 
 
 def generate_corpus(teacher: Teacher, store: RunStore, gen: RealGenConfig) -> dict:
-    """Generate one recipe's corpus with `teacher` into `store`; return the manifest stats."""
+    """Generate one recipe's corpus with `teacher` into `store` (`cleanroom generate --teacher`); return the
+    manifest stats."""
+    cache = RequestCache(gen.cache_path or store.path("cache/requests.sqlite"))
+    try:
+        docs, stats = generate_documents(teacher, cache, gen)
+    finally:
+        cache.close()
+    outputs = _write_corpus(store, gen.recipe, docs, gen.shard_docs)
+    store.finish(f"teacher/{gen.recipe}", gen.fingerprint(teacher), {}, outputs, stats, stats["seconds"])
+    return stats
+
+
+def generate_documents(teacher: Teacher, cache: RequestCache, gen: RealGenConfig,
+                       name: str | None = None) -> tuple[list[dict], dict]:
+    """Documents (`CORPUS_SCHEMA` rows) up to `gen.tokens` word units, and their stats. `name`: the recipe the
+    rows belong to and their id prefix (default: the prompt recipe, as `cleanroom generate` writes it)."""
     t_start = time.perf_counter()
     recipe_cfg = RECIPES[gen.recipe]
     source = gen.source or recipe_cfg.default_source
     builder = PromptBuilder(gen.recipe, load_seeds(source), gen.seed, ground=gen.ground)
-    cache = RequestCache(gen.cache_path or store.path("cache/requests.sqlite"))
     n = _Counters()
     docs: list[dict] = []
     seen: set[str] = set()
     total, next_index, idle_waves = 0, 0, 0
-    try:
-        with progress(f"generate {gen.recipe} · {teacher.name}", total=gen.tokens) as task:
-            while total < gen.tokens and idle_waves < 3:
-                avg = total / len(docs) if docs else gen.params.max_tokens * 0.6
-                size = max(1, min(gen.wave, math.ceil((gen.tokens - total) / max(avg, 1.0) * 1.1)))
-                specs = builder.specs(next_index, next_index + size)
-                next_index += size
-                added = 0
-                for spec, c, key in _run_wave(teacher, cache, specs, gen.params, seen, n, task):
-                    text = c.text.strip()
-                    words = count_tokens(text)
-                    if words < gen.min_doc_tokens:
-                        n.short += 1
-                        continue
-                    if total >= gen.tokens:
-                        break
-                    docs.append(_doc(spec, c, key, text, words, teacher, gen.params))
-                    total += words
-                    added += 1
-                task.set(completed=min(total, gen.tokens), info=_rate_info(n, cache))
-                idle_waves = 0 if added else idle_waves + 1
-        if idle_waves:
-            say(f"[yellow]stopped early:[/] the last waves gave no new documents ({n.duplicates} duplicate "
-                f"prompts, {n.short} completions under {gen.min_doc_tokens} word units)")
-        outputs = _write_corpus(store, gen.recipe, docs, gen.shard_docs)
-        stats = _stats(docs, n, teacher, gen, source, total, cache.count(), time.perf_counter() - t_start)
-    finally:
-        cache.close()
-    store.finish(f"teacher/{gen.recipe}", gen.fingerprint(teacher), {}, outputs, stats, stats["seconds"])
-    return stats
+    with progress(f"generate {name or gen.recipe} · {teacher.name}", total=gen.tokens) as task:
+        while total < gen.tokens and idle_waves < 3:
+            avg = total / len(docs) if docs else gen.params.max_tokens * 0.6
+            size = max(1, min(gen.wave, math.ceil((gen.tokens - total) / max(avg, 1.0) * 1.1)))
+            specs = builder.specs(next_index, next_index + size)
+            next_index += size
+            added = 0
+            for spec, c, key in _run_wave(teacher, cache, specs, gen.params, seen, n, task):
+                text = c.text.strip()
+                words = count_tokens(text)
+                if words < gen.min_doc_tokens:
+                    n.short += 1
+                    continue
+                if total >= gen.tokens:
+                    break
+                docs.append(_doc(spec, c, key, text, words, teacher, gen.params, name))
+                total += words
+                added += 1
+            task.set(completed=min(total, gen.tokens), info=_rate_info(n, cache))
+            idle_waves = 0 if added else idle_waves + 1
+    if idle_waves:
+        say(f"[yellow]stopped early:[/] the last waves gave no new documents ({n.duplicates} duplicate "
+            f"prompts, {n.short} completions under {gen.min_doc_tokens} word units)")
+    stats = _stats(docs, n, teacher, gen, source, total, cache.count(), time.perf_counter() - t_start)
+    return docs, stats
 
 
 def _run_wave(teacher: Teacher, cache: RequestCache, specs: list[PromptSpec], params: GenParams,
@@ -123,17 +133,19 @@ def _run_wave(teacher: Teacher, cache: RequestCache, specs: list[PromptSpec], pa
     todo = [(s, k) for s, k in keyed if k not in found]
     if todo:
         t0 = time.perf_counter()
+        lock = threading.Lock()  # a teacher pool answers from several threads at once
 
         def store_one(i: int, c: Completion) -> None:
             spec, key = todo[i]
             cache.put(teacher.name, teacher.model, spec.text, params, c)
-            found[key] = c
-            n.sent += 1
-            n.teacher_tokens += c.completion_tokens
-            n.gen_seconds = gen_seconds0 + time.perf_counter() - t0
-            # move the bar (and its ETA) as completions arrive; the wave's end sets the exact count
-            task.advance(min(count_tokens(c.text), max(0.0, (task.total or 0) - task.done)),
-                         info=_rate_info(n, cache))
+            with lock:
+                found[key] = c
+                n.sent += 1
+                n.teacher_tokens += c.completion_tokens
+                n.gen_seconds = gen_seconds0 + time.perf_counter() - t0
+                # move the bar (and its ETA) as completions arrive; the wave's end sets the exact count
+                task.advance(min(count_tokens(c.text), max(0.0, (task.total or 0) - task.done)),
+                             info=_rate_info(n, cache))
 
         gen_seconds0 = n.gen_seconds
         teacher.generate([s.text for s, _ in todo], params, on_result=store_one)
@@ -148,11 +160,12 @@ def _rate_info(n: _Counters, cache: RequestCache) -> str:
 
 
 def _doc(spec: PromptSpec, c: Completion, key: str, text: str, words: int, teacher: Teacher,
-         params: GenParams) -> dict:
+         params: GenParams, name: str | None = None) -> dict:
     meta = {"prompt": spec.components(), "prompt_key": key, "teacher": teacher.name, "model": teacher.model,
             "params": params.as_dict(), "prompt_tokens": c.prompt_tokens,
             "completion_tokens": c.completion_tokens, "finish_reason": c.finish_reason, "word_units": words}
-    return {"id": f"{spec.recipe}-{spec.index:07d}", "text": text, "recipe": spec.recipe,
+    recipe = name or spec.recipe
+    return {"id": f"{recipe}-{spec.index:07d}", "text": text, "recipe": recipe,
             "source": f"teacher:{teacher.name}/{spec.format}", "meta": json.dumps(meta, sort_keys=True)}
 
 
@@ -254,7 +267,7 @@ def embedding_spread(texts: list[str]) -> float | None:
 
 
 # ---------------------------------------------------------------------------- CLI entry
-def run_teacher_generate(out: Path, *, teacher: str, model: str | None, base_url: str | None, recipe: str,
+def run_teacher_generate(out: Path, *, teacher: str, model: str | None, base_url: str | list[str] | None, recipe: str,
                          tokens: int, source: str | None, seed: int, ground: bool, concurrency: int,
                          batch_size: int, max_tokens: int, temperature: float, top_p: float, timeout: float,
                          retries: int, mode: str, api_key_env: str, cache: str | None,
@@ -264,19 +277,22 @@ def run_teacher_generate(out: Path, *, teacher: str, model: str | None, base_url
     Raises TeacherError / SourceMissingError / StoreError / ValueError with user-facing messages.
     """
     from cleanroom.teachers import make_teacher
+    from cleanroom.teachers.pool import TeacherPool
 
     if recipe not in RECIPES:
         raise ValueError(f"--recipe must be one of {', '.join(RECIPES)} for a real teacher, got `{recipe}`")
     if tokens < 1:
         raise ValueError(f"--tokens must be > 0, got {tokens}")
-    t = make_teacher(teacher, model, base_url=base_url, concurrency=concurrency, batch_size=batch_size,
-                     timeout=timeout, max_retries=retries, mode=mode, api_key_env=api_key_env)
+    urls = [base_url] if isinstance(base_url, str) else list(base_url or []) or [None]
+    members = [make_teacher(teacher, model, base_url=url, concurrency=concurrency, batch_size=batch_size,
+                            timeout=timeout, max_retries=retries, mode=mode, api_key_env=api_key_env) for url in urls]
+    t = members[0] if len(members) == 1 else TeacherPool(members)  # one cache: the key names no endpoint
     if repetition_penalty is None and teacher == "transformers":
         repetition_penalty = 1.15  # small local models loop ("*\n*\n*...") without it
     params = GenParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
                        repetition_penalty=repetition_penalty)
     gen = RealGenConfig(recipe=recipe, tokens=tokens, source=source, seed=seed, ground=ground, params=params,
-                        wave=max(concurrency * 4, batch_size), cache_path=cache)
+                        wave=max(concurrency * 4 * len(members), batch_size), cache_path=cache)
     store = RunStore(out)
     stats = generate_corpus(t, store, gen)
     print_teacher_summary(stats, store)

@@ -74,7 +74,13 @@ def build_sections(s: Summary, figures: dict[str, str]) -> list[Section]:
     body.append(["items"] + [str(first[t].n) for t in tasks])
     res.tables.append((header, body))
     res.figures += [f for f in ("bench_vs_reality", "longtail_deciles", "bench_twin", "tamper") if f in figures]
+    if s.worldless:
+        res.paragraphs.append(f"{', '.join(f'`{r}`' for r in s.worldless)}: no world behind the text, so these "
+                              f"rows are floors (the task format alone), not knowledge; see \"Recipes without a "
+                              f"world\".")
     secs.append(res)
+    if s.worldless:
+        secs.append(_worldless_section(s))
 
     if s.tamper:
         tam = Section("Tamper curves", ["Held-out restricted accuracy after k attack steps: the strongest attack "
@@ -118,6 +124,35 @@ def _tamper_in_words(s: Summary) -> str:
     for model in s.tamper:
         parts.append(f"{model} {best(model)};")
     return " ".join(parts).rstrip(";") + "."
+
+
+def _worldless_section(s: Summary) -> Section:
+    names = ", ".join(f"`{r}`" for r in s.worldless)
+    first = next(iter(s.worldless.values()))
+    sec = Section("Recipes without a world", [
+        f"{names}: text written by a teacher LLM or read from files, not rendered from this run's world. It was "
+        f"curated, tokenized, trained, evaluated and attacked like every recipe. Measured for it: "
+        + "; ".join(first.measured) + ".",
+        "Not measurable for it, so no verdict above involves it: "
+        + "; ".join(f"**{k}**: {why}" for k, why in first.not_measurable.items()) + "."])
+    rows = []
+    for r, w in s.worldless.items():
+        curated = "–" if w.curated_tokens is None else f"{w.curated_docs:,} docs, {w.curated_tokens:,}"
+        removed = ", ".join(f"{k} {v}" for k, v in w.removed.items() if v) or "nothing"
+        diversity = "–" if w.distinct_2 is None else f"{w.distinct_2:.3f} / {w.distinct_3:.3f}"
+        req = w.requests
+        requests = "–" if not req else f"{req.get('sent_this_run', 0):,} sent, {req.get('cache_hits', 0):,} cached"
+        bench = s.results.get(r, {}).get("bench")
+        tamper = s.tamper.get(r) or []
+        attacked = max(tamper, key=lambda p: p.steps) if tamper else None
+        rows.append([r, w.origin, f"{w.docs:,} docs, {w.tokens:,} of {w.budget:,}", curated, removed,
+                     str(w.leaked_items), diversity, requests, "–" if w.val_loss is None else f"{w.val_loss:.3f}",
+                     "–" if bench is None else f"{bench.acc:.3f} (chance {bench.chance:.2f})",
+                     "–" if attacked is None else f"{attacked.acc:.3f} after {attacked.steps} steps"])
+    sec.tables.append((["recipe", "origin", "collected (word units of budget)", "after curation", "curation removed",
+                        "eval items found", "distinct-2 / -3", "teacher requests", "held-out loss", "bench (floor)",
+                        "restricted, attacked"], rows))
+    return sec
 
 
 def _controls_section(s: Summary) -> Section:

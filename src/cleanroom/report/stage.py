@@ -19,6 +19,7 @@ from cleanroom.report.summary import (
     task_result,
     timings,
 )
+from cleanroom.report.worldless import worldless_recipes
 from cleanroom.store import RunStore, StoreError
 from cleanroom.tamper.strongest import accuracies, attack_items, strongest_per_steps
 from cleanroom.world.schema import TASKS
@@ -51,11 +52,13 @@ def build_summary(cfg: ExperimentConfig, store: RunStore) -> Summary:
     for r in cfg.attacked():
         if store.exists(f"evals/{r}/tamper_items.parquet"):
             tamper[r] = tamper_curve(store, r, n_boot, seed)
+    world = [r for r in recipes if r not in cfg.corpora]  # no verdict involves a recipe without a world
     return Summary(
         name=cfg.name, seed=cfg.seed, preset=cfg.name, recipes=recipes, results=results,
-        claims=all_claims(store, recipes, n_boot, seed), controls=all_controls(store, recipes, n_boot, seed),
+        claims=all_claims(store, world, n_boot, seed), controls=all_controls(store, world, n_boot, seed),
         longtail_by_decile=deciles, tamper=tamper,
         data=data_section(store), timings=timings(store, cfg), environment=environment(),
+        worldless=worldless_recipes(cfg, store),
     )
 
 

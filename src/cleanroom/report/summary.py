@@ -93,6 +93,27 @@ class TamperPoint(Strict):
     attack: str = "qa_other"
 
 
+class WorldlessRecipe(Strict):
+    """A recipe with no world behind its text (`[corpora.NAME]`): where the text came from, what was measured,
+    and which claims cannot be measured for it and why (`report/worldless.py`)."""
+
+    kind: str
+    origin: str
+    docs: int
+    tokens: int
+    budget: int
+    curated_docs: int | None = None
+    curated_tokens: int | None = None
+    removed: dict[str, int] = Field(default_factory=dict)
+    leaked_items: int = 0
+    distinct_2: float | None = None
+    distinct_3: float | None = None
+    requests: dict[str, int] = Field(default_factory=dict)
+    val_loss: float | None = None
+    measured: list[str] = Field(default_factory=list)
+    not_measurable: dict[str, str] = Field(default_factory=dict)
+
+
 class Summary(Strict):
     name: str
     seed: int
@@ -106,6 +127,7 @@ class Summary(Strict):
     data: dict
     timings: dict[str, float]
     environment: dict
+    worldless: dict[str, WorldlessRecipe] = Field(default_factory=dict)
 
 
 def environment() -> dict:
