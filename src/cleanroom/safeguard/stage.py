@@ -128,7 +128,7 @@ def run_safeguard(cfg: ExperimentConfig, store: RunStore, arm: str) -> StageResu
             loss = target + sc.retain_weight * finetune.nll(model, rx, ry, device, cfg.eval.dtype)
             finetune.step(model, opt, loss, cfg.train.grad_clip)
             steps += 1
-            bar.advance(1, info=f"loss {float(loss):.3f} · probe {history[-1]['probe_acc']:.2f}")
+            bar.advance(1, info=f"loss {loss.detach().item():.3f} · probe {history[-1]['probe_acc']:.2f}")
             if steps % sc.check_every == 0 or steps == sc.max_steps:
                 history.append({"step": steps, "probe_acc": probe_acc()})
     export_hf(model, cfg, store.path("tokenizer.json"), store.path(f"models/{arm}"))
