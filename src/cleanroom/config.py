@@ -168,7 +168,7 @@ class TokenizerConfig(Section):
 class ModelConfig(Section):
     """A Llama-style decoder (RMSNorm, RoPE, SwiGLU, SDPA)."""
 
-    # default: 2.6M parameters, sized so 4 models train in ~5 min on 2 CPU cores (README, Training)
+    # default: 2.6M parameters, minutes per model on 2 CPU cores (measured per machine in docs/performance.md)
     d_model: int = Field(192, gt=0)
     n_layers: int = Field(4, gt=0)
     n_heads: int = Field(4, gt=0)
