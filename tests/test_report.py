@@ -161,5 +161,7 @@ def test_controls_can_pass_and_can_fail(run_dir):
     summary, _ = write_report(cfg, run_dir)
     null, leak = summary.controls["null_web"], summary.controls["leaky"]
     assert not null.passed and null.comparisons[0].verdict == "supported" and "false positive" in null.detail
-    assert not leak.passed and "does NOT detect" in leak.detail
+    # its own drop (textbook's 0.15) is still seen; what contamination adds over textbook is not
+    assert not leak.passed and [c.verdict for c in leak.comparisons] == ["supported", "inconclusive"]
+    assert "NOT the part contamination adds over textbook" in leak.detail
 

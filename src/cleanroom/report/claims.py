@@ -293,6 +293,8 @@ def leaky_control(store: RunStore, n_boot: int, seed: int) -> Control:
                    passed=passed,
                    detail=("textbook plus the benchmark items with their answers: the instrument "
                            + ("detects the bench - twin drop contamination makes" if passed
+                              else "detects the leaky model's own drop but NOT the part contamination adds "
+                              "over textbook" if own.verdict == "supported"
                               else "does NOT detect the drop contamination should make") + f" ({detail})"))
 
 
