@@ -153,7 +153,7 @@ def test_controls_can_pass_and_can_fail(run_dir):
     assert null.passed and [c.verdict for c in null.comparisons] == ["inconclusive"] * 4
     assert leak.passed and [c.verdict for c in leak.comparisons] == ["supported", "supported"]
     md = run_dir.path("report.md").read_text()
-    assert "Does the instrument work?" in md and "null_web" in md
+    assert "Does the instrument work?" in md and "null_web" in md and "Read with care" not in md
 
     # a "null" model that is much better on the benchmark, and contamination that changes nothing
     plant(run_dir, {**CLAIMED, "null_web": {**CLAIMED["web"], "bench": 0.9}, "leaky": textbook},
@@ -161,6 +161,10 @@ def test_controls_can_pass_and_can_fail(run_dir):
     summary, _ = write_report(cfg, run_dir)
     null, leak = summary.controls["null_web"], summary.controls["leaky"]
     assert not null.passed and null.comparisons[0].verdict == "supported" and "false positive" in null.detail
+    verdicts = run_dir.path("report.md").read_text().split("## Does the instrument work?")[0]
+    c1 = next(p for p in verdicts.split("\n\n") if p.startswith("**C1"))
+    assert "Read with care" in c1 and "web vs null_web" in c1  # the decided statistic flags its verdict
+    assert not any("Read with care" in p for p in verdicts.split("\n\n") if p.startswith("**C2a"))  # longtail: same
     # its own drop (textbook's 0.15) is still seen; what contamination adds over textbook is not
     assert not leak.passed and [c.verdict for c in leak.comparisons] == ["supported", "inconclusive"]
     assert "NOT the part contamination adds over textbook" in leak.detail

@@ -48,7 +48,7 @@ def build_sections(s: Summary, figures: dict[str, str]) -> list[Section]:
     for key, c in s.claims.items():
         claims.paragraphs.append(
             f"**{key} — {c.claim}: {c.verdict.upper()}.** Effect {_signed(c.effect, c.ci_low, c.ci_high)} "
-            f"(95% paired-bootstrap CI; positive = the claim's direction). {c.detail}."
+            f"(95% paired-bootstrap CI; positive = the claim's direction). {c.detail}." + _null_warning(s, key)
         )
     claims.paragraphs.append("A verdict is *supported* when the CI lies above zero, *not supported* when it lies "
                              "below, and *inconclusive* when it contains zero. CIs resample the entities items are "
@@ -103,6 +103,18 @@ def build_sections(s: Summary, figures: dict[str, str]) -> list[Section]:
                        + [["total", f"{sum(s.timings.values()):.1f}"]]))
     secs.append(env)
     return secs
+
+
+def _null_warning(s: Summary, claim: str) -> str:
+    """A warning for a verdict whose statistic a null control decided between two seeds of one recipe."""
+    hits = [(c.recipes, cmp) for c in s.controls.values() if c.name == "null" for cmp in c.comparisons
+            if cmp.label.startswith(f"{claim} statistic") and cmp.verdict != "inconclusive"]
+    if not hits:
+        return ""
+    which = "; ".join(f"{' vs '.join(r)} {_signed(cmp.effect, cmp.ci_low, cmp.ci_high)}" for r, cmp in hits)
+    return (f" **Read with care:** the null control decided this statistic between two seeds of one recipe "
+            f"({which}), so its CIs leave seed-to-seed variation out and are too narrow (\"Does the "
+            f"instrument work?\").")
 
 
 def _tamper_in_words(s: Summary) -> str:
