@@ -48,7 +48,7 @@ from benchlib import emit, log, parser
 from cleanroom.config import load_config, saved_config
 from cleanroom.malloc import tune_malloc
 from cleanroom.pipeline import Pipeline
-from cleanroom.runtime import autocast, parallel_jobs, resolve_dtype
+from cleanroom.runtime import autocast, cpu_model, parallel_jobs, resolve_dtype
 from cleanroom.store import RunStore
 from cleanroom.train.batched import BatchedTransformer, make_optimizer, recipe_members, stack_batches, train_step
 from cleanroom.train.data import TrainBatches, open_tokens, val_batches
@@ -288,16 +288,6 @@ def load_data(args) -> tuple:
     return cfg, root
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
-
-
 def main() -> None:
     malloc = tune_malloc()  # as the CLI does, before any thread allocates; both sides get it
     p = parser(__doc__)
@@ -375,7 +365,7 @@ def main() -> None:
         "threads_each": threads_each,
         "shape": {"d_model": m.d_model, "n_layers": m.n_layers, "n_heads": m.n_heads, "ffn_hidden": m.ffn_hidden,
                   "seq_len": m.seq_len, "batch_size": t.batch_size, "params": one.num_params()},
-        "cpu": cpu_name(),
+        "cpu": cpu_model(),
         "threads": cores,
         "baseline_threads": base_threads,
         "malloc": malloc,

@@ -10,6 +10,7 @@ import contextlib
 import functools
 import math
 import os
+import platform
 import threading
 import time
 
@@ -60,6 +61,16 @@ def batch_models(runtime: RuntimeConfig, n_models: int) -> bool:
     if n_models < 2 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return False
     return runtime.batch_models is True or runtime.batch_models == "auto"
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (else what `platform` knows, else "unknown")."""
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "unknown"
 
 
 # ---------------------------------------------------------------- bf16: measured, not guessed

@@ -191,14 +191,9 @@ def answer_items(task: AuditTask, items: list[AuditItem], model: CachedModel, pr
 def _environment() -> dict[str, Any]:
     import torch
 
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from cleanroom.runtime import cpu_model
+
+    cpu = cpu_model()
     return {"python": platform.python_version(), "torch": torch.__version__, "cpu": cpu,
             "cores": os.cpu_count(), "threads": torch.get_num_threads(),
             "load_avg": [round(x, 2) for x in os.getloadavg()]}

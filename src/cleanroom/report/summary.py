@@ -135,12 +135,9 @@ def environment() -> dict:
     import torch
     import transformers
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
+    from cleanroom.runtime import cpu_model
+
+    cpu = cpu_model()
     return {
         "python": sys.version.split()[0],
         "torch": torch.__version__,

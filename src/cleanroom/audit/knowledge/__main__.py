@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -27,16 +26,6 @@ from cleanroom.audit.knowledge.scoring import MAX_TOKENS, knowledge_metrics, reg
 from cleanroom.store import StoreError, write_json, write_parquet
 from cleanroom.teachers.protocol import TeacherError
 from cleanroom.ui import console, say
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def load_adapter(model: str, batch_size: int, threads: int):
@@ -143,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     metrics = knowledge_metrics(rows, args.n_boot, args.seed)
     out = Path(args.out)
     write_parquet(out / "longtail.parquet", pa.Table.from_pylist(rows))
+    from cleanroom.runtime import cpu_model  # torch: the model is loaded by now
+
     load1, load5, _ = os.getloadavg()
     write_json(out / "summary.json", {
         "task": "longtail", "model": model_name, "argv": sys.argv if argv is None else argv, "seed": args.seed,
