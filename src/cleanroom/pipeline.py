@@ -102,6 +102,12 @@ def stage_items(cfg: ExperimentConfig, over: str) -> list[str]:
             "attacked": cfg.attacked()}[over]
 
 
+def _resolve(spec: str) -> Callable:
+    """The function a "module:function" spec names (imported on first use: stages import torch lazily)."""
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 class Pipeline:
     """Runs stages of one experiment in one run directory."""
 
@@ -206,17 +212,11 @@ class Pipeline:
         for k in keys:
             say(f"[bold cyan]▶ {k}[/]: {stage.doc} (batched: {', '.join(recipes)})")
             self.store.invalidate(k)
-        module, _, fn_name = stage.batch_func.partition(":")
-        fn = getattr(importlib.import_module(module), fn_name)
         t0 = time.perf_counter()
-        results: dict[str, StageResult] = fn(self.cfg, self.store, recipes)
+        results: dict[str, StageResult] = _resolve(stage.batch_func)(self.cfg, self.store, recipes)
         seconds = time.perf_counter() - t0
         for k, recipe in zip(keys, recipes, strict=True):
-            m = self.store.finish(k, self._fingerprint(stage), inputs[k], results[recipe].outputs,
-                                  results[recipe].stats, seconds)
-            say(f"[green]✓ {k}[/] in {seconds:.1f}s")
-            self.ran.append(k)
-            self.done[k] = m
+            self._record(k, self._fingerprint(stage, recipe), inputs[k], results[recipe], seconds)
             if self.on_done is not None:
                 self.on_done(k)
 
@@ -246,8 +246,7 @@ class Pipeline:
         reads = dict(STAGES[name].reads)
         inputs = {}
         if STAGES[name].external:
-            module, _, fn = STAGES[name].external.partition(":")
-            digest = getattr(importlib.import_module(module), fn)(self.cfg, item)
+            digest = _resolve(STAGES[name].external)(self.cfg, item)
             if digest:
                 inputs["external"] = digest
         for dk in self._dep_keys(STAGES[name], item or None):
@@ -295,11 +294,14 @@ class Pipeline:
             return old
         say(f"[bold cyan]▶ {key}[/]: {stage.doc}")
         self.store.invalidate(key)
-        module, _, fn_name = stage.func.partition(":")
-        fn = getattr(importlib.import_module(module), fn_name)
+        fn = _resolve(stage.func)
         t0 = time.perf_counter()
         result: StageResult = fn(self.cfg, self.store, recipe) if stage.per_recipe else fn(self.cfg, self.store)
-        seconds = time.perf_counter() - t0
+        return self._record(key, fingerprint, inputs, result, time.perf_counter() - t0)
+
+    def _record(self, key: str, fingerprint: str, inputs: dict[str, str], result: StageResult,
+                seconds: float) -> Manifest:
+        """Write a finished key's manifest and note it as run."""
         m = self.store.finish(key, fingerprint, inputs, result.outputs, result.stats, seconds)
         say(f"[green]✓ {key}[/] in {seconds:.1f}s")
         self.ran.append(key)
