@@ -9,6 +9,14 @@ for free; a `validate` run starts from a copy of the same seed's finished defaul
 shares, so only the controls and safeguards are trained. The second table is the instrument's own
 record: the null controls' claim statistics (which must be inconclusive; any that is not is a false
 positive), whether the leaky control's contamination was detected, and what the diversity control did.
+
+The claims table's last row, "seeds pooled" (and a last table, for the null controls' statistics),
+takes the *seed* as the unit: the mean of the per-seed effects with a Student-t 95% interval over them
+(k - 1 degrees of freedom). A per-run CI resamples items and entity clusters of one world and one
+training run; this one also carries what changes with the seed (the world, the corpora, the init and
+data order), the variation the null control shows a per-run CI leaves out. With three seeds the
+interval is wide (t = 4.30): it says "supported" only for an effect that is large against its
+seed-to-seed spread.
 """
 
 from __future__ import annotations
@@ -19,6 +27,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from scipy import stats
+
+from cleanroom.evals.stats import verdict
 from cleanroom.report.summary import Comparison, Summary
 
 
@@ -26,6 +37,15 @@ def cell(c: Comparison) -> str:
     if c.effect is None:
         return c.verdict
     return f"{c.verdict} ({c.effect:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}])"
+
+
+def pooled(effects: list[float]) -> str:
+    """Mean of per-seed effects, Student-t 95% interval over seeds, and the lab's verdict on it."""
+    if len(effects) < 2:
+        return "n/a (one seed)"
+    mean, sem = sum(effects) / len(effects), stats.sem(effects)
+    lo, hi = stats.t.interval(0.95, len(effects) - 1, loc=mean, scale=sem) if sem > 0 else (mean, mean)
+    return f"{verdict(lo, hi)} ({mean:+.3f} [{lo:+.3f}, {hi:+.3f}])"
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
@@ -42,6 +62,8 @@ def main() -> None:
     args = ap.parse_args()
     prefix = "seed" if args.preset == "default" else f"{args.preset}-seed"
     claims, controls = [], []
+    claim_effects: dict[str, list[float]] = {}
+    null_effects: dict[str, list[float]] = {}
     false_pos = tested = 0
     for seed in args.seeds:
         out = args.runs / f"{prefix}-{seed}"
@@ -54,17 +76,24 @@ def main() -> None:
         s = Summary.model_validate_json((out / "summary.json").read_text())
         claims.append([str(seed)] + [cell(c.comparisons[0]) if c.comparisons else c.verdict
                                      for c in s.claims.values()] + [f"{sum(s.timings.values()) / 60:.1f}"])
+        for name, c in s.claims.items():
+            if c.comparisons and c.comparisons[0].effect is not None:
+                claim_effects.setdefault(name, []).append(c.comparisons[0].effect)
         row = [str(seed)]
         for name, c in s.controls.items():
             if name.startswith("null_"):
                 decided = [cmp.label.split(":")[0] for cmp in c.comparisons if cmp.verdict != "inconclusive"]
                 false_pos += len(decided)
                 tested += len(c.comparisons)
+                for cmp in c.comparisons:
+                    if cmp.effect is not None:
+                        null_effects.setdefault(f"{name} {cmp.label.split(':')[0]}", []).append(cmp.effect)
                 row.append(f"{name}: {len(decided)} of {len(c.comparisons)} decided"
                            + (f" ({', '.join(decided)})" if decided else ""))
             else:
                 row.append(f"{name}: " + "; ".join(cell(cmp) for cmp in c.comparisons))
         controls.append(row)
+    claims.append(["seeds pooled"] + [pooled(claim_effects.get(name, [])) for name in s.claims] + [""])
     print(table(["seed", "C1 benchmarks up", "C2a long tail down", "C2b twin drop larger", "C3 safer",
                  "stage minutes"], claims))
     print()
@@ -73,6 +102,8 @@ def main() -> None:
     if tested:
         print(f"\nnull control: {false_pos} of {tested} claim statistics decided where no difference exists "
               f"(false-positive rate {false_pos / tested:.2f}; nominal 0.05 per statistic)")
+        print("\nnull control, seeds pooled (must be inconclusive):")
+        print(table(["statistic", "seeds", "pooled"], [[k, str(len(v)), pooled(v)] for k, v in null_effects.items()]))
 
 
 if __name__ == "__main__":
