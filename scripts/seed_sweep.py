@@ -3,6 +3,7 @@
     .venv/bin/python scripts/seed_sweep.py                       # default preset, seeds 0 1 2 -> runs/seed-<s>
     .venv/bin/python scripts/seed_sweep.py --preset validate     # + controls, safeguards -> runs/validate-seed-<s>
     .venv/bin/python scripts/seed_sweep.py --seeds 0 1 2 3 --set runtime.jobs=2
+    .venv/bin/python scripts/seed_sweep.py --no-run --runs /path/to/runs      # tables from finished runs only
 
 Finished runs are reused (the stage runner skips what is up to date), so the tables can be printed again
 for free; a `validate` run starts from a copy of the same seed's finished default run, whose models it
@@ -11,12 +12,13 @@ record: the null controls' claim statistics (which must be inconclusive; any tha
 positive), whether the leaky control's contamination was detected, and what the diversity control did.
 
 The claims table's last row, "seeds pooled" (and a last table, for the null controls' statistics),
-takes the *seed* as the unit: the mean of the per-seed effects with a Student-t 95% interval over them
-(k - 1 degrees of freedom). A per-run CI resamples items and entity clusters of one world and one
-training run; this one also carries what changes with the seed (the world, the corpora, the init and
-data order), the variation the null control shows a per-run CI leaves out. With three seeds the
-interval is wide (t = 4.30): it says "supported" only for an effect that is large against its
-seed-to-seed spread.
+takes the *seed* as the unit: a random-effects meta-analysis of the per-seed effects and their CIs
+(`cleanroom.evals.stats.pool_runs`: DerSimonian-Laird between-seed variance, Student-t interval with
+k - 1 degrees of freedom, modified Knapp-Hartung variance). A per-run CI resamples items and entity
+clusters of one world and one training run; this one also carries what changes with the seed (the
+world, the corpora, the init and data order), the variation the null control shows a per-run CI leaves
+out. With three seeds the interval is wide (t = 4.30): it says "supported" only for an effect that is
+large against its seed-to-seed spread.
 """
 
 from __future__ import annotations
@@ -27,9 +29,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from scipy import stats
-
-from cleanroom.evals.stats import verdict
+from cleanroom.evals.stats import pool_runs, verdict
 from cleanroom.report.summary import Comparison, Summary
 
 
@@ -39,12 +39,11 @@ def cell(c: Comparison) -> str:
     return f"{c.verdict} ({c.effect:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}])"
 
 
-def pooled(effects: list[float]) -> str:
-    """Mean of per-seed effects, Student-t 95% interval over seeds, and the lab's verdict on it."""
-    if len(effects) < 2:
+def pooled(comparisons: list[Comparison]) -> str:
+    """The seeds' comparisons pooled (`stats.pool_runs`: random effects, t over seeds) with the lab's verdict."""
+    if len(comparisons) < 2:
         return "n/a (one seed)"
-    mean, sem = sum(effects) / len(effects), stats.sem(effects)
-    lo, hi = stats.t.interval(0.95, len(effects) - 1, loc=mean, scale=sem) if sem > 0 else (mean, mean)
+    mean, lo, hi = pool_runs(*zip(*[(c.effect, c.ci_low, c.ci_high) for c in comparisons], strict=True))
     return f"{verdict(lo, hi)} ({mean:+.3f} [{lo:+.3f}, {hi:+.3f}])"
 
 
@@ -59,11 +58,12 @@ def main() -> None:
     ap.add_argument("--preset", default="default")
     ap.add_argument("--runs", type=Path, default=Path("runs"))
     ap.add_argument("--set", dest="sets", action="append", default=[], help="extra overrides for every run")
+    ap.add_argument("--no-run", action="store_true", help="only read finished runs' summary.json (run nothing)")
     args = ap.parse_args()
     prefix = "seed" if args.preset == "default" else f"{args.preset}-seed"
     claims, controls = [], []
-    claim_effects: dict[str, list[float]] = {}
-    null_effects: dict[str, list[float]] = {}
+    claim_effects: dict[str, list[Comparison]] = {}
+    null_effects: dict[str, list[Comparison]] = {}
     false_pos = tested = 0
     for seed in args.seeds:
         out = args.runs / f"{prefix}-{seed}"
@@ -72,13 +72,16 @@ def main() -> None:
             shutil.copytree(default_run, out)
         cmd = [sys.executable, "-m", "cleanroom.cli", "run", "--preset", args.preset, "--out", str(out),
                "--set", f"seed={seed}"] + [x for s in args.sets for x in ("--set", s)]
-        subprocess.run(cmd, check=True)
+        if not args.no_run:
+            subprocess.run(cmd, check=True)
+        elif not (out / "summary.json").exists():
+            sys.exit(f"--no-run: {out} has no summary.json (run it first, without --no-run)")
         s = Summary.model_validate_json((out / "summary.json").read_text())
         claims.append([str(seed)] + [cell(c.comparisons[0]) if c.comparisons else c.verdict
                                      for c in s.claims.values()] + [f"{sum(s.timings.values()) / 60:.1f}"])
         for name, c in s.claims.items():
             if c.comparisons and c.comparisons[0].effect is not None:
-                claim_effects.setdefault(name, []).append(c.comparisons[0].effect)
+                claim_effects.setdefault(name, []).append(c.comparisons[0])
         row = [str(seed)]
         for name, c in s.controls.items():
             if name.startswith("null_"):
@@ -87,7 +90,7 @@ def main() -> None:
                 tested += len(c.comparisons)
                 for cmp in c.comparisons:
                     if cmp.effect is not None:
-                        null_effects.setdefault(f"{name} {cmp.label.split(':')[0]}", []).append(cmp.effect)
+                        null_effects.setdefault(f"{name} {cmp.label.split(':')[0]}", []).append(cmp)
                 row.append(f"{name}: {len(decided)} of {len(c.comparisons)} decided"
                            + (f" ({', '.join(decided)})" if decided else ""))
             else:

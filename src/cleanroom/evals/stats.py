@@ -147,6 +147,37 @@ def per_decile(deciles: Sequence[int], correct: Sequence[bool], n_boot: int = 20
 ZERO_TOL = 1e-9  # a bound this close to zero *is* zero: bootstrap means of 0/1 differences carry rounding
 
 
+def pool_runs(effects: Sequence[float], ci_lows: Sequence[float], ci_highs: Sequence[float]
+              ) -> tuple[float, float, float]:
+    """(pooled effect, ci_low, ci_high) over independent runs (seeds): a random-effects meta-analysis.
+
+    Each run contributes its effect and its within-run variance (read back from its 95% CI); the
+    between-run variance tau^2 is DerSimonian-Laird's, the interval Student-t with k - 1 degrees of
+    freedom around the inverse-variance weighted mean, with the larger of the random-effects variance
+    and the Hartung-Knapp variance (the "modified" Knapp-Hartung rule, so equal effects do not give a
+    zero-width interval). This is the interval that carries seed-to-seed variation, which a per-run
+    bootstrap leaves out. With fewer than two runs, or an undefined run CI, the CI is NaN.
+    """
+    y = np.asarray(effects, float)
+    se = (np.asarray(ci_highs, float) - np.asarray(ci_lows, float)) / (2 * 1.959963984540054)
+    k = len(y)
+    if k < 2 or not np.all(np.isfinite(se)) or not np.all(np.isfinite(y)):
+        mean = float(y.mean()) if k else float("nan")
+        return mean, float("nan"), float("nan")
+    from scipy import stats
+
+    v = np.maximum(se**2, 1e-12)  # a run with a zero-width CI (e.g. all items equal) still weighs finitely
+    w = 1 / v
+    fixed = (w * y).sum() / w.sum()
+    q = (w * (y - fixed) ** 2).sum()
+    tau2 = max(0.0, (q - (k - 1)) / (w.sum() - (w**2).sum() / w.sum()))
+    w_re = 1 / (v + tau2)
+    mean = float((w_re * y).sum() / w_re.sum())
+    var = max(1 / w_re.sum(), (w_re * (y - mean) ** 2).sum() / ((k - 1) * w_re.sum()))
+    half = float(stats.t.ppf(0.5 + LEVEL / 2, k - 1) * np.sqrt(var))
+    return mean, mean - half, mean + half
+
+
 def verdict(ci_low: float, ci_high: float, expected_sign: int = 1) -> str:
     """"supported" if the CI excludes zero on the expected side, "not supported" if it excludes zero
     on the other side, "inconclusive" if it contains zero, touches it, or is undefined.
