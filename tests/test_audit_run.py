@@ -215,3 +215,13 @@ def test_concurrent_echo_requests_all_succeed(served):
 
     with ThreadPoolExecutor(12) as pool:
         assert list(pool.map(one, range(24))) == [200] * 24
+
+
+def test_report_notes_count_rejected_twins_per_family():
+    from cleanroom.audit.report import _note_lines
+
+    lines = _note_lines({"symbolic_templates": 100, "rejected_twins": {
+        "calc": {"no calculator annotations": 5, "no annotation produces the final answer": 16, "x": 1, "y": 2}}})
+    assert lines == ["symbolic_templates: 100",
+                     "calc: 24 source items without a twin (commonest: no annotation produces the final answer x16; "
+                     "no calculator annotations x5; y x2)"]

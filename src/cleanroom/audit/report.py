@@ -188,8 +188,22 @@ def render_markdown(s: AuditSummary) -> str:
     lines += [f"- {src['name']}: {src['origin']}; license {src['license']} (pip `{src['package']}`)"
               for src in s.sources]
     for task, note in s.notes.items():
-        lines += ["", f"Notes for {task}: `{note}`"]
+        lines += ["", f"Notes for {task}:", ""] + [f"- {line}" for line in _note_lines(note)]
     return "\n".join(lines) + "\n"
+
+
+def _note_lines(note: dict) -> list[str]:
+    """A task's notes, readable: rejected twins as a count per family with its commonest reasons."""
+    out = []
+    for key, value in note.items():
+        if key == "rejected_twins" and isinstance(value, dict):
+            for family, reasons in value.items():
+                top = sorted(reasons.items(), key=lambda kv: -kv[1])[:3]
+                out.append(f"{family}: {sum(reasons.values())} source items without a twin (commonest: "
+                           + "; ".join(f"{r} x{n}" for r, n in top) + ")")
+        else:
+            out.append(f"{key}: {value}")
+    return out
 
 
 def _md_to_html(md: str, images: dict[str, bytes]) -> str:
