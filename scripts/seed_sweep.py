@@ -85,12 +85,12 @@ def main() -> None:
         row = [str(seed)]
         for name, c in s.controls.items():
             if name.startswith("null_"):
-                decided = [cmp.label.split(":")[0] for cmp in c.comparisons if cmp.verdict != "inconclusive"]
+                decided = [cmp.statistic for cmp in c.comparisons if cmp.verdict != "inconclusive"]
                 false_pos += len(decided)
                 tested += len(c.comparisons)
                 for cmp in c.comparisons:
                     if cmp.effect is not None:
-                        null_effects.setdefault(f"{name} {cmp.label.split(':')[0]}", []).append(cmp)
+                        null_effects.setdefault(f"{name} {cmp.statistic}", []).append(cmp)
                 row.append(f"{name}: {len(decided)} of {len(c.comparisons)} decided"
                            + (f" ({', '.join(decided)})" if decided else ""))
             else:

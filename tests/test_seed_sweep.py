@@ -13,7 +13,7 @@ from cleanroom.report.summary import Comparison
 spec = importlib.util.spec_from_file_location("seed_sweep", Path(__file__).parents[1] / "scripts" / "seed_sweep.py")
 seed_sweep = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(seed_sweep)
-Z = 1.959963984540054
+Z = stats.norm.ppf(0.975)
 
 
 def test_pool_runs_reduces_to_a_t_interval_when_runs_are_exact():
@@ -37,6 +37,13 @@ def test_pool_runs_heterogeneous_seeds_widen_the_interval():
     mean, lo, hi = pool_runs([0.128, -0.01, 0.30], [0.08, -0.05, 0.25], [0.18, 0.03, 0.35])
     assert lo < 0 < hi
     assert np.isnan(pool_runs([0.1], [0.0], [0.2])[1])
+
+
+def test_pool_runs_between_seed_variance_evens_out_the_weights():
+    """A precise run and a noisy one that disagree: the fixed-effect mean would sit on the precise run
+    (~0.003); tau^2 gives both runs nearly equal weight, so the pooled mean moves toward their average."""
+    mean, lo, hi = pool_runs([0.0, 0.3], [-0.01, 0.2], [0.01, 0.4])
+    assert 0.1 < mean < 0.2 and lo < 0 < hi
 
 
 def cmp(effect, half):

@@ -158,14 +158,14 @@ def pool_runs(effects: Sequence[float], ci_lows: Sequence[float], ci_highs: Sequ
     zero-width interval). This is the interval that carries seed-to-seed variation, which a per-run
     bootstrap leaves out. With fewer than two runs, or an undefined run CI, the CI is NaN.
     """
+    from scipy import stats
+
     y = np.asarray(effects, float)
-    se = (np.asarray(ci_highs, float) - np.asarray(ci_lows, float)) / (2 * 1.959963984540054)
+    se = (np.asarray(ci_highs, float) - np.asarray(ci_lows, float)) / (2 * stats.norm.ppf(0.5 + LEVEL / 2))
     k = len(y)
     if k < 2 or not np.all(np.isfinite(se)) or not np.all(np.isfinite(y)):
         mean = float(y.mean()) if k else float("nan")
         return mean, float("nan"), float("nan")
-    from scipy import stats
-
     v = np.maximum(se**2, 1e-12)  # a run with a zero-width CI (e.g. all items equal) still weighs finitely
     w = 1 / v
     fixed = (w * y).sum() / w.sum()

@@ -275,7 +275,7 @@ def null_control(store: RunStore, recipe: str, n_boot: int, seed: int) -> Contro
     if _has(store, recipe, "tamper_items") and _has(store, null, "tamper_items"):
         comps.append(recovery_gap(store, null, recipe, n_boot, seed + 3,
                                   f"C3 statistic: recovery under attack {null} - {recipe}"))
-    false = [c.label.split(":")[0] for c in comps if c.verdict != "inconclusive"]
+    false = [c.statistic for c in comps if c.verdict != "inconclusive"]
     return Control(name="null", recipes=[recipe, null], expected="inconclusive", comparisons=comps,
                    passed=not false,
                    detail=(f"two models of `{recipe}` that differ only in their init and data-order seed: "

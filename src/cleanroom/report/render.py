@@ -108,7 +108,7 @@ def build_sections(s: Summary, figures: dict[str, str]) -> list[Section]:
 def _null_warning(s: Summary, claim: str) -> str:
     """A warning for a verdict whose statistic a null control decided between two seeds of one recipe."""
     hits = [(c.recipes, cmp) for c in s.controls.values() if c.name == "null" for cmp in c.comparisons
-            if cmp.label.startswith(f"{claim} statistic") and cmp.verdict != "inconclusive"]
+            if cmp.statistic == f"{claim} statistic" and cmp.verdict != "inconclusive"]
     if not hits:
         return ""
     which = "; ".join(f"{' vs '.join(r)} {_signed(cmp.effect, cmp.ci_low, cmp.ci_high)}" for r, cmp in hits)

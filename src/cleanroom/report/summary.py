@@ -50,6 +50,11 @@ class Comparison(Strict):
     n: int
     verdict: Verdict
 
+    @property
+    def statistic(self) -> str:
+        """What the label names before its colon: a null control's "C1 statistic", "C2a statistic", ..."""
+        return self.label.split(":", 1)[0]
+
 
 class Claim(Strict):
     claim: str
