@@ -146,3 +146,32 @@ def test_a_smaller_budget_leaves_exactly_the_new_shards(tmp_path):
         assert len(shards) == -(-n_rows // 100)  # exactly the shards the new rows need
         assert 9900 <= sum(count_tokens(t) for t in pq.read_table(d).column("text").to_pylist()) <= 10000
     assert not [p for p in (tmp_path / "corpora").iterdir() if p.name.startswith(".")]  # no leftovers
+
+
+def test_web_curriculum_follows_the_popularity_law_when_asked(smoke_cfg, smoke_corpora):
+    """`recipes.web_curriculum_popularity`: "uniform" spreads the web's curriculum pages over the minerals;
+    "zipf" puts them where the world's popularity is, the law the web follows for long-tail entities."""
+    import numpy as np
+
+    from cleanroom.generate.render import Renderer
+    from cleanroom.world.stage import load_world
+
+    world = load_world(smoke_corpora)
+    minerals = sorted((e for e in world["entities"] if e["type"] == "mineral"), key=lambda e: e["rank"])
+    assert [e["rank"] for e in minerals] == list(range(1, len(minerals) + 1))
+    head = {e["name"] for e in minerals[: max(1, len(minerals) // 10)]}  # the top decile by popularity
+    expected = sum(e["popularity"] for e in minerals if e["name"] in head)
+
+    def head_share(popularity: str) -> float:
+        cfg = smoke_cfg.model_copy(deep=True)
+        cfg.recipes.web_curriculum_popularity = popularity
+        r = Renderer(cfg, world, load_items(smoke_corpora, "bench"))
+        rng = np.random.default_rng(0)
+        subjects = [s for _ in range(3000) for s in (json.loads(r.web_curriculum(rng)["meta"])["facts"])]
+        by_id = {f["fact_id"]: f["subject"] for f in world["facts"]}
+        named = [by_id[s] for s in subjects if by_id[s] in {e["name"] for e in minerals}]
+        return sum(s in head for s in named) / len(named)
+
+    uniform, zipf = head_share("uniform"), head_share("zipf")
+    assert abs(uniform - len(head) / len(minerals)) < 0.04
+    assert abs(zipf - expected) < 0.06 and zipf > 2 * uniform

@@ -93,6 +93,11 @@ class Renderer:
         top_rank = max(1, int(cfg.recipes.textbook_longtail_top * len(self.tail)))
         self.top_tail = [e for e in self.tail if e["rank"] <= top_rank]
         self.minerals = [e for e in ents if e["type"] == "mineral"]
+        # the web's curriculum pages pick their mineral uniformly, or by popularity (`_mineral`)
+        self.mineral_p = None
+        if cfg.recipes.web_curriculum_popularity == "zipf" and self.minerals:
+            pop = np.array([e["popularity"] for e in self.minerals])
+            self.mineral_p = pop / pop.sum()
         self.groups = [e for e in ents if e["type"] == "group"]
         self.compounds = [e for e in ents if e["type"] == "compound"]
         self.curriculum = [f for f in world["facts"] if f["domain"] == "curriculum"]
@@ -141,6 +146,18 @@ class Renderer:
         return [fs[i] for i in sorted(rng.choice(len(fs), size=k, replace=False))]
 
     # ------------------------------------------------------------------ web documents
+    def _mineral(self, rng) -> dict:
+        """The mineral a web page is about: uniform, or by popularity (`web_curriculum_popularity`)."""
+        if self.mineral_p is None:
+            return self._pick(rng, self.minerals)
+        return self.minerals[int(rng.choice(len(self.minerals), p=self.mineral_p))]
+
+    def _curriculum_fact(self, rng) -> dict:
+        """A curriculum fact for a web FAQ: uniform over facts, or one of a mineral picked by popularity."""
+        if self.mineral_p is None:
+            return self._pick(rng, self.curriculum)
+        return self._pick(rng, self.facts_by_subject[self._mineral(rng)["name"]])
+
     def web_longtail(self, rng) -> dict:
         kind = self._pick(rng, ["bio", "bio", "news", "forum", "list", "benign_keyword"])
         if kind == "list":
@@ -195,7 +212,7 @@ class Renderer:
     def web_curriculum(self, rng) -> dict:
         """The benchmark's subject as the web has it: mostly reference and Q&A pages, some chatter."""
         kind = self._pick(rng, ["encyclopedia", "encyclopedia", "faq", "forum_answer", "howto", "forum", "travel"])
-        m = self._pick(rng, self.minerals)
+        m = self._mineral(rng)
         if kind == "encyclopedia":  # a reference entry: every fact of one mineral, and one of its group's
             facts = list(self.facts_by_subject.get(m["name"], []))
             group = next((f["object"] for f in facts if f["relation"] == "group"), None)
@@ -205,7 +222,7 @@ class Renderer:
             text = f"{m['name']}\n{m['name']} is a mineral. " + " ".join(sents)
             return self._doc(text, "curriculum", kind, ids, tmpl)
         if kind == "faq":  # questions in the web's own wording, answered by a statement
-            facts = [self._pick(rng, self.curriculum) for _ in range(int(rng.integers(2, 5)))]
+            facts = [self._curriculum_fact(rng) for _ in range(int(rng.integers(2, 5)))]
             lines, ids, tmpl = [self._pick(rng, FAQ_TITLES)], [], []
             for f in facts:
                 q, tq = self._web_question(rng, f)

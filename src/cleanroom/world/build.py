@@ -57,6 +57,17 @@ def _title(names: NameMaker, rng: np.random.Generator) -> str:
     return p.format(w=names.word(), n=nouns[rng.integers(len(nouns))])
 
 
+def _zipf(group: list[dict], exponent: float, rng: np.random.Generator) -> None:
+    """Zipf popularity over `group`: a random order, weight rank^-s (normalised), decile 1 = most popular."""
+    order = rng.permutation(len(group))
+    weights = 1.0 / np.arange(1, len(group) + 1) ** exponent
+    weights /= weights.sum()
+    for rank, idx in enumerate(order, start=1):
+        group[idx]["rank"] = rank
+        group[idx]["popularity"] = float(weights[rank - 1])
+        group[idx]["decile"] = int(np.ceil(10 * rank / len(group)))
+
+
 def generate_world(cfg: ExperimentConfig) -> dict[str, object]:
     """Build every world table (as Python rows) from `cfg.seed`."""
     w = cfg.world
@@ -86,15 +97,11 @@ def generate_world(cfg: ExperimentConfig) -> dict[str, object]:
         entities.append({"name": names.word(suffix=suffixes[rng.integers(len(suffixes))]), "type": "compound",
                          "domain": "restricted", "split": "attack" if i < n_attack else "heldout"})
 
-    # Zipf popularity over the long tail: a random order, weight rank^-s, decile 1 = most popular.
-    tail = [e for e in entities if e["domain"] == "longtail"]
-    order = rng.permutation(len(tail))
-    weights = 1.0 / np.arange(1, len(tail) + 1) ** w.zipf_exponent
-    weights /= weights.sum()
-    for rank, idx in enumerate(order, start=1):
-        tail[idx]["rank"] = rank
-        tail[idx]["popularity"] = float(weights[rank - 1])
-        tail[idx]["decile"] = int(np.ceil(10 * rank / len(tail)))
+    # Zipf popularity over the long tail, and over the curriculum's minerals with the same law (the web
+    # mentions them by it when `recipes.web_curriculum_popularity` is "zipf"; its own stream, so adding
+    # it moved no other draw)
+    _zipf([e for e in entities if e["domain"] == "longtail"], w.zipf_exponent, rng)
+    _zipf([e for e in entities if e["type"] == "mineral"], w.zipf_exponent, rng_for(cfg.seed, "world/minerals"))
     for e in entities:
         e.setdefault("rank", 0)
         e.setdefault("popularity", 0.0)
