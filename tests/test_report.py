@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pyarrow as pa
@@ -168,4 +170,9 @@ def test_controls_can_pass_and_can_fail(run_dir):
     # its own drop (textbook's 0.15) is still seen; what contamination adds over textbook is not
     assert not leak.passed and [c.verdict for c in leak.comparisons] == ["supported", "inconclusive"]
     assert "NOT the part contamination adds over textbook" in leak.detail
+    # the anatomy script reads the same statistics back, per relation, with a crossed bootstrap beside
+    out = subprocess.run([sys.executable, "scripts/null_anatomy.py", str(run_dir.root)], capture_output=True,
+                         text=True, check=True).stdout
+    decided = sum(c.verdict != "inconclusive" for c in null.comparisons)
+    assert "| C1 statistic null_web | +0." in out and f"Decided (false positives): entity {decided} of 4" in out
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cleanroom.evals.stats import accuracy_ci, diff_of_diffs, paired_diff, per_decile, twin_pairs, verdict
+from cleanroom.evals.stats import accuracy_ci, cluster_ci, diff_of_diffs, paired_diff, per_decile, twin_pairs, verdict
 
 
 def test_accuracy_ci_contains_mean_is_seeded_and_shrinks_with_n():
@@ -117,3 +117,25 @@ def test_paired_diff_resamples_the_same_clusters_for_both_recipes():
     assert eff > 0 and 0 < lo <= eff <= hi  # A's extra answers are detected through the shared difficulty
     eff2, lo2, hi2 = diff_of_diffs(a, b, b, b, 2000, seed=0, clusters=clusters)
     assert (eff2, lo2, hi2) == (eff, lo, hi)  # the same per-item differences, the same clusters
+
+
+def test_two_way_clusters_widen_the_interval_when_a_grouping_moves_together():
+    """Items crossed by entity and relation: a shift shared by a relation's items is invisible to an
+    entity-clustered bootstrap and widens the pigeonhole (entity x relation) one; no shift, little change."""
+    rng = np.random.default_rng(0)
+    n_ent, rels = 150, ["a", "b", "c", "d", "e"]
+    ent = np.repeat(np.arange(n_ent), len(rels)).astype(str)
+    rel = np.tile(rels, n_ent)
+    shift = dict(zip(rels, [0.3, -0.3, 0.25, -0.2, 0.0], strict=True))
+    noise = rng.normal(0, 0.5, ent.size)
+    shifted = noise + np.array([shift[r] for r in rel])
+    both = np.stack([ent, rel], axis=1)
+    for y, wider in ((shifted, 3.0), (noise, None)):
+        one = cluster_ci(y, ent, 2000, 1)
+        two = cluster_ci(y, both, 2000, 1)
+        ratio = (two[1] - two[0]) / (one[1] - one[0])
+        if wider:
+            assert ratio > wider
+        else:
+            assert 1.0 <= ratio < 2.5  # conservative: the item noise also counts once per grouping
+    assert all(np.isnan(cluster_ci(noise, np.stack([ent, np.full(ent.size, "a")], axis=1), 200, 1)))

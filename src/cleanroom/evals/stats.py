@@ -27,8 +27,14 @@ def cluster_bootstrap(clusters: Sequence, columns: dict[str, np.ndarray], stat: 
     resample) to the statistic, so one matrix product gives every resample: a resample draws as many
     clusters as there are (multinomial counts) and a cluster's items move together. Resamples whose
     statistic is undefined (e.g. 0/0) are dropped; with fewer than two clusters the CI is NaN.
+
+    `clusters` of shape (items, k) names k crossed groupings (e.g. entity and relation): the pigeonhole
+    bootstrap (Owen 2007) resamples each grouping independently and weighs an item by the product of its
+    groups' counts, which is conservative for crossed random effects.
     """
     keys = np.asarray(clusters)
+    if keys.ndim == 2:
+        return _multiway_bootstrap(keys, columns, stat, n_boot, seed)
     _, inv = np.unique(keys, return_inverse=True)
     n_clusters = int(inv.max()) + 1 if inv.size else 0
     sums = {k: np.bincount(inv, weights=np.asarray(v, dtype=float), minlength=n_clusters) for k, v in columns.items()}
@@ -38,8 +44,29 @@ def cluster_bootstrap(clusters: Sequence, columns: dict[str, np.ndarray], stat: 
         return point, float("nan"), float("nan")
     draws = np.random.default_rng(seed).multinomial(n_clusters, np.full(n_clusters, 1 / n_clusters),
                                                     size=int(n_boot)).astype(float)
+    return _percentile_ci(point, stat, {k: draws @ v for k, v in sums.items()})
+
+
+def _multiway_bootstrap(keys: np.ndarray, columns: dict[str, np.ndarray], stat: Callable[[dict], np.ndarray],
+                        n_boot: int, seed: int) -> tuple[float, float, float]:
+    cols = {k: np.asarray(v, dtype=float) for k, v in columns.items()}
     with np.errstate(invalid="ignore", divide="ignore"):
-        boot = np.asarray(stat({k: draws @ v for k, v in sums.items()}), dtype=float)
+        point = float(stat({k: v.sum() for k, v in cols.items()}))
+    invs = [np.unique(keys[:, j].astype(str), return_inverse=True)[1] for j in range(keys.shape[1])]
+    if n_boot <= 0 or min((int(i.max()) + 1 if i.size else 0) for i in invs) < 2:
+        return point, float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    weights = np.ones((int(n_boot), keys.shape[0]))
+    for inv in invs:
+        g = int(inv.max()) + 1
+        weights *= rng.multinomial(g, np.full(g, 1 / g), size=int(n_boot)).astype(float)[:, inv]
+    return _percentile_ci(point, stat, {k: weights @ v for k, v in cols.items()})
+
+
+def _percentile_ci(point: float, stat: Callable[[dict], np.ndarray], resampled: dict[str, np.ndarray]
+                   ) -> tuple[float, float, float]:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        boot = np.asarray(stat(resampled), dtype=float)
     boot = boot[np.isfinite(boot)]
     if boot.size == 0:
         return point, float("nan"), float("nan")
@@ -63,8 +90,8 @@ def cluster_ci(values: Vector, clusters: Sequence | np.ndarray | None = None, n_
     if x.size == 1:
         return float(x[0]), float(x[0])
     keys = np.arange(x.size) if clusters is None else np.asarray(clusters)
-    if keys.shape != x.shape:
-        raise ValueError(f"{keys.size} cluster labels for {x.size} values")
+    if keys.ndim > 2 or keys.shape[0] != x.size or (keys.ndim == 1 and keys.shape != x.shape):
+        raise ValueError(f"{keys.shape[0] if keys.ndim else 0} cluster labels for {x.size} values")
     _, low, high = cluster_bootstrap(keys, {"y": x, "n": np.ones_like(x)}, _mean_of, n_boot, seed)
     return low, high
 
