@@ -27,16 +27,16 @@ from cleanroom.store import RunStore
 N_BOOT = 2000  # the report's (`eval.bootstrap`), and its bootstrap seeds, so the entity column is the report's
 
 
-def interval(a: np.ndarray, b: np.ndarray, clusters, seed: int) -> tuple[str, str]:
+def interval(a: np.ndarray, b: np.ndarray, clusters, seed: int) -> tuple[str, str, float]:
     eff, lo, hi = paired_diff(a, b, N_BOOT, seed, clusters)
-    return f"{eff:+.3f} [{lo:+.3f}, {hi:+.3f}]", verdict(lo, hi)
+    return f"{eff:+.3f} [{lo:+.3f}, {hi:+.3f}]", verdict(lo, hi), hi - lo
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", type=Path, nargs="+", help="finished run directories with null_<recipe> models")
     args = ap.parse_args()
-    rows, decided = [], {"entity": 0, "entity x relation": 0}
+    rows, decided, ratios = [], {"entity": 0, "entity x relation": 0}, []
     total = 0
     for run in args.runs:
         store = RunStore(run)
@@ -44,8 +44,9 @@ def main() -> None:
         recipes, base = summary["recipes"], summary["seed"] + NULL_BOOT_SHIFT
         for null in [r for r in recipes if r.startswith(NULL_PREFIX)]:
             for k, p in enumerate(null_statistics(store, null.removeprefix(NULL_PREFIX))):
-                one, v1 = interval(p.a, p.b, p.clusters, base + k)
-                two, v2 = interval(p.a, p.b, np.stack([p.clusters, p.relations], axis=1), base + k)
+                one, v1, w1 = interval(p.a, p.b, p.clusters, base + k)
+                two, v2, w2 = interval(p.a, p.b, np.stack([p.clusters, p.relations], axis=1), base + k)
+                ratios.append(w2 / w1 if w1 > 0 else float("nan"))
                 rel = np.asarray(p.relations)
                 parts = ", ".join(f"{r} {p.a[rel == r].mean() - p.b[rel == r].mean():+.2f}"
                                   for r in sorted(set(p.relations)) if not r.startswith("arithmetic"))
@@ -56,7 +57,8 @@ def main() -> None:
     print("| run | statistic | entity clusters (the report's) | entity x relation (pigeonhole) "
           "| per relation (null - recipe) |\n|---|---|---|---|---|")
     print("\n".join(rows))
-    print("\nDecided (false positives): " + "; ".join(f"{k} {v} of {total}" for k, v in decided.items()))
+    print("\nDecided (false positives): " + "; ".join(f"{k} {v} of {total}" for k, v in decided.items())
+          + f". The crossed interval is {np.nanmedian(ratios):.2f}x as wide as the report's (median).")
 
 
 if __name__ == "__main__":
