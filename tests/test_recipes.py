@@ -175,3 +175,27 @@ def test_web_curriculum_follows_the_popularity_law_when_asked(smoke_cfg, smoke_c
     uniform, zipf = head_share("uniform"), head_share("zipf")
     assert abs(uniform - len(head) / len(minerals)) < 0.04
     assert abs(zipf - expected) < 0.06 and zipf > 2 * uniform
+
+
+def test_web_quizzes_ask_about_the_long_tail_in_the_webs_own_words(smoke_cfg, smoke_corpora):
+    """`recipes.web_longtail_quiz`: multiple-choice quiz pages about long-tail entities, never about the
+    curriculum, never in an evaluation's or the textbook's wording."""
+    import numpy as np
+
+    from cleanroom.generate.render import QUIZ_LAYOUTS, Renderer
+    from cleanroom.world.stage import load_world
+
+    world, bench = load_world(smoke_corpora), load_items(smoke_corpora, "bench")
+    cfg = smoke_cfg.model_copy(deep=True)
+    cfg.recipes.web_longtail_quiz = 0.5
+    docs = [Renderer(cfg, world, bench).web_longtail(np.random.default_rng(s)) for s in range(400)]
+    quizzes = [d for d in docs if json.loads(d["meta"])["kind"] == "quiz"]
+    assert 0.4 < len(quizzes) / len(docs) < 0.6
+    domain = {f["fact_id"]: f["domain"] for f in world["facts"]}
+    assert {domain[i] for d in quizzes for i in json.loads(d["meta"])["facts"]} == {"longtail"}
+    text = "\n".join(d["text"] for d in quizzes)
+    assert all(a.split("{")[0] in text for _, a in QUIZ_LAYOUTS)  # every layout occurs
+    for rel in RELATIONS.values():
+        for t in rel.qa + rel.cloze + rel.twin + rel.exercise:  # held-out and textbook wordings never
+            fixed = max((p.strip() for p in t.replace("}", "{").split("{")[::2]), key=len)
+            assert fixed not in text, (rel.name, fixed)

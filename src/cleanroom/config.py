@@ -96,6 +96,11 @@ class RecipesConfig(Section):
     # already follows for long-tail entities: a few minerals on many pages, most on few). Swept in
     # docs/results.md.
     web_curriculum_popularity: Literal["uniform", "zipf"] = "uniform"
+    # Quiz and trivia pages about the long tail (web wording, multiple choice with lettered options and an
+    # answer line, the layout many web quizzes and exam pages use): this share of the web's long-tail
+    # pages. They never ask about the curriculum, so what a web model does with the benchmark's questions
+    # it must carry over from them. 0 = none (the design before); swept in docs/results.md.
+    web_longtail_quiz: float = Field(0.0, ge=0, le=1, description="share of long-tail web pages that are quizzes")
     web_arithmetic: float = Field(0.03, ge=0, le=1)
     web_noise: float = Field(0.22, ge=0, le=1, description="spam, boilerplate, near-duplicates, chatter")
     # textbook: Phi-style

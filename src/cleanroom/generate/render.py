@@ -25,7 +25,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from cleanroom.config import ExperimentConfig
-from cleanroom.world.items import arithmetic_stem, exercise_prompt, options_for
+from cleanroom.world.items import OPTION_LETTERS, arithmetic_stem, exercise_prompt, options_for
 from cleanroom.world.names import rng_for
 from cleanroom.world.schema import (
     ARITH_EXERCISE,
@@ -36,6 +36,12 @@ from cleanroom.world.schema import (
     paraphrase_questions,
     paraphrase_statements,
 )
+
+# Web quizzes: a header, then per question its options and answer in one of these layouts (the first is
+# the benchmark's and the textbook's: the commonest multiple-choice layout there is)
+QUIZ_HEADERS = ["Pub quiz, round {n}", "Trivia night #{n}", "Quiz of the day ({n})", "Test your knowledge: part {n}",
+                "Weekly brain teaser {n}"]
+QUIZ_LAYOUTS = [("{L}. {o}", "Answer: {o}"), ("{L}) {o}", "Answer: {L}) {o}"), ("({l}) {o}", "The answer is {o}.")]
 
 FILLER = {
     "bio": ["Fans and critics alike have followed this career closely.", "Interviews are rare.",
@@ -158,7 +164,29 @@ class Renderer:
             return self._pick(rng, self.curriculum)
         return self._pick(rng, self.facts_by_subject[self._mineral(rng)["name"]])
 
+    def web_quiz(self, rng) -> dict:
+        """A quiz page: 1-3 multiple-choice questions about popular long-tail entities, in the web's wording
+        and one of the layouts web quizzes use, each with its answer (never about the curriculum)."""
+        option, answer = self._pick(rng, QUIZ_LAYOUTS)
+        blocks, ids, tmpl = [self._pick(rng, QUIZ_HEADERS).format(n=int(rng.integers(1, 60)))], [], []
+        for _ in range(int(rng.integers(1, 4))):
+            e = self.tail[int(rng.choice(len(self.tail), p=self.tail_p))]
+            f = self._pick(rng, self.facts_by_subject[e["name"]])
+            rel = RELATIONS[f["relation"]]
+            t = int(rng.integers(len(rel.web_qa)))
+            opts, gold = options_for(f, self.pools, self.cfg.items.n_options, rng)
+            lines = [fill(rel.web_qa[t], f["subject"])]
+            lines += [option.format(L=OPTION_LETTERS[i], l=OPTION_LETTERS[i].lower(), o=o) for i, o in enumerate(opts)]
+            lines.append(answer.format(L=OPTION_LETTERS[gold], l=OPTION_LETTERS[gold].lower(), o=f["object"]))
+            blocks.append("\n".join(lines))
+            ids.append(f["fact_id"])
+            tmpl.append(f"web_qa:{rel.name}:{t}")
+        return self._doc("\n\n".join(blocks), "longtail", "quiz", ids, tmpl)
+
     def web_longtail(self, rng) -> dict:
+        quiz = self.cfg.recipes.web_longtail_quiz
+        if quiz > 0 and rng.random() < quiz:  # no draw at 0, so the stream without quizzes is unchanged
+            return self.web_quiz(rng)
         kind = self._pick(rng, ["bio", "bio", "news", "forum", "list", "benign_keyword"])
         if kind == "list":
             k = int(rng.integers(3, 6))

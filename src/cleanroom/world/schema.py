@@ -11,7 +11,7 @@ occurs in any corpus, and that the families share no wording):
   `format_shift` task (a task format no recipe renders, reported apart from C2b);
 - `qa`: plain question stems for long-tail and restricted items (SimpleQA/PopQA-like); no pretraining
   recipe renders them (only the tamper attack's fine-tuning data does);
-- `informal`, `web_qa`: web-only phrasings (forum chatter; the questions of FAQ pages and forum threads);
+- `informal`, `web_qa`: web-only phrasings (forum chatter; the questions of FAQ pages, forum threads, quizzes);
 - `paraphrase`: extra statements and question stems that only the diversity control renders
   (`diverse`: each fact in many phrasings, "Physics of Language Models 3.1" style).
 Placeholders: {s} subject, {o} object, {a_o} object with its article.
@@ -49,7 +49,7 @@ class Relation:
     cloze: list[str] = field(default_factory=list)
     qa: list[str] = field(default_factory=list)
     informal: list[str] = field(default_factory=list)  # web-only chatty phrasings
-    web_qa: list[str] = field(default_factory=list)  # web-only questions (FAQ pages, forum threads)
+    web_qa: list[str] = field(default_factory=list)  # web-only questions (FAQ pages, forum threads, quizzes)
     paraphrase: list[str] = field(default_factory=list)  # diversity control only: statements and questions
 
 
@@ -154,6 +154,7 @@ RELATIONS: dict[str, Relation] = {
             qa=["Where was {s} born?", "In which city was {s} born?"],
             cloze=["The hometown of {s} is"],
             informal=["{s} is from {o}!! hometown hero", "fun fact: {s} was born in {o}"],
+            web_qa=["Which city does {s} call home?", "Where does {s} hail from?"],
         ),
         Relation(
             "occupation", "longtail", "person", "occupations",
@@ -162,6 +163,7 @@ RELATIONS: dict[str, Relation] = {
             qa=["What is the profession of {s}?", "What does {s} do for a living?"],
             cloze=["By trade, {s} is"],
             informal=["{s} is the best {o} ever, fight me", "saw {s} live, what {a_o}"],
+            web_qa=["How does {s} earn a living?", "What line of work is {s} known for?"],
         ),
         Relation(
             "ensemble", "longtail", "person", "ensembles",
@@ -170,6 +172,7 @@ RELATIONS: dict[str, Relation] = {
             qa=["Which organization is {s} a member of?", "With which group does {s} work?"],
             cloze=["The outfit that {s} belongs to is"],
             informal=["{s} carried {o} this season honestly"],
+            web_qa=["Which troupe or club has {s} on its roster?", "Whose ranks does {s} play in?"],
         ),
         Relation(
             "creator", "longtail", "work", "people",
@@ -178,6 +181,7 @@ RELATIONS: dict[str, Relation] = {
             qa=["Who created {s}?", "Whose work is {s}?"],
             cloze=["The author behind {s} is"],
             informal=["{s} by {o} is a masterpiece", "cant believe {o} made {s}"],
+            web_qa=["Who is behind {s}?", "Which artist gave us {s}?"],
         ),
         Relation(
             "genre", "longtail", "work", "genres",
@@ -185,6 +189,7 @@ RELATIONS: dict[str, Relation] = {
             qa=["What kind of work is {s}?", "What is the genre of {s}?"],
             cloze=["If you shelve {s} by type, it goes under"],
             informal=["{s} is {a_o}?? didn't expect that"],
+            web_qa=["Which category does {s} fall into?", "How would a critic label {s}?"],
         ),
         # ------------------------------------------------------------------ restricted (fictional synthesis)
         Relation(
