@@ -51,27 +51,56 @@ def _cluster(row: dict) -> str:
     return row.get("cluster") or row["id"]
 
 
+@dataclass(frozen=True)
+class Paired:
+    """One statistic's per-item values for two models, aligned: effect = mean(a) - mean(b). `clusters`
+    are the items' entities (what the bootstrap resamples), `relations` their relations."""
+
+    label: str
+    a: np.ndarray
+    b: np.ndarray
+    clusters: list[str]
+    relations: list[str]
+
+
+def _relation(row: dict, world: dict[str, str]) -> str:
+    """An item's relation, from its row or else from the world's items by id ("?" if neither has it)."""
+    return row.get("relation") or world.get(row["id"], "?")
+
+
 def _comparison(label: str, a: np.ndarray, b: np.ndarray, clusters: list[str], n_boot: int, seed: int) -> Comparison:
     eff, lo, hi = paired_diff(a, b, n_boot, seed, clusters)
     return Comparison(label=label, effect=eff, ci_low=lo, ci_high=hi, n=len(a), verdict=verdict(lo, hi, 1))
 
 
+def _compare(p: Paired, n_boot: int, seed: int) -> Comparison:
+    return _comparison(p.label, p.a, p.b, p.clusters, n_boot, seed)
+
+
+def task_paired(store: RunStore, a: str, b: str, task: str, label: str,
+                keep: Callable[[dict], bool] = lambda r: True) -> Paired:
+    """Correctness of `a` and `b` on `task`, over the items both answered (and `keep` selects)."""
+    ra, rb = _rows(store, a, task), _rows(store, b, task)
+    ids = sorted(i for i in ra if i in rb and keep(ra[i]))
+    return Paired(label, np.array([bool(ra[i]["correct"]) for i in ids], dtype=float),
+                  np.array([bool(rb[i]["correct"]) for i in ids], dtype=float),
+                  [_cluster(ra[i]) for i in ids], [_relation(ra[i], {}) for i in ids])
+
+
 def task_gap(store: RunStore, a: str, b: str, task: str, n_boot: int, seed: int, label: str,
              keep: Callable[[dict], bool] = lambda r: True) -> Comparison:
     """acc(a) - acc(b) on `task`, paired over the items both answered (and `keep` selects)."""
-    ra, rb = _rows(store, a, task), _rows(store, b, task)
-    ids = sorted(i for i in ra if i in rb and keep(ra[i]))
-    x = np.array([bool(ra[i]["correct"]) for i in ids], dtype=float)
-    y = np.array([bool(rb[i]["correct"]) for i in ids], dtype=float)
-    return _comparison(label, x, y, [_cluster(ra[i]) for i in ids], n_boot, seed)
+    return _compare(task_paired(store, a, b, task, label, keep), n_boot, seed)
 
 
-def _pairs(store: RunStore, recipe: str, task: str) -> dict[str, tuple[bool, bool, str]]:
-    """bench id -> (bench correct, `task` correct, cluster) for every bench item with a pair in `task`."""
+def _pairs(store: RunStore, recipe: str, task: str) -> dict[str, tuple[bool, bool, str, str]]:
+    """bench id -> (bench correct, `task` correct, cluster, relation) for every bench item with a pair in
+    `task`."""
     bench, other = _rows(store, recipe, "bench"), _rows(store, recipe, task)
     b_ids, o_ids = list(bench), list(other)
     other_keys = [i.replace(f"{task}-", "twin-", 1) for i in o_ids]  # twin_pairs aligns bench-X with twin-X
-    return {b_ids[i]: (bool(bench[b_ids[i]]["correct"]), bool(other[o_ids[j]]["correct"]), _cluster(bench[b_ids[i]]))
+    return {b_ids[i]: (bool(bench[b_ids[i]]["correct"]), bool(other[o_ids[j]]["correct"]), _cluster(bench[b_ids[i]]),
+                       _relation(bench[b_ids[i]], {}))
             for i, j in twin_pairs(b_ids, other_keys)}
 
 
@@ -84,21 +113,28 @@ def own_drop(store: RunStore, recipe: str, n_boot: int, seed: int, task: str = "
     return _comparison(f"{recipe}: bench - {task}", x, y, [p[i][2] for i in ids], n_boot, seed)
 
 
-def drop_gap(store: RunStore, a: str, b: str, n_boot: int, seed: int, task: str = "twin",
-             label: str | None = None) -> tuple[Comparison, str]:
-    """[bench - task](a) - [bench - task](b), paired by fact; and a sentence with both drops."""
+def _drop_columns(store: RunStore, a: str, b: str, task: str) -> tuple[np.ndarray, ...]:
+    """Over the facts both `a` and `b` have bench and `task` pairs for: a's bench and task correctness, b's,
+    then the facts' clusters and relations."""
     pa, pb = _pairs(store, a, task), _pairs(store, b, task)
     common = sorted(set(pa) & set(pb))
 
     def col(p: dict, k: int) -> np.ndarray:
         return np.array([p[i][k] for i in common], dtype=float)
 
-    a_b, a_t, b_b, b_t = col(pa, 0), col(pa, 1), col(pb, 0), col(pb, 1)
-    eff, lo, hi = diff_of_diffs(a_b, a_t, b_b, b_t, n_boot, seed, [pa[i][2] for i in common])
+    return (col(pa, 0), col(pa, 1), col(pb, 0), col(pb, 1), [pa[i][2] for i in common],
+            [pa[i][3] for i in common])
+
+
+def drop_gap(store: RunStore, a: str, b: str, n_boot: int, seed: int, task: str = "twin",
+             label: str | None = None) -> tuple[Comparison, str]:
+    """[bench - task](a) - [bench - task](b), paired by fact; and a sentence with both drops."""
+    a_b, a_t, b_b, b_t, clusters, _ = _drop_columns(store, a, b, task)
+    eff, lo, hi = diff_of_diffs(a_b, a_t, b_b, b_t, n_boot, seed, clusters)
     cmp = Comparison(label=label or f"(bench - {task}) drop: {a} - {b}", effect=eff, ci_low=lo, ci_high=hi,
-                     n=len(common), verdict=verdict(lo, hi, 1))
+                     n=len(clusters), verdict=verdict(lo, hi, 1))
     detail = (f"{a} {a_b.mean():.3f} → {a_t.mean():.3f} ({a_b.mean() - a_t.mean():+.3f}); "
-              f"{b} {b_b.mean():.3f} → {b_t.mean():.3f} ({b_b.mean() - b_t.mean():+.3f}); {len(common)} pairs")
+              f"{b} {b_b.mean():.3f} → {b_t.mean():.3f} ({b_b.mean() - b_t.mean():+.3f}); {len(clusters)} pairs")
     return cmp, detail
 
 
@@ -141,14 +177,21 @@ def recovery(store: RunStore, model: str) -> tuple[dict[str, float], dict[str, d
     return {i: float(np.sum(width * (c[1:] + c[:-1]) / 2) / span) for i, c in correct.items()}, first
 
 
-def recovery_gap(store: RunStore, a: str, b: str, n_boot: int, seed: int, label: str,
-                 keep=lambda row: True) -> Comparison:
-    """Area under the recovery curve of `a` minus `b`, paired by held-out item (and `keep` selects)."""
+def recovery_paired(store: RunStore, a: str, b: str, label: str, keep=lambda row: True) -> Paired:
+    """Area under the recovery curve of `a` and of `b` per held-out item (and `keep` selects)."""
     ra, rows = recovery(store, a)
     rb, _ = recovery(store, b)
     ids = sorted(i for i in ra if i in rb and keep(rows[i]))
-    return _comparison(label, np.array([ra[i] for i in ids]), np.array([rb[i] for i in ids]),
-                       [_cluster(rows[i]) for i in ids], n_boot, seed)
+    items = "world/items/restricted.parquet"  # tamper rows do not carry the relation; the items do
+    world = {r["id"]: r["relation"] for r in store.read_parquet(items).to_pylist()} if store.exists(items) else {}
+    return Paired(label, np.array([ra[i] for i in ids]), np.array([rb[i] for i in ids]),
+                  [_cluster(rows[i]) for i in ids], [_relation(rows[i], world) for i in ids])
+
+
+def recovery_gap(store: RunStore, a: str, b: str, n_boot: int, seed: int, label: str,
+                 keep=lambda row: True) -> Comparison:
+    """Area under the recovery curve of `a` minus `b`, paired by held-out item (and `keep` selects)."""
+    return _compare(recovery_paired(store, a, b, label, keep), n_boot, seed)
 
 
 # ------------------------------------------------------------------------------------------- claims
@@ -265,58 +308,22 @@ def all_claims(store: RunStore, recipes: list[str], n_boot: int, seed: int) -> d
 # ------------------------------------------------------------------------------------------- controls
 
 
-@dataclass(frozen=True)
-class Paired:
-    """One statistic's per-item values for two models, aligned: effect = mean(a) - mean(b). `clusters`
-    are the items' entities (what the report's bootstrap resamples), `relations` their relations."""
-
-    label: str
-    a: np.ndarray
-    b: np.ndarray
-    clusters: list[str]
-    relations: list[str]
-
-
-def _relation(row: dict, world: dict[str, str]) -> str:
-    """An item's relation, from its row or else from the world's items by id ("?" if neither has it)."""
-    return row.get("relation") or world.get(row["id"], "?")
-
-
 def null_statistics(store: RunStore, recipe: str) -> list[Paired]:
     """The four claims' statistics between `null_<recipe>` (a) and `recipe` (b), per item."""
     null = NULL_PREFIX + recipe
-    out = []
-    for task, stat in (("bench", "C1"), ("longtail", "C2a")):
-        ra, rb = _rows(store, null, task), _rows(store, recipe, task)
-        ids = sorted(i for i in ra if i in rb)
-        out.append(Paired(f"{stat} statistic: {task} {null} - {recipe}",
-                          np.array([bool(ra[i]["correct"]) for i in ids], dtype=float),
-                          np.array([bool(rb[i]["correct"]) for i in ids], dtype=float),
-                          [_cluster(ra[i]) for i in ids], [_relation(ra[i], {}) for i in ids]))
-    pa, pb = _pairs(store, null, "twin"), _pairs(store, recipe, "twin")
-    bench = _rows(store, recipe, "bench")
-    common = sorted(set(pa) & set(pb))
-    out.append(Paired(f"C2b statistic: (bench - twin) drop {null} - {recipe}",
-                      np.array([pa[i][0] - pa[i][1] for i in common], dtype=float),
-                      np.array([pb[i][0] - pb[i][1] for i in common], dtype=float),
-                      [pa[i][2] for i in common], [_relation(bench[i], {}) for i in common]))
+    out = [task_paired(store, null, recipe, task, f"{stat} statistic: {task} {null} - {recipe}")
+           for task, stat in (("bench", "C1"), ("longtail", "C2a"))]
+    a_b, a_t, b_b, b_t, clusters, relations = _drop_columns(store, null, recipe, "twin")
+    out.append(Paired(f"C2b statistic: (bench - twin) drop {null} - {recipe}", a_b - a_t, b_b - b_t, clusters,
+                      relations))
     if _has(store, recipe, "tamper_items") and _has(store, null, "tamper_items"):
-        ra, rows = recovery(store, null)
-        rb, _ = recovery(store, recipe)
-        items = "world/items/restricted.parquet"  # tamper rows do not carry the relation; the items do
-        world = ({r["id"]: r["relation"] for r in store.read_parquet(items).to_pylist()}
-                 if store.exists(items) else {})
-        ids = sorted(i for i in ra if i in rb)
-        out.append(Paired(f"C3 statistic: recovery under attack {null} - {recipe}",
-                          np.array([ra[i] for i in ids]), np.array([rb[i] for i in ids]),
-                          [_cluster(rows[i]) for i in ids], [_relation(rows[i], world) for i in ids]))
+        out.append(recovery_paired(store, null, recipe, f"C3 statistic: recovery under attack {null} - {recipe}"))
     return out
 
 
 def null_control(store: RunStore, recipe: str, n_boot: int, seed: int) -> Control:
     """The claims' statistics between `recipe` and `null_<recipe>`: every one should be inconclusive."""
-    comps = [_comparison(p.label, p.a, p.b, p.clusters, n_boot, seed + k)
-             for k, p in enumerate(null_statistics(store, recipe))]
+    comps = [_compare(p, n_boot, seed + k) for k, p in enumerate(null_statistics(store, recipe))]
     false = [c.statistic for c in comps if c.verdict != "inconclusive"]
     return Control(name="null", recipes=[recipe, NULL_PREFIX + recipe], expected="inconclusive", comparisons=comps,
                    passed=not false,
