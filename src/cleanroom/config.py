@@ -91,7 +91,7 @@ class RecipesConfig(Section):
     # and arithmetic ~0.03, which is ~9% of its word units together (`generate` reports the token shares);
     # swept in docs/results.md.
     web_curriculum: float = Field(0.05, ge=0, le=1, description="share of web documents about the curriculum")
-    # Which minerals the web's curriculum pages are about: "uniform" (every mineral alike, ~14 pages each at
+    # Which minerals the web's curriculum pages are about: "uniform" (every mineral alike, ~10 curated pages each at
     # the default preset) or "zipf" (by the world's popularity law, `world.zipf_exponent`, the law the web
     # already follows for long-tail entities: a few minerals on many pages, most on few). Swept in
     # docs/results.md.
