@@ -3,18 +3,19 @@ their intervals with the report's bootstrap (entity clusters) beside a crossed o
 
     .venv/bin/python scripts/null_anatomy.py runs/validate-seed-0 runs/validate-seed-1 runs/validate-seed-2
 
-A null pair is two models of one recipe that differ only in their init and data-order seed, so any
-decided statistic is a false positive. If the per-run interval missed only the correlation of items
-that share a relation (a model that picks up a relation's mapping gets all its items right), the
-crossed (pigeonhole) bootstrap would repair it; if the two models differ everywhere at once (a
-model-wide shift), no resampling of one run's items can, and only replicate models (seeds) can: that
-is what `scripts/seed_sweep.py`'s pooled row does. Prints Markdown.
+Reads `config.toml` and `evals/` only, so a run stopped after `cleanroom eval` will do. A null pair is
+two models of one recipe that differ only in their init and data-order seed, so any decided statistic
+is a false positive. If the per-run interval missed only the correlation of items that share a relation
+(a model that picks up a relation's mapping gets all its items right), the crossed (pigeonhole)
+bootstrap would repair it; if the two models differ everywhere at once (a model-wide shift), no
+resampling of one run's items can, and only replicate models (seeds) can: that is what
+`scripts/seed_sweep.py`'s pooled row does. Prints Markdown.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -40,8 +41,8 @@ def main() -> None:
     total = 0
     for run in args.runs:
         store = RunStore(run)
-        summary = json.loads((run / "summary.json").read_text())
-        recipes, base = summary["recipes"], summary["seed"] + NULL_BOOT_SHIFT
+        cfg = tomllib.loads((run / "config.toml").read_text())  # a run that stopped after `eval` has no summary
+        recipes, base = cfg["recipes"]["names"], cfg["seed"] + NULL_BOOT_SHIFT
         for null in [r for r in recipes if r.startswith(NULL_PREFIX)]:
             for k, p in enumerate(null_statistics(store, null.removeprefix(NULL_PREFIX))):
                 one, v1, w1 = interval(p.a, p.b, p.clusters, base + k)
