@@ -14,6 +14,7 @@ the top three deciles pooled and for the rest.
 from __future__ import annotations
 
 import argparse
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -33,11 +34,8 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for run in args.runs:
         store = RunStore(run)
-        popularity = run.name
-        cfg = (run / "config.toml").read_text() if (run / "config.toml").exists() else ""
-        for line in cfg.splitlines():
-            if line.startswith("web_curriculum_popularity"):
-                popularity = line.split("=", 1)[1].strip().strip('"')
+        recipes = tomllib.loads((run / "config.toml").read_text()).get("recipes", {})
+        popularity = recipes.get("web_curriculum_popularity", "uniform")
         decile = {e["name"]: int(e["decile"]) for e in store.read_parquet("world/entities.parquet").to_pylist()
                   if e["type"] == "mineral"}
         rows = [r for r in store.read_parquet(f"evals/{args.recipe}/bench.parquet").to_pylist()
@@ -53,7 +51,7 @@ def main() -> None:
         td = np.array([int(r["decile"]) for r in tail])
         tc = np.array([bool(r["correct"]) for r in tail], dtype=float)
         per = ", ".join(f"{c[d == k].mean():.2f} ({tc[td == k].mean():.2f})" for k in range(1, 11))
-        print(f"| {run.name} | {popularity or 'uniform'} | {cells[0]} | {cells[1]} | {per} |")
+        print(f"| {run.name} | {popularity} | {cells[0]} | {cells[1]} | {per} |")
 
 
 if __name__ == "__main__":
