@@ -161,6 +161,8 @@ def test_web_curriculum_follows_the_popularity_law_when_asked(smoke_cfg, smoke_c
     assert [e["rank"] for e in minerals] == list(range(1, len(minerals) + 1))
     head = {e["name"] for e in minerals[: max(1, len(minerals) // 10)]}  # the top decile by popularity
     expected = sum(e["popularity"] for e in minerals if e["name"] in head)
+    mineral_names = {e["name"] for e in minerals}
+    by_id = {f["fact_id"]: f["subject"] for f in world["facts"]}
 
     def head_share(popularity: str) -> float:
         cfg = smoke_cfg.model_copy(deep=True)
@@ -168,8 +170,7 @@ def test_web_curriculum_follows_the_popularity_law_when_asked(smoke_cfg, smoke_c
         r = Renderer(cfg, world, load_items(smoke_corpora, "bench"))
         rng = np.random.default_rng(0)
         subjects = [s for _ in range(3000) for s in (json.loads(r.web_curriculum(rng)["meta"])["facts"])]
-        by_id = {f["fact_id"]: f["subject"] for f in world["facts"]}
-        named = [by_id[s] for s in subjects if by_id[s] in {e["name"] for e in minerals}]
+        named = [by_id[s] for s in subjects if by_id[s] in mineral_names]
         return sum(s in head for s in named) / len(named)
 
     uniform, zipf = head_share("uniform"), head_share("zipf")

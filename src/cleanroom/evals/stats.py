@@ -90,7 +90,7 @@ def cluster_ci(values: Vector, clusters: Sequence | np.ndarray | None = None, n_
     if x.size == 1:
         return float(x[0]), float(x[0])
     keys = np.arange(x.size) if clusters is None else np.asarray(clusters)
-    if keys.ndim > 2 or keys.shape[0] != x.size or (keys.ndim == 1 and keys.shape != x.shape):
+    if keys.ndim not in (1, 2) or keys.shape[0] != x.size:
         raise ValueError(f"{keys.shape[0] if keys.ndim else 0} cluster labels for {x.size} values")
     _, low, high = cluster_bootstrap(keys, {"y": x, "n": np.ones_like(x)}, _mean_of, n_boot, seed)
     return low, high

@@ -63,9 +63,9 @@ class Paired:
     relations: list[str]
 
 
-def _relation(row: dict, world: dict[str, str]) -> str:
-    """An item's relation, from its row or else from the world's items by id ("?" if neither has it)."""
-    return row.get("relation") or world.get(row["id"], "?")
+def _relation(row: dict, world: dict[str, str] | None = None) -> str:
+    """An item's relation, from its row or else from `world` (item id -> relation); "?" if neither has it."""
+    return row.get("relation") or (world or {}).get(row["id"], "?")
 
 
 def _comparison(label: str, a: np.ndarray, b: np.ndarray, clusters: list[str], n_boot: int, seed: int) -> Comparison:
@@ -84,7 +84,7 @@ def task_paired(store: RunStore, a: str, b: str, task: str, label: str,
     ids = sorted(i for i in ra if i in rb and keep(ra[i]))
     return Paired(label, np.array([bool(ra[i]["correct"]) for i in ids], dtype=float),
                   np.array([bool(rb[i]["correct"]) for i in ids], dtype=float),
-                  [_cluster(ra[i]) for i in ids], [_relation(ra[i], {}) for i in ids])
+                  [_cluster(ra[i]) for i in ids], [_relation(ra[i]) for i in ids])
 
 
 def task_gap(store: RunStore, a: str, b: str, task: str, n_boot: int, seed: int, label: str,
@@ -100,7 +100,7 @@ def _pairs(store: RunStore, recipe: str, task: str) -> dict[str, tuple[bool, boo
     b_ids, o_ids = list(bench), list(other)
     other_keys = [i.replace(f"{task}-", "twin-", 1) for i in o_ids]  # twin_pairs aligns bench-X with twin-X
     return {b_ids[i]: (bool(bench[b_ids[i]]["correct"]), bool(other[o_ids[j]]["correct"]), _cluster(bench[b_ids[i]]),
-                       _relation(bench[b_ids[i]], {}))
+                       _relation(bench[b_ids[i]]))
             for i, j in twin_pairs(b_ids, other_keys)}
 
 
@@ -177,15 +177,15 @@ def recovery(store: RunStore, model: str) -> tuple[dict[str, float], dict[str, d
     return {i: float(np.sum(width * (c[1:] + c[:-1]) / 2) / span) for i, c in correct.items()}, first
 
 
-def recovery_paired(store: RunStore, a: str, b: str, label: str, keep=lambda row: True) -> Paired:
-    """Area under the recovery curve of `a` and of `b` per held-out item (and `keep` selects)."""
+def recovery_paired(store: RunStore, a: str, b: str, label: str, keep=lambda row: True,
+                    relations: dict[str, str] | None = None) -> Paired:
+    """Area under the recovery curve of `a` and of `b` per held-out item (and `keep` selects). Tamper rows
+    carry no relation: `relations` (item id -> relation) supplies it where it is wanted."""
     ra, rows = recovery(store, a)
     rb, _ = recovery(store, b)
     ids = sorted(i for i in ra if i in rb and keep(rows[i]))
-    items = "world/items/restricted.parquet"  # tamper rows do not carry the relation; the items do
-    world = {r["id"]: r["relation"] for r in store.read_parquet(items).to_pylist()} if store.exists(items) else {}
     return Paired(label, np.array([ra[i] for i in ids]), np.array([rb[i] for i in ids]),
-                  [_cluster(rows[i]) for i in ids], [_relation(rows[i], world) for i in ids])
+                  [_cluster(rows[i]) for i in ids], [_relation(rows[i], relations) for i in ids])
 
 
 def recovery_gap(store: RunStore, a: str, b: str, n_boot: int, seed: int, label: str,
@@ -317,7 +317,11 @@ def null_statistics(store: RunStore, recipe: str) -> list[Paired]:
     out.append(Paired(f"C2b statistic: (bench - twin) drop {null} - {recipe}", a_b - a_t, b_b - b_t, clusters,
                       relations))
     if _has(store, recipe, "tamper_items") and _has(store, null, "tamper_items"):
-        out.append(recovery_paired(store, null, recipe, f"C3 statistic: recovery under attack {null} - {recipe}"))
+        items = "world/items/restricted.parquet"
+        relations = ({r["id"]: r["relation"] for r in store.read_parquet(items, columns=["id", "relation"]).to_pylist()}
+                     if store.exists(items) else {})
+        out.append(recovery_paired(store, null, recipe, f"C3 statistic: recovery under attack {null} - {recipe}",
+                                   relations=relations))
     return out
 
 
