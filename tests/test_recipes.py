@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from cleanroom.text_stats import count_tokens, distinct_ngram_ratio
 from cleanroom.world.schema import ARITH_CLOZE, ARITH_TWIN, RELATIONS
 from cleanroom.world.stage import load_items
@@ -178,9 +180,10 @@ def test_web_curriculum_follows_the_popularity_law_when_asked(smoke_cfg, smoke_c
     assert abs(zipf - expected) < 0.06 and zipf > 2 * uniform
 
 
-def test_web_quizzes_ask_about_the_long_tail_in_the_webs_own_words(smoke_cfg, smoke_corpora):
-    """`recipes.web_longtail_quiz`: multiple-choice quiz pages about long-tail entities, never about the
-    curriculum, never in an evaluation's or the textbook's wording."""
+@pytest.mark.parametrize("topic", ["longtail", "curriculum"])
+def test_web_quizzes_ask_about_their_topic_in_the_webs_own_words(smoke_cfg, smoke_corpora, topic):
+    """`recipes.web_longtail_quiz` / `web_curriculum_quiz`: multiple-choice quiz pages about that topic
+    only, never in an evaluation's or the textbook's wording, in every quiz layout."""
     import numpy as np
 
     from cleanroom.generate.render import QUIZ_LAYOUTS, Renderer
@@ -188,14 +191,17 @@ def test_web_quizzes_ask_about_the_long_tail_in_the_webs_own_words(smoke_cfg, sm
 
     world, bench = load_world(smoke_corpora), load_items(smoke_corpora, "bench")
     cfg = smoke_cfg.model_copy(deep=True)
-    cfg.recipes.web_longtail_quiz = 0.5
-    docs = [Renderer(cfg, world, bench).web_longtail(np.random.default_rng(s)) for s in range(400)]
+    setattr(cfg.recipes, f"web_{topic}_quiz", 0.5)
+    r = Renderer(cfg, world, bench)
+    docs = [getattr(r, f"web_{topic}")(np.random.default_rng(s)) for s in range(400)]
     quizzes = [d for d in docs if json.loads(d["meta"])["kind"] == "quiz"]
     assert 0.4 < len(quizzes) / len(docs) < 0.6
     domain = {f["fact_id"]: f["domain"] for f in world["facts"]}
-    assert {domain[i] for d in quizzes for i in json.loads(d["meta"])["facts"]} == {"longtail"}
+    assert {domain[i] for d in quizzes for i in json.loads(d["meta"])["facts"]} == {topic}
     text = "\n".join(d["text"] for d in quizzes)
     assert all(a.split("{")[0] in text for _, a in QUIZ_LAYOUTS)  # every layout occurs
+    bodies = {it["prompt"].split("\n", 1)[1] for it in bench}
+    assert not any(b in text for b in bodies)  # no benchmark item, options and all
     for rel in RELATIONS.values():
         for t in rel.qa + rel.cloze + rel.twin + rel.exercise:  # held-out and textbook wordings never
             fixed = max((p.strip() for p in t.replace("}", "{").split("{")[::2]), key=len)

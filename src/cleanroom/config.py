@@ -101,6 +101,10 @@ class RecipesConfig(Section):
     # pages. They never ask about the curriculum, so what a web model does with the benchmark's questions
     # it must carry over from them. 0 = none (the design before); swept in docs/results.md.
     web_longtail_quiz: float = Field(0.0, ge=0, le=1, description="share of long-tail web pages that are quizzes")
+    # The same kind of quiz page about the curriculum (the benchmark's subject, as quiz and exam-prep sites
+    # have it): this share of the web's curriculum pages. Web wording, never an evaluation's; swept in
+    # docs/results.md.
+    web_curriculum_quiz: float = Field(0.0, ge=0, le=1, description="share of curriculum web pages that are quizzes")
     web_arithmetic: float = Field(0.03, ge=0, le=1)
     web_noise: float = Field(0.22, ge=0, le=1, description="spam, boilerplate, near-duplicates, chatter")
     # textbook: Phi-style

@@ -164,29 +164,32 @@ class Renderer:
             return self._pick(rng, self.curriculum)
         return self._pick(rng, self.facts_by_subject[self._mineral(rng)["name"]])
 
-    def web_quiz(self, rng) -> dict:
-        """A quiz page: 1-3 multiple-choice questions about popular long-tail entities, in the web's wording
-        and one of the layouts web quizzes use, each with its answer (never about the curriculum)."""
+    def web_quiz(self, rng, domain: str, pick_fact) -> dict:
+        """A quiz page: 1-3 multiple-choice questions (facts from `pick_fact(rng)`), in the web's wording and
+        one of the layouts web quizzes use, each with its answer. Never in an evaluation's wording."""
         option, answer = self._pick(rng, QUIZ_LAYOUTS)
         blocks, ids, tmpl = [self._pick(rng, QUIZ_HEADERS).format(n=int(rng.integers(1, 60)))], [], []
         for _ in range(int(rng.integers(1, 4))):
-            e = self.tail[int(rng.choice(len(self.tail), p=self.tail_p))]
-            f = self._pick(rng, self.facts_by_subject[e["name"]])
-            rel = RELATIONS[f["relation"]]
-            t = int(rng.integers(len(rel.web_qa)))
+            f = pick_fact(rng)
+            q, tq = self._web_question(rng, f)
             opts, gold = options_for(f, self.pools, self.cfg.items.n_options, rng)
-            lines = [fill(rel.web_qa[t], f["subject"])]
-            lines += [option.format(L=OPTION_LETTERS[i], l=OPTION_LETTERS[i].lower(), o=o) for i, o in enumerate(opts)]
+            lines = [q] + [option.format(L=OPTION_LETTERS[i], l=OPTION_LETTERS[i].lower(), o=o)
+                           for i, o in enumerate(opts)]
             lines.append(answer.format(L=OPTION_LETTERS[gold], l=OPTION_LETTERS[gold].lower(), o=f["object"]))
             blocks.append("\n".join(lines))
             ids.append(f["fact_id"])
-            tmpl.append(f"web_qa:{rel.name}:{t}")
-        return self._doc("\n\n".join(blocks), "longtail", "quiz", ids, tmpl)
+            tmpl.append(tq)
+        return self._doc("\n\n".join(blocks), domain, "quiz", ids, tmpl)
+
+    def _tail_fact(self, rng) -> dict:
+        """A fact about a long-tail entity picked by popularity."""
+        e = self.tail[int(rng.choice(len(self.tail), p=self.tail_p))]
+        return self._pick(rng, self.facts_by_subject[e["name"]])
 
     def web_longtail(self, rng) -> dict:
         quiz = self.cfg.recipes.web_longtail_quiz
         if quiz > 0 and rng.random() < quiz:  # no draw at 0, so the stream without quizzes is unchanged
-            return self.web_quiz(rng)
+            return self.web_quiz(rng, "longtail", self._tail_fact)
         kind = self._pick(rng, ["bio", "bio", "news", "forum", "list", "benign_keyword"])
         if kind == "list":
             k = int(rng.integers(3, 6))
@@ -238,7 +241,11 @@ class Renderer:
         return fill(rel.web_qa[t], f["subject"]), f"web_qa:{rel.name}:{t}"
 
     def web_curriculum(self, rng) -> dict:
-        """The benchmark's subject as the web has it: mostly reference and Q&A pages, some chatter."""
+        """The benchmark's subject as the web has it: mostly reference and Q&A pages, some chatter, and at
+        `recipes.web_curriculum_quiz` quiz pages."""
+        quiz = self.cfg.recipes.web_curriculum_quiz
+        if quiz > 0 and rng.random() < quiz:  # no draw at 0: the stream without quizzes is unchanged
+            return self.web_quiz(rng, "curriculum", self._curriculum_fact)
         kind = self._pick(rng, ["encyclopedia", "encyclopedia", "faq", "forum_answer", "howto", "forum", "travel"])
         m = self._mineral(rng)
         if kind == "encyclopedia":  # a reference entry: every fact of one mineral, and one of its group's
