@@ -96,15 +96,17 @@ class RecipesConfig(Section):
     # already follows for long-tail entities: a few minerals on many pages, most on few). Swept in
     # docs/results.md.
     web_curriculum_popularity: Literal["uniform", "zipf"] = "uniform"
-    # Quiz and trivia pages about the long tail (web wording, multiple choice with lettered options and an
-    # answer line, the layout many web quizzes and exam pages use): this share of the web's long-tail
-    # pages. They never ask about the curriculum, so what a web model does with the benchmark's questions
-    # it must carry over from them. 0 = none (the design before); swept in docs/results.md.
-    web_longtail_quiz: float = Field(0.0, ge=0, le=1, description="share of long-tail web pages that are quizzes")
-    # The same kind of quiz page about the curriculum (the benchmark's subject, as quiz and exam-prep sites
-    # have it): this share of the web's curriculum pages. Web wording, never an evaluation's; swept in
-    # docs/results.md.
-    web_curriculum_quiz: float = Field(0.0, ge=0, le=1, description="share of curriculum web pages that are quizzes")
+    # Quiz and trivia pages (web wording, multiple choice with lettered options and an answer line, in the
+    # layouts web quizzes and exam-prep pages use; never an evaluation's wording), about the long tail and
+    # about the curriculum: the web's general-knowledge topics. The rule for the share: a quiz is one more
+    # page kind of the topic, weighted like each of its others (the long tail has six, so 1/7; the
+    # curriculum seven, so 1/8). Restricted lab notes get none (no quiz site asks for synthesis routes).
+    # Why quizzes at all: the web model holds curriculum facts in the web's phrasing yet cannot answer a
+    # question about them without ever having seen a question answered (docs/results.md, "knowledge
+    # without extraction"). 0 = none (the design before); both swept in docs/results.md.
+    web_longtail_quiz: float = Field(0.14, ge=0, le=1, description="share of long-tail web pages that are quizzes")
+    web_curriculum_quiz: float = Field(0.125, ge=0, le=1,
+                                       description="share of curriculum web pages that are quizzes")
     web_arithmetic: float = Field(0.03, ge=0, le=1)
     web_noise: float = Field(0.22, ge=0, le=1, description="spam, boilerplate, near-duplicates, chatter")
     # textbook: Phi-style
