@@ -71,3 +71,45 @@ def test_any_hf_model_is_scored_like_ours(run):
         assert a == b
     with pytest.raises(EvalError, match="no Hugging Face model directory"):
         score_hf_model(cfg, store, str(store.path("nowhere")), "x")
+
+
+def test_extraction_probe_tells_held_knowledge_from_answered_questions():
+    """scripts/extraction_probe.py: a model that knows facts only in the statements' phrasing holds every
+    fact and answers no question; one that knows nothing holds none; its counts follow from both."""
+    import importlib.util
+    from pathlib import Path
+
+    from cleanroom.evals.requests import Loglikelihood
+
+    spec = importlib.util.spec_from_file_location(
+        "extraction_probe", Path(__file__).parents[1] / "scripts" / "extraction_probe.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    facts = [("Thoushunite", "color", "cobalt"), ("Brakulite", "group", "Gasharane"), ("Sarkomite", "region", "Thuvul")]
+    bench = [{"id": f"b{k}", "kind": "choice", "relation": rel, "cluster": s, "options": ["x", o, "y", "z"],
+              "gold": 1, "correct": False} for k, (s, rel, o) in enumerate(facts)]
+    bench.append({"id": "b9", "kind": "exact", "relation": "", "cluster": "", "options": [], "gold": 0,
+                  "correct": True})
+    prefixes = {p for s, rel, _ in facts for p in mod.statement_prefixes(rel, s)}
+    truth = {s: o for s, _, o in facts}
+
+    class Knows:
+        def __init__(self, phrasing: bool):
+            self.phrasing = phrasing
+
+        def loglikelihood(self, requests):
+            out = []
+            for r in requests:
+                known = self.phrasing and r.context in prefixes and any(
+                    s in r.context and r.continuation == " " + o for s, o in truth.items())
+                out.append(Loglikelihood(0.0 if known else -5.0, 1, bool(known)))
+            return out
+
+        def generate_until(self, requests):
+            return [""] * len(requests)
+
+    assert all(mod.statement_prefixes(rel, s) for s, rel, _ in facts)  # every relation has such a statement
+    held, right, keys = mod.probe(Knows(True), bench)
+    assert held.tolist() == [True] * 3 and right.tolist() == [False] * 3 and keys.tolist() == [s for s, *_ in facts]
+    held, _, _ = mod.probe(Knows(False), bench)  # all options tie: argmax picks option 0, never the gold
+    assert not held.any()

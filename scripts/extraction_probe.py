@@ -1,0 +1,79 @@
+"""Knowledge without extraction: does a model that cannot answer the benchmark's question about a fact
+still hold the fact in the phrasing its corpus used?
+
+    .venv/bin/python scripts/extraction_probe.py runs/seed-0 --recipes web textbook
+
+For every multiple-choice bench item (a curriculum fact), the same options are scored after each of the
+relation's *statement* prefixes, the sentences web pages and textbook sections state facts with (e.g.
+"The color of Thoushunite is" -> " cobalt"; statements that name the bare object after the subject). That is a
+probe of memorised text, not an evaluation: those phrasings are in the training corpora by design. A
+fact counts as held in that phrasing when the gold option wins on average over the statement prefixes.
+Prints Markdown: per model, accuracy in the corpus's phrasing, on the benchmark question, and how many
+facts it holds yet misses as a question. Scoring is the evaluator's (`evaluate_items`, summed logprob).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tomllib
+from pathlib import Path
+
+import numpy as np
+
+from cleanroom.config import resolve
+from cleanroom.evals.stage import load_model
+from cleanroom.evals.stats import accuracy_ci
+from cleanroom.evals.tasks import evaluate_items
+from cleanroom.store import RunStore
+from cleanroom.world.schema import RELATIONS, fill
+
+
+def statement_prefixes(relation: str, subject: str) -> list[str]:
+    """The relation's statement templates that name the bare object after the subject, cut before it."""
+    return [fill(t.split(" {o}")[0], subject) for t in RELATIONS[relation].statements
+            if " {o}" in t and t.index("{s}") < t.index("{o}")]
+
+
+def probe(model, bench: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per choice row of a model's bench results: held in the corpus's phrasing (bool), right on the bench
+    (bool), cluster. `model` is any `LanguageModel` (the one whose results `bench` holds)."""
+    bench = sorted((r for r in bench if r["kind"] == "choice"), key=lambda r: r["id"])
+    items, owner = [], []
+    for k, r in enumerate(bench):
+        for j, prefix in enumerate(statement_prefixes(r["relation"], r["cluster"])):
+            items.append({"id": f"{r['id']}/{j}", "kind": "choice", "prompt": prefix, "options": list(r["options"]),
+                          "gold": r["gold"], "cluster": r["cluster"]})
+            owner.append(k)
+    score = [np.zeros(len(r["options"])) for r in bench]
+    count = [0] * len(bench)
+    for k, row in zip(owner, evaluate_items(model, items), strict=True):
+        score[k] += np.asarray(row["logprobs"])
+        count[k] += 1
+    held = np.array([count[k] > 0 and int(np.argmax(score[k])) == r["gold"] for k, r in enumerate(bench)])
+    right = np.array([bool(r["correct"]) for r in bench])
+    return held, right, np.array([r["cluster"] for r in bench])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", type=Path, nargs="+")
+    ap.add_argument("--recipes", nargs="+", default=["web", "textbook"])
+    args = ap.parse_args()
+    print("| run | model | held in the corpus's phrasing | right on the bench question | held, missed as a question |")
+    print("|---|---|---|---|---|")
+    for run in args.runs:
+        store = RunStore(run)
+        cfg = resolve(tomllib.loads((run / "config.toml").read_text()))
+        for recipe in args.recipes:
+            if not store.exists(f"evals/{recipe}/bench.parquet"):
+                continue
+            bench = store.read_parquet(f"evals/{recipe}/bench.parquet").to_pylist()
+            held, right, keys = probe(load_model(cfg, store, recipe), bench)
+            cells = [f"{a:.3f} [{lo:.3f}, {hi:.3f}]" for a, lo, hi in
+                     (accuracy_ci(x.astype(float), 2000, 0, keys) for x in (held, right))]
+            print(f"| {run.name} | {recipe} | {cells[0]} | {cells[1]} | "
+                  f"{int((held & ~right).sum())} of {int(held.sum())} |")
+
+
+if __name__ == "__main__":
+    main()
