@@ -124,3 +124,21 @@ def test_scratch_floor_is_a_random_init_at_chance(run):
     assert base["steps"] == 0 and abs(base["acc"] - 0.25) < 0.25
     assert store.exists("evals/scratch/tamper_items.parquet") and not store.exists("models/scratch")
 
+
+
+def test_attack_order_script_reproduces_the_stage_at_order_zero(run):
+    """scripts/attack_order_noise.py: order 0 is the tamper stage's own fine-tune (same accuracies)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "attack_order_noise", Path(__file__).parents[1] / "scripts" / "attack_order_noise.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    cfg, store = run
+    run_tamper(cfg, store, "web")
+    stage = {(r["steps"], r["lr"]): r["acc"] for r in store.read_parquet("evals/web/tamper.parquet").to_pylist()
+             if r["attack"] == "qa_other"}
+    curves = mod.order_curves(cfg, store, "web", "qa_other", 1e-2, [3, 6], orders=2)
+    assert len(curves) == 2 and all(len(c) == 2 for c in curves)
+    assert curves[0] == [stage[(3, 1e-2)], stage[(6, 1e-2)]]
