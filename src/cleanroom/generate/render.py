@@ -11,9 +11,11 @@ Two streams, each an endless, seeded sequence of documents:
   `paraphrase` statements and question stems: many phrasings of the same facts.
 
 The web states curriculum facts the way the web does (encyclopedia entries, forum answers, how-to
-pages, FAQ pages with questions, chatter), at `recipes.web_curriculum` of its documents, so a broad-data
-model *can* learn the benchmark's subject by accident; how much of the web that is, and why, is in
-`RecipesConfig` and docs/results.md.
+pages, FAQ pages with questions, chatter), at `recipes.web_curriculum` of its documents, and like quiz
+sites it asks multiple-choice questions about its general-knowledge topics (`web_longtail_quiz`,
+`web_curriculum_quiz`), so a broad-data model *can* learn the benchmark's subject, and to answer
+questions about it, by accident; how much of the web that is, and why, is in `RecipesConfig` and
+docs/results.md.
 Every document records in `meta` which facts it renders and with which templates and format.
 """
 
