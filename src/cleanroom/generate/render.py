@@ -22,7 +22,7 @@ Every document records in `meta` which facts it renders and with which templates
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -166,7 +166,7 @@ class Renderer:
             return self._pick(rng, self.curriculum)
         return self._pick(rng, self.facts_by_subject[self._mineral(rng)["name"]])
 
-    def web_quiz(self, rng, domain: str, pick_fact) -> dict:
+    def web_quiz(self, rng, domain: str, pick_fact: Callable[[np.random.Generator], dict]) -> dict:
         """A quiz page: 1-3 multiple-choice questions (facts from `pick_fact(rng)`), in the web's wording and
         one of the layouts web quizzes use, each with its answer. Never in an evaluation's wording."""
         option, answer = self._pick(rng, QUIZ_LAYOUTS)
