@@ -24,7 +24,7 @@ from cleanroom.tamper.stage import attack_curve, load_attacked
 from cleanroom.tokenize.tokenizer import encode_documents, load_tokenizer
 from cleanroom.world.stage import load_items
 
-ORDER_STRIDE = 7919  # order k > 0 shuffles the attack documents with seed + k * this (order 0: the stage's)
+ORDER_STRIDE = 7  # order k shuffles the attack documents with seed + k * this (order 0: the stage's own)
 
 
 def order_curves(cfg, store: RunStore, model: str, attack: str, lr: float, steps: list[int],
