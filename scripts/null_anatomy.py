@@ -10,6 +10,12 @@ is a false positive. If the per-run interval missed only the correlation of item
 bootstrap would repair it; if the two models differ everywhere at once (a model-wide shift), no
 resampling of one run's items can, and only replicate models (seeds) can: that is what
 `scripts/seed_sweep.py`'s pooled row does. Prints Markdown.
+
+The last table sizes that model-wide part per statistic over all the null pairs given: a null pair's
+difference d has variance 2 s^2 + v (s^2: between-model variance of one recipe's statistic; v: the item
+bootstrap's variance, from its 95% interval), so s^2 = mean(d^2 - v) / 2 (method of moments, floored at
+0), and replicates per recipe R = 2 s^2 / v make the model part of a claim's variance (2 s^2 / R) no
+larger than the item part. Few pairs make s^2 rough: read it as an order of magnitude.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ def main() -> None:
     ap.add_argument("runs", type=Path, nargs="+", help="finished run directories with null_<recipe> models")
     args = ap.parse_args()
     rows, decided, ratios = [], {"entity": 0, "entity x relation": 0}, []
+    moments: dict[str, list[tuple[float, float]]] = {}  # statistic -> (d, item variance) per null pair
     total = 0
     for run in args.runs:
         store = RunStore(run)
@@ -46,6 +53,8 @@ def main() -> None:
         for null in [r for r in recipes if r.startswith(NULL_PREFIX)]:
             for k, p in enumerate(null_statistics(store, null.removeprefix(NULL_PREFIX))):
                 one, v1, w1 = interval(p.a, p.b, p.clusters, base + k)
+                moments.setdefault(f"{p.label.split(':')[0]} {null}", []).append(
+                    (float(np.mean(p.a - p.b)), (w1 / (2 * 1.96)) ** 2))
                 two, v2, w2 = interval(p.a, p.b, np.stack([p.clusters, p.relations], axis=1), base + k)
                 ratios.append(w2 / w1 if w1 > 0 else float("nan"))
                 rel = np.asarray(p.relations)
@@ -60,6 +69,13 @@ def main() -> None:
     print("\n".join(rows))
     print("\nDecided (false positives): " + "; ".join(f"{k} {v} of {total}" for k, v in decided.items())
           + f". The crossed interval is {np.nanmedian(ratios):.2f}x as wide as the report's (median).")
+    print("\n| statistic | null pairs | RMS difference | item SE | between-model SD | replicates per recipe "
+          "for model variance <= item variance |\n|---|---|---|---|---|---|")
+    for name, dv in moments.items():
+        d, v = np.array(dv).T
+        s2 = max(0.0, float(np.mean(d ** 2 - v)) / 2)
+        print(f"| {name} | {len(d)} | {np.sqrt(np.mean(d ** 2)):.3f} | {np.sqrt(np.mean(v)):.3f} | {np.sqrt(s2):.3f} "
+              f"| {int(np.ceil(2 * s2 / np.mean(v))) if s2 > 0 else 1} |")
 
 
 if __name__ == "__main__":

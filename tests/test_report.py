@@ -175,4 +175,8 @@ def test_controls_can_pass_and_can_fail(run_dir):
                          text=True, check=True).stdout
     decided = sum(c.verdict != "inconclusive" for c in null.comparisons)
     assert "| C1 statistic null_web | +0." in out and f"Decided (false positives): entity {decided} of 4" in out
+    # one pair: the between-model SD of a statistic the two models differ on by far more than its items say
+    row = next(line for line in out.splitlines() if line.startswith("| C1 statistic null_web | 1 |"))
+    rms, se, sd = (float(x) for x in row.split("|")[3:6])
+    assert rms > 0.2 and sd == pytest.approx(((rms ** 2 - se ** 2) / 2) ** 0.5, abs=2e-3)
 
