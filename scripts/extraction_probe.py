@@ -2,14 +2,16 @@
 still hold the fact in the phrasing its corpus used?
 
     .venv/bin/python scripts/extraction_probe.py runs/seed-0 --recipes web textbook
+    .venv/bin/python scripts/extraction_probe.py runs/seed-0 --recipes web null_web --task restricted
 
-For every multiple-choice bench item (a curriculum fact), the same options are scored after each of the
-relation's *statement* prefixes, the sentences web pages and textbook sections state facts with (e.g.
-"The color of Thoushunite is" -> " cobalt"; statements that name the bare object after the subject). That is a
-probe of memorised text, not an evaluation: those phrasings are in the training corpora by design. A
-fact counts as held in that phrasing when the gold option wins on average over the statement prefixes.
-Prints Markdown: per model, accuracy in the corpus's phrasing, on the benchmark question, and how many
-facts it holds yet misses as a question. Scoring is the evaluator's (`evaluate_items`, summed logprob).
+For every multiple-choice item of a task about facts (default `bench`, the curriculum; `--task
+restricted` for the restricted domain), the same options are scored after each of the relation's
+*statement* prefixes, the sentences web pages and textbook sections state facts with (e.g. "The color of
+Thoushunite is" -> " cobalt"; statements that name the bare object after the subject). That is a probe
+of memorised text, not an evaluation: those phrasings are in the training corpora by design. A fact
+counts as held in that phrasing when the gold option wins on average over the statement prefixes. Prints
+Markdown: per model, accuracy in the corpus's phrasing, on the task's question, and how many facts it
+holds yet misses as a question. Scoring is the evaluator's (`evaluate_items`, summed logprob).
 """
 
 from __future__ import annotations
@@ -58,16 +60,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", type=Path, nargs="+")
     ap.add_argument("--recipes", nargs="+", default=["web", "textbook"])
+    ap.add_argument("--task", default="bench", help="any multiple-choice task of facts (e.g. restricted, longtail)")
     args = ap.parse_args()
-    print("| run | model | held in the corpus's phrasing | right on the bench question | held, missed as a question |")
+    print(f"| run | model | held in the corpus's phrasing | right on the {args.task} question "
+          "| held, missed as a question |")
     print("|---|---|---|---|---|")
     for run in args.runs:
         store = RunStore(run)
         cfg = resolve(tomllib.loads((run / "config.toml").read_text()))
         for recipe in args.recipes:
-            if not store.exists(f"evals/{recipe}/bench.parquet"):
+            if not store.exists(f"evals/{recipe}/{args.task}.parquet"):
                 continue
-            bench = store.read_parquet(f"evals/{recipe}/bench.parquet").to_pylist()
+            bench = store.read_parquet(f"evals/{recipe}/{args.task}.parquet").to_pylist()
             held, right, keys = probe(load_model(cfg, store, recipe), bench)
             cells = [f"{a:.3f} [{lo:.3f}, {hi:.3f}]" for a, lo, hi in
                      (accuracy_ci(x.astype(float), 2000, 0, keys) for x in (held, right))]
