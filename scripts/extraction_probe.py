@@ -36,10 +36,10 @@ def statement_prefixes(relation: str, subject: str) -> list[str]:
             if " {o}" in t and t.index("{s}") < t.index("{o}")]
 
 
-def probe(model, bench: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per choice row of a model's bench results: held in the corpus's phrasing (bool), right on the bench
-    (bool), cluster. `model` is any `LanguageModel` (the one whose results `bench` holds)."""
-    bench = sorted((r for r in bench if r["kind"] == "choice"), key=lambda r: r["id"])
+def probe(model, results: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per choice row of a model's results on a task (its cluster is the fact's subject): held in the
+    corpus's phrasing (bool), right as asked (bool), cluster. `model` is any `LanguageModel`."""
+    bench = sorted((r for r in results if r["kind"] == "choice"), key=lambda r: r["id"])
     items, owner = [], []
     for k, r in enumerate(bench):
         for j, prefix in enumerate(statement_prefixes(r["relation"], r["cluster"])):
@@ -71,8 +71,8 @@ def main() -> None:
         for recipe in args.recipes:
             if not store.exists(f"evals/{recipe}/{args.task}.parquet"):
                 continue
-            bench = store.read_parquet(f"evals/{recipe}/{args.task}.parquet").to_pylist()
-            held, right, keys = probe(load_model(cfg, store, recipe), bench)
+            results = store.read_parquet(f"evals/{recipe}/{args.task}.parquet").to_pylist()
+            held, right, keys = probe(load_model(cfg, store, recipe), results)
             cells = [f"{a:.3f} [{lo:.3f}, {hi:.3f}]" for a, lo, hi in
                      (accuracy_ci(x.astype(float), 2000, 0, keys) for x in (held, right))]
             print(f"| {run.name} | {recipe} | {cells[0]} | {cells[1]} | "
