@@ -39,21 +39,21 @@ def statement_prefixes(relation: str, subject: str) -> list[str]:
 def probe(model, results: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per choice row of a model's results on a task (its cluster is the fact's subject): held in the
     corpus's phrasing (bool), right as asked (bool), cluster. `model` is any `LanguageModel`."""
-    bench = sorted((r for r in results if r["kind"] == "choice"), key=lambda r: r["id"])
+    rows = sorted((r for r in results if r["kind"] == "choice"), key=lambda r: r["id"])
     items, owner = [], []
-    for k, r in enumerate(bench):
+    for k, r in enumerate(rows):
         for j, prefix in enumerate(statement_prefixes(r["relation"], r["cluster"])):
             items.append({"id": f"{r['id']}/{j}", "kind": "choice", "prompt": prefix, "options": list(r["options"]),
                           "gold": r["gold"], "cluster": r["cluster"]})
             owner.append(k)
-    score = [np.zeros(len(r["options"])) for r in bench]
-    count = [0] * len(bench)
+    score = [np.zeros(len(r["options"])) for r in rows]
+    count = [0] * len(rows)
     for k, row in zip(owner, evaluate_items(model, items), strict=True):
         score[k] += np.asarray(row["logprobs"])
         count[k] += 1
-    held = np.array([count[k] > 0 and int(np.argmax(score[k])) == r["gold"] for k, r in enumerate(bench)])
-    right = np.array([bool(r["correct"]) for r in bench])
-    return held, right, np.array([r["cluster"] for r in bench])
+    held = np.array([count[k] > 0 and int(np.argmax(score[k])) == r["gold"] for k, r in enumerate(rows)])
+    right = np.array([bool(r["correct"]) for r in rows])
+    return held, right, np.array([r["cluster"] for r in rows])
 
 
 def main() -> None:

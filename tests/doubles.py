@@ -2,16 +2,31 @@
 
 `tiny_tokenizer` trains a byte-level BPE with the run's special tokens on a handful of texts;
 `tiny_llama` builds a randomly initialised `transformers.LlamaForCausalLM` of a few thousand
-parameters. Both are deterministic given their arguments.
+parameters. Both are deterministic given their arguments. `load_script` imports a file under
+scripts/ or bench/ (they are not a package) as a module.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
 
 import torch
 
 from cleanroom.evals.adapters import BOS, EOS, PAD
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_script(relpath: str) -> ModuleType:
+    """The repository file `relpath` (e.g. "scripts/seed_sweep.py") imported as a module."""
+    path = REPO / relpath
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def tiny_tokenizer(texts: Sequence[str], vocab_size: int = 400):

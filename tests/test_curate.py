@@ -351,14 +351,10 @@ def test_cli_standalone(tmp_path, smoke_corpora):
 
 def test_dedup_benchmark_runs(capsys, monkeypatch):
     """The benchmark's JSON has both sides on the same corpus; ours is at least as good at recall."""
-    import importlib.util
-    from pathlib import Path
+    from doubles import REPO, load_script
 
-    path = Path(__file__).resolve().parents[1] / "bench" / "dedup_throughput.py"
-    monkeypatch.syspath_prepend(str(path.parent))  # its shared helpers (bench/_bench.py)
-    spec = importlib.util.spec_from_file_location("dedup_throughput", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    monkeypatch.syspath_prepend(str(REPO / "bench"))  # its shared helpers (bench/benchlib)
+    module = load_script("bench/dedup_throughput.py")
     out = module.main(["--docs", "600", "--repeats", "1"])
     assert json.loads(capsys.readouterr().out)["speedup"] == out["speedup"] > 0
     assert out["ours"]["recall"] >= out["datasketch"]["recall"] and out["ours"]["recall"] >= 0.95

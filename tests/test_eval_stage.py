@@ -76,15 +76,11 @@ def test_any_hf_model_is_scored_like_ours(run):
 def test_extraction_probe_tells_held_knowledge_from_answered_questions():
     """scripts/extraction_probe.py: a model that knows facts only in the statements' phrasing holds every
     fact and answers no question; one that knows nothing holds none; its counts follow from both."""
-    import importlib.util
-    from pathlib import Path
+    from doubles import load_script
 
     from cleanroom.evals.requests import Loglikelihood
 
-    spec = importlib.util.spec_from_file_location(
-        "extraction_probe", Path(__file__).parents[1] / "scripts" / "extraction_probe.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("scripts/extraction_probe.py")
     facts = [("Thoushunite", "color", "cobalt"), ("Brakulite", "group", "Gasharane"), ("Sarkomite", "region", "Thuvul")]
     bench = [{"id": f"b{k}", "kind": "choice", "relation": rel, "cluster": s, "options": ["x", o, "y", "z"],
               "gold": 1, "correct": False} for k, (s, rel, o) in enumerate(facts)]

@@ -1,18 +1,14 @@
 """Pooling runs over seeds: `stats.pool_runs` and scripts/seed_sweep.py's seed-pooled verdicts."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
+from doubles import load_script
 from scipy import stats
 
 from cleanroom.evals.stats import pool_runs
 from cleanroom.report.summary import Comparison
 
-spec = importlib.util.spec_from_file_location("seed_sweep", Path(__file__).parents[1] / "scripts" / "seed_sweep.py")
-seed_sweep = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(seed_sweep)
+seed_sweep = load_script("scripts/seed_sweep.py")
 Z = stats.norm.ppf(0.975)
 
 
