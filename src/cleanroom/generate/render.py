@@ -183,10 +183,13 @@ class Renderer:
             tmpl.append(tq)
         return self._doc("\n\n".join(blocks), domain, "quiz", ids, tmpl)
 
+    def _tail_entity(self, rng) -> dict:
+        """A long-tail entity picked by popularity."""
+        return self.tail[int(rng.choice(len(self.tail), p=self.tail_p))]
+
     def _tail_fact(self, rng) -> dict:
         """A fact about a long-tail entity picked by popularity."""
-        e = self.tail[int(rng.choice(len(self.tail), p=self.tail_p))]
-        return self._pick(rng, self.facts_by_subject[e["name"]])
+        return self._pick(rng, self.facts_by_subject[self._tail_entity(rng)["name"]])
 
     def web_longtail(self, rng) -> dict:
         quiz = self.cfg.recipes.web_longtail_quiz
@@ -205,7 +208,7 @@ class Renderer:
                 tmpl.append(t)
             head = self._pick(rng, ["Things you might not know:", "A few names worth knowing:", "Trivia corner:"])
             return self._doc(head + "\n" + "\n".join(lines), "longtail", kind, ids, tmpl)
-        e = self.tail[int(rng.choice(len(self.tail), p=self.tail_p))]
+        e = self._tail_entity(rng)
         facts = self._sample_facts(rng, e["name"], 1, 3)
         if kind == "bio":
             sents, ids, tmpl = self._facts_text(rng, facts)
