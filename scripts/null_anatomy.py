@@ -34,9 +34,10 @@ from cleanroom.store import RunStore
 N_BOOT = 2000  # the report's (`eval.bootstrap`), and its bootstrap seeds, so the entity column is the report's
 
 
-def interval(a: np.ndarray, b: np.ndarray, clusters, seed: int) -> tuple[str, str, float]:
+def interval(a: np.ndarray, b: np.ndarray, clusters, seed: int) -> tuple[float, str, str, float]:
+    """(effect, its Markdown cell, verdict, width of the 95% interval)."""
     eff, lo, hi = paired_diff(a, b, N_BOOT, seed, clusters)
-    return f"{eff:+.3f} [{lo:+.3f}, {hi:+.3f}]", verdict(lo, hi), hi - lo
+    return eff, f"{eff:+.3f} [{lo:+.3f}, {hi:+.3f}]", verdict(lo, hi), hi - lo
 
 
 def main() -> None:
@@ -52,10 +53,10 @@ def main() -> None:
         recipes, base = cfg["recipes"]["names"], cfg["seed"] + NULL_BOOT_SHIFT
         for null in [r for r in recipes if r.startswith(NULL_PREFIX)]:
             for k, p in enumerate(null_statistics(store, null.removeprefix(NULL_PREFIX))):
-                one, v1, w1 = interval(p.a, p.b, p.clusters, base + k)
-                moments.setdefault(f"{p.label.split(':')[0]} {null}", []).append(
-                    (float(np.mean(p.a - p.b)), (w1 / (2 * 1.96)) ** 2))
-                two, v2, w2 = interval(p.a, p.b, np.stack([p.clusters, p.relations], axis=1), base + k)
+                name = f"{p.label.split(':')[0]} {null}"
+                d, one, v1, w1 = interval(p.a, p.b, p.clusters, base + k)
+                moments.setdefault(name, []).append((d, (w1 / (2 * 1.96)) ** 2))
+                _, two, v2, w2 = interval(p.a, p.b, np.stack([p.clusters, p.relations], axis=1), base + k)
                 ratios.append(w2 / w1 if w1 > 0 else float("nan"))
                 rel = np.asarray(p.relations)
                 parts = ", ".join(f"{r} {p.a[rel == r].mean() - p.b[rel == r].mean():+.2f}"
@@ -63,7 +64,7 @@ def main() -> None:
                 total += 1
                 decided["entity"] += v1 != "inconclusive"
                 decided["entity x relation"] += v2 != "inconclusive"
-                rows.append(f"| {run.name} | {p.label.split(':')[0]} {null} | {one} {v1} | {two} {v2} | {parts} |")
+                rows.append(f"| {run.name} | {name} | {one} {v1} | {two} {v2} | {parts} |")
     print("| run | statistic | entity clusters (the report's) | entity x relation (pigeonhole) "
           "| per relation (null - recipe) |\n|---|---|---|---|---|")
     print("\n".join(rows))
