@@ -391,7 +391,7 @@ def print_verdicts(summary) -> None:
             f"what it measured for them)[/]")
     if summary.controls:
         say("[bold]controls[/] (does the instrument work?):")
-    for name, c in summary.controls.items():
+    for name, c in summary.controls.all().items():
         state = ("[green]passed[/]" if c.passed else "[red]FAILED[/]") if c.passed is not None else "[dim]experiment[/]"
         say(f"  [bold]{name}[/]: {state} — {c.detail}")
 

@@ -24,22 +24,44 @@ PRESETS = ("smoke", "default", "validate", "gpu")
 RECIPES = ("web", "textbook", "filtered_web", "mix")  # the experiment's recipes: the claims compare these
 # Controls (the report's "Does the instrument work?"): `leaky` = textbook plus the benchmark items with
 # their answers (contamination: a positive control for C2b); `diverse` = textbook with every fact in many
-# phrasings; `null_<recipe>` = a second model of <recipe> from another init / data-order seed (a null
-# control: every claim computed between the two must come out inconclusive).
+# phrasings. The null control is not a recipe: every recipe trains `train.replicates` models that differ
+# only in their init and data-order seed, and replicate vs replicate is the A/A test (report/claims.py).
 CONTROLS = ("leaky", "diverse")
-NULL_PREFIX = "null_"
-NULL_SEED_OFFSET = 1000  # a null control's model is initialised and fed batches from seed + this
 SCRATCH = "scratch"  # the tamper floor: a randomly initialised model, attacked like the others
+# Replicate k > 0 of recipe R is the model `R~k`; replicate 0 keeps the recipe's name. Its init and data order
+# come from seed + k * REPLICATE_SEED_STRIDE (so `web~1` is the model the old `null_web` control was).
+REPLICATE_SEP = "~"
+REPLICATE_SEED_STRIDE = 1000
 
 
-def base_recipe(name: str) -> str:
-    """The recipe whose corpus `name` trains on: itself, or <recipe> for `null_<recipe>`."""
-    return name.removeprefix(NULL_PREFIX)
+def replicate_name(recipe: str, k: int) -> str:
+    """The name of replicate `k` of `recipe` (a recipe or a safeguarded group `R+arm`): R, R~1, R~2, ..."""
+    if k == 0:
+        return recipe
+    base, plus, arm = recipe.partition("+")
+    return f"{base}{REPLICATE_SEP}{k}{plus}{arm}"
 
 
-def train_seed(seed: int, recipe: str) -> int:
-    """The seed of a recipe's model init and data order (a null control gets its own)."""
-    return seed + NULL_SEED_OFFSET if recipe.startswith(NULL_PREFIX) else seed
+def split_model(model: str) -> tuple[str, int]:
+    """(group, replicate) of a model name: `web~1` -> ("web", 1), `web~1+unlearn` -> ("web+unlearn", 1)."""
+    base, plus, arm = model.partition("+")
+    recipe, sep, k = base.partition(REPLICATE_SEP)
+    return recipe + plus + arm, int(k) if sep and k.isdigit() else 0
+
+
+def model_group(model: str) -> str:
+    """The group whose replicates `model` is one of: its recipe, or `R+arm` for a safeguarded model."""
+    return split_model(model)[0]
+
+
+def base_recipe(model: str) -> str:
+    """The recipe whose corpus `model` trained on: `web~1` and `web~1+unlearn` -> web."""
+    return split_model(model)[0].partition("+")[0]
+
+
+def train_seed(seed: int, model: str) -> int:
+    """The seed of a model's init and data order: replicate k gets seed + k * REPLICATE_SEED_STRIDE."""
+    return seed + split_model(model)[1] * REPLICATE_SEED_STRIDE
 
 
 class ConfigError(CleanroomError, ValueError):
@@ -76,9 +98,9 @@ class RecipesConfig(Section):
     """Corpus recipes, all filled to the same token budget (pre-tokenizer word units)."""
 
     names: list[str] = Field(
-        default_factory=lambda: [*RECIPES, "null_web"],
+        default_factory=lambda: [*RECIPES, "leaky"],
         description="recipes to build, train and evaluate: web, textbook, filtered_web, mix, and the controls "
-        "leaky, diverse, null_<recipe>")
+        "leaky, diverse (each trains `train.replicates` models)")
     token_budget: int = Field(600_000, gt=1000, description="words+punctuation units per recipe")
     shard_docs: int = Field(5000, gt=0, description="documents per Parquet shard")
     # web: a broad crawl; shares of documents by kind
@@ -122,12 +144,12 @@ class RecipesConfig(Section):
     @field_validator("names")
     @classmethod
     def _names(cls, names: list[str]) -> list[str]:
-        allowed = [*RECIPES, *CONTROLS] + [NULL_PREFIX + r for r in RECIPES]
+        allowed = [*RECIPES, *CONTROLS]
         for n in names:
+            if n.startswith("null_"):
+                raise ValueError(f"`{n}`: null controls are replicates now; set `train.replicates` (>= 2) instead")
             if n not in allowed:
                 raise ValueError(f"unknown recipe `{n}` (allowed: {', '.join(allowed)})")
-            if n.startswith(NULL_PREFIX) and base_recipe(n) not in names:
-                raise ValueError(f"the null control `{n}` needs its recipe `{base_recipe(n)}` in the list")
         if ("leaky" in names or "diverse" in names) and "textbook" not in names:
             raise ValueError("the controls leaky and diverse need the recipe `textbook` in the list")
         if not any(n in RECIPES for n in names) or len(set(names)) != len(names):
@@ -206,6 +228,10 @@ class ModelConfig(Section):
 
 class TrainConfig(Section):
     steps: int = Field(640, gt=0, description="default: 640 x 16 x 128 = 1.3M tokens, ~2 epochs")
+    # The model is the unit recipes are compared on: whether a small model learns a format or a domain is
+    # decided by its seed, so every claim's interval resamples models (replicates) and then items.
+    replicates: int = Field(2, ge=1, le=16, description="models per recipe, differing only in init and data-order "
+                            "seed (R, R~1, ...); >= 2 gives the between-model variance and the A/A control")
     batch_size: int = Field(16, gt=0, description="sequences per step (per process)")
     lr: float = Field(3e-3, gt=0)
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
@@ -419,9 +445,9 @@ class ExperimentConfig(Section):
     def _corpora(self) -> ExperimentConfig:
         taken = {*RECIPES, *CONTROLS, SCRATCH, *self.recipes.names}
         for name in self.corpora:
-            if not CORPUS_NAME.match(name) or name.startswith(NULL_PREFIX):
+            if not CORPUS_NAME.match(name):
                 raise ValueError(f"config key `corpora.{name}`: a corpus name is lower-case letters, digits and _, "
-                                 f"starts with a letter and not with null_")
+                                 f"and starts with a letter")
             if name in taken:
                 raise ValueError(f"config key `corpora.{name}`: `{name}` is a world-lab recipe or control; "
                                  f"choose another name")
@@ -431,14 +457,28 @@ class ExperimentConfig(Section):
         """Every recipe a model is trained on: the world lab's (`recipes.names`), then the `corpora`."""
         return [*self.recipes.names, *self.corpora]
 
-    def arms(self) -> list[str]:
-        """The safeguarded models, `<base>+<safeguard>` (when the base recipe is in the run)."""
+    def replicates(self, group: str) -> list[str]:
+        """The models of a recipe or a safeguarded group (`web+unlearn`): R, R~1, ... (`train.replicates`)."""
+        return [replicate_name(group, k) for k in range(self.train.replicates)]
+
+    def trained(self) -> list[str]:
+        """Every model the train stage makes: each recipe's replicates, recipe by recipe."""
+        return [m for r in self.recipe_names() for m in self.replicates(r)]
+
+    def groups(self) -> list[str]:
+        """The model groups (recipes, then safeguarded groups `<base>+<safeguard>`): claims compare these."""
         base = self.safeguard.base
-        return [f"{base}+{a}" for a in self.safeguard.arms] if base in self.recipes.names else []
+        return [*self.recipe_names(), *([f"{base}+{a}" for a in self.safeguard.arms] if base in self.recipes.names
+                                         else [])]
+
+    def arms(self) -> list[str]:
+        """The safeguarded models, one per replicate of the base recipe and safeguard: `web+unlearn`,
+        `web~1+unlearn`, ... (when the base recipe is in the run)."""
+        return [m for g in self.groups() if "+" in g for m in self.replicates(g)]
 
     def models(self) -> list[str]:
-        """Every model that is evaluated: one per recipe (world lab, then corpora), then the safeguarded arms."""
-        return [*self.recipe_names(), *self.arms()]
+        """Every model that is evaluated: the trained replicates (world lab, then corpora), then the arms."""
+        return [*self.trained(), *self.arms()]
 
     def attacked(self) -> list[str]:
         """Every model the tamper stage attacks: the models, and a random init when `tamper.scratch`."""
@@ -449,10 +489,14 @@ class ExperimentConfig(Section):
 
     def fingerprint(self, *sections: str) -> str:
         """Hash of `seed` plus the named sections (all but `runtime` when none): what a stage's output
-        depends on. `runtime` is never hashed: it says how to run, not what to compute. A dotted name
-        (`corpora.NAME`, `recipes.token_budget`) hashes one table or key; a corpus hashes only `what()`."""
+        depends on. `runtime` and `train.replicates` are never hashed: they say how to run and which models
+        exist, not what one computes. A dotted name (`corpora.NAME`, `recipes.token_budget`) hashes one table
+        or key; a corpus hashes only `what()`."""
         data = self.model_dump(mode="json")
         data.pop(RUNTIME_SECTION)
+        # how many replicates a recipe has decides which models exist, never what one computes: adding a
+        # replicate trains the new one and redoes nothing else
+        data["train"].pop("replicates")
         data["corpora"] = {n: c.what() for n, c in self.corpora.items()}
         if not data["corpora"]:
             del data["corpora"]  # runs without corpora keep the fingerprints they had before the section existed
@@ -573,6 +617,16 @@ def resolve(base: dict, config_file: Path | None = None, overrides: list[str] | 
         raise ConfigError(_format_error(e)) from None
 
 
+def _migrate_nulls(data: dict) -> dict:
+    """An older run directory's config.toml: its `null_<recipe>` controls are replicates now (`web~1` is the
+    model `null_web` was), so they become `train.replicates = 2`."""
+    names = (data.get("recipes") or {}).get("names") if isinstance(data.get("recipes"), dict) else None
+    if not (isinstance(names, list) and any(str(n).startswith("null_") for n in names)):
+        return data
+    return {**data, "recipes": {**data["recipes"], "names": [n for n in names if not str(n).startswith("null_")]},
+            "train": {"replicates": 2, **(data.get("train") or {})}}
+
+
 def _migrate(data: dict) -> dict:
     """Move `train.{device,jobs,threads,compile}` (before they became runtime knobs) to `runtime`."""
     train = data.get("train")
@@ -601,4 +655,4 @@ def saved_config(path: Path, overrides: list[str] | None = None) -> ExperimentCo
         base = tomllib.loads(Path(path).read_text())
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path} is not valid TOML: {e}") from None
-    return resolve(base, None, overrides)
+    return resolve(_migrate_nulls(base), None, overrides)

@@ -5,9 +5,10 @@ the store. The runner (`Pipeline.ensure`) runs missing prerequisites first, skip
 config fingerprint and inputs (the output digests of the stages it depends on) are unchanged and
 whose outputs still verify, and records a manifest when a stage finishes. Per-item stages have one
 manifest per item, so `--recipe web` redoes one model, not all of them. Items are the `corpora`
-without a world (collect: each hashes only its own table, and the files it reads), recipes (train),
-safeguarded arms (safeguard), models = recipes + arms (eval), and the attacked models = models plus
-a random init (tamper). A per-item stage's dependency "model" is whichever stage made that model.
+without a world (collect: each hashes only its own table, and the files it reads), the trained models
+(train: every recipe's replicates), safeguarded arms (safeguard), models = trained + arms (eval), and the
+attacked models = models plus a random init (tamper). A per-item stage's dependency "model" is whichever
+stage made that model.
 
 Stage functions are imported lazily ("module:function"), so `cleanroom generate` on a finished run
 answers in well under a second without importing torch.
@@ -29,7 +30,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
-from cleanroom.config import SCRATCH, ExperimentConfig, base_recipe
+from cleanroom.config import SCRATCH, ExperimentConfig, base_recipe, model_group
 from cleanroom.contract import CANCEL, StageResult
 from cleanroom.store import Manifest, RunStore, StoreError, write_text
 from cleanroom.ui import say
@@ -41,7 +42,7 @@ class Stage:
     func: str | None  # "module:function"; None = not built yet
     deps: tuple[str, ...]  # stage names; "model" = the stage that made the key's model
     sections: tuple[str, ...]  # config sections the outputs depend on (plus the seed); `corpora.{item}`: one table
-    over: str = ""  # "" = once per run; else one key per item of: recipes | arms | models | attacked
+    over: str = ""  # "" = once per run; else one key per item of: corpora | trained | arms | models | attacked
     parallel: bool = False  # per-item keys may run at once (`runtime.jobs`)
     batch_func: str | None = None  # "module:function" settling several keys at once (`runtime.batch_models`)
     version: str = "1"  # bump when a stage's code changes its outputs
@@ -73,9 +74,9 @@ STAGES: dict[str, Stage] = {
               doc="dedup, decontamination, quality and safety filters, lineage"),
         Stage("tokenize", "cleanroom.tokenize.stage:run_tokenize", ("generate", "collect", "curate"), ("tokenizer",),
               doc="BPE tokenizer on the union of corpora; token files per recipe"),
-        Stage("train", "cleanroom.train.stage:run_train", ("tokenize",), ("model", "train"), over="recipes",
+        Stage("train", "cleanroom.train.stage:run_train", ("tokenize",), ("model", "train"), over="trained",
               parallel=True, batch_func="cleanroom.train.stage:run_train_batched",
-              doc="one Llama-style model per recipe; HF export",
+              doc="Llama-style models (train.replicates per recipe); HF export",
               reads=(("tokenize", ("tokenizer.json", "tokens/{corpus}.")),)),
         Stage("safeguard", "cleanroom.safeguard.stage:run_safeguard", ("model", "tokenize", "world", "curate"),
               ("safeguard", "eval"), over="arms", parallel=True,
@@ -96,9 +97,9 @@ MODEL_MAKERS = {"safeguard": ("train",), "eval": ("train", "safeguard"), "tamper
 
 
 def stage_items(cfg: ExperimentConfig, over: str) -> list[str]:
-    """What a per-item stage iterates over: recipes (world lab + corpora), corpora, arms, models (recipes +
-    arms) or attacked (+ scratch)."""
-    return {"recipes": cfg.recipe_names(), "corpora": list(cfg.corpora), "arms": cfg.arms(), "models": cfg.models(),
+    """What a per-item stage iterates over: trained models (every recipe's replicates), corpora, arms, models
+    (trained + arms) or attacked (+ scratch)."""
+    return {"trained": cfg.trained(), "corpora": list(cfg.corpora), "arms": cfg.arms(), "models": cfg.models(),
             "attacked": cfg.attacked()}[over]
 
 
@@ -117,7 +118,7 @@ class Pipeline:
         self.cfg, self.store = cfg, store
         self.force = force or set()
         self.only = set(recipes) if recipes else None
-        unknown = sorted((self.only or set()) - set(cfg.attacked()))
+        unknown = sorted((self.only or set()) - set(cfg.attacked()) - set(cfg.groups()))
         if unknown:
             raise StoreError(f"unknown recipe or model `{unknown[0]}` (configured: {', '.join(cfg.attacked())})")
         self.on_done: Callable[[str], None] | None = None  # called after each stage key is settled
@@ -134,8 +135,10 @@ class Pipeline:
             write_text(path, text)
 
     def items(self, over: str) -> list[str]:
-        """The items of a per-item stage (recipes, arms, models, attacked), within `--recipe` if given."""
-        return [r for r in stage_items(self.cfg, over) if self.only is None or r in self.only]
+        """The items of a per-item stage (trained, arms, models, attacked), within `--recipe` if given: a
+        recipe or a group (`web+unlearn`) names all its replicates, a model name (`web~1`) that model."""
+        return [r for r in stage_items(self.cfg, over)
+                if self.only is None or r in self.only or model_group(r) in self.only]
 
     def keys(self, name: str) -> list[str]:
         stage = STAGES[name]
@@ -254,7 +257,7 @@ class Pipeline:
             if m is not None:
                 prefixes = reads.get(dk.partition("/")[0])
                 inputs[dk] = m.digest_of(None if prefixes is None else tuple(
-                    p.format(corpus=base_recipe(item), base=item.partition("+")[0]) for p in prefixes))
+                    p.format(corpus=base_recipe(item), base=base_recipe(item)) for p in prefixes))
         return inputs
 
     def _fingerprint(self, stage: Stage, item: str = "") -> str:

@@ -11,7 +11,7 @@ Sources and recipes (all cut at `recipes.token_budget` word units, like `generat
   filtered web, shuffled as `generate` does.
 - `diverse` (a control): `corpora/diverse` through the configured steps, like textbook.
 - `leaky` (a control): curated textbook plus the benchmark items with their answers, which no step
-  sees (the contamination is the point of this control); `null_<recipe>` controls have no corpus.
+  sees (the contamination is the point of this control); a recipe's replicates share its corpus.
 - `[corpora.NAME]` (no world behind them): `corpora/NAME` through the configured steps, like textbook,
   filled to the corpus's own budget; no safety filter (it learns from the world's labels).
 
@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cleanroom.collect.stage import budget_of
-from cleanroom.config import NULL_PREFIX, ExperimentConfig, RuntimeConfig
+from cleanroom.config import ExperimentConfig, RuntimeConfig
 from cleanroom.contract import StageResult
 from cleanroom.curate.base import Document, Removal, Step
 from cleanroom.curate.decontam import EvalItem, Leak, items_from_rows
@@ -183,7 +183,7 @@ def run_curate(cfg: ExperimentConfig, store: RunStore) -> StageResult:
 
 
 def _run_curate(cfg: ExperimentConfig, store: RunStore) -> StageResult:
-    names = [n for n in cfg.recipe_names() if not n.startswith(NULL_PREFIX)]
+    names = cfg.recipe_names()
     if not cfg.curate.enabled:
         say("  curation disabled (curate.enabled = false): recipes are used as generated")
         for recipe in names:  # a stale curated/ from an earlier run must not shadow corpora/

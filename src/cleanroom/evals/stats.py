@@ -6,12 +6,20 @@ the bootstrap resamples *clusters* (an item's `cluster`: the entity it is about)
 clusters every item is its own. Differences between two recipes are *paired*: both models answered
 the same items, so each resample draws the same clusters for both (far tighter than two independent
 CIs, and the right test for "did recipe A beat recipe B on these items").
+
+Models are a unit too: two models of one recipe that differ only in their seed can differ by more than
+the items let an item-only interval see (whether a small model learns a format is decided by its seed).
+`contrast_ci` compares recipes through their replicates: its variance is the items' (cluster
+bootstrap of the per-item contrast of replicate means) plus the models' (the between-model variance of
+the statistic, pooled over the run's groups by `between_model_variance`), with a Student-t quantile on
+Welch-Satterthwaite degrees of freedom. `evals/calibration.py` checks its coverage by simulation.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -77,6 +85,133 @@ def _percentile_ci(point: float, stat: Callable[[dict], np.ndarray], resampled: 
 
 def _mean_of(s: dict) -> np.ndarray:
     return np.asarray(s["y"], dtype=float) / s["n"]
+
+
+def cluster_se(values: Vector, clusters: Sequence | np.ndarray | None = None, n_boot: int = 2000,
+               seed: int = 0) -> tuple[float, int]:
+    """(bootstrap SE of mean(values), number of clusters): the SD of the cluster-bootstrap means
+    (`cluster_bootstrap`'s resampling, one grouping). NaN with fewer than two clusters."""
+    x = np.asarray(values, dtype=float)
+    keys = np.arange(x.size) if clusters is None else np.asarray(clusters)
+    _, inv = np.unique(keys, return_inverse=True)
+    g = int(inv.max()) + 1 if inv.size else 0
+    if g < 2 or n_boot <= 0:
+        return float("nan"), g
+    y, n = np.bincount(inv, weights=x, minlength=g), np.bincount(inv, minlength=g).astype(float)
+    draws = np.random.default_rng(seed).multinomial(g, np.full(g, 1 / g), size=int(n_boot)).astype(float)
+    return float(np.std((draws @ y) / (draws @ n), ddof=1)), g
+
+
+@dataclass(frozen=True)
+class ModelVariance:
+    """The between-model variance of a statistic (`between_model_variance`): `sigma2` beyond the models'
+    per-item noise, `raw` the variance of model means it is read from (what its uncertainty scales with),
+    `df` its degrees of freedom (0: no group had two models)."""
+
+    sigma2: float
+    df: int
+    raw: float = float("nan")
+
+    @property
+    def sd(self) -> float:
+        return float(np.sqrt(self.sigma2)) if self.df else float("nan")
+
+
+NO_MODEL_VARIANCE = ModelVariance(float("nan"), 0)
+
+
+def between_model_variance(groups: dict[str, np.ndarray]) -> ModelVariance:
+    """How much models of one group (replicates that differ only in their seed) differ in a
+    statistic beyond what their per-item noise explains, pooled over groups.
+
+    `groups` maps a group to its (models, items) array of per-item values (every model on the same items).
+    A model's mean varies by sigma_b^2 + sigma_e^2 / n, where sigma_e^2 is the model-by-item residual
+    variance (two-way, per group); the item part is already in the contrast's item variance, so it is
+    subtracted (method of moments, floored at 0). df = sum over groups of (K_g - 1); groups with one model
+    add nothing; `NO_MODEL_VARIANCE` when no group has two."""
+    ss_models = ss_resid = 0.0
+    df = df_resid = 0
+    n_items = 0
+    for values in groups.values():
+        y = np.atleast_2d(np.asarray(values, dtype=float))
+        k, n = y.shape
+        if k < 2 or n < 2:
+            continue
+        rows, cols = y.mean(axis=1, keepdims=True), y.mean(axis=0, keepdims=True)
+        ss_models += float(((rows - rows.mean()) ** 2).sum())
+        ss_resid += float(((y - rows - cols + y.mean()) ** 2).sum())
+        df += k - 1
+        df_resid += (k - 1) * (n - 1)
+        n_items = n
+    if not df:
+        return NO_MODEL_VARIANCE
+    return ModelVariance(max(0.0, ss_models / df - ss_resid / df_resid / n_items), df, ss_models / df)
+
+
+def contrast_ci(groups: Sequence[np.ndarray], weights: Sequence[float], clusters: Sequence | np.ndarray,
+                model_var: ModelVariance, n_boot: int = 2000, seed: int = 0) -> dict[str, float]:
+    """A linear contrast of groups over replicates and items, with its 95% interval.
+
+    `groups[j]` is a (models, items) array of one group's per-item values (every group on the same items,
+    in the same order), `weights[j]` its weight (C1: textbook +1, web -1). Effect = sum_j w_j * mean of
+    group j. Variance = V_items + V_models: V_items is the cluster-bootstrap variance of the per-item
+    contrast of the groups' replicate means; V_models = sigma_b^2 * sum_j w_j^2 / K_j with `model_var` from
+    `between_model_variance`. The interval is effect +- t(0.975, df) * sqrt(V) with Welch-Satterthwaite df
+    (items: clusters - 1; models: `model_var.df` on the raw variance its estimate is read from). Without a
+    between-model estimate (df = 0) the models are not resampled and the interval is the items' alone
+    (`models_resampled` False). Returns effect, ci_low, ci_high, item_se, between_model_sd, df, replicates
+    (the smallest K_j).
+    """
+    from scipy import stats
+
+    mats = [np.atleast_2d(np.asarray(g, dtype=float)) for g in groups]
+    if len({m.shape[1] for m in mats}) != 1:
+        raise ValueError(f"contrast_ci needs every group on the same items, got {[m.shape for m in mats]}")
+    per_item = sum(w * m.mean(axis=0) for w, m in zip(weights, mats, strict=True))
+    k = min(m.shape[0] for m in mats)
+    nan = float("nan")
+    if per_item.size == 0:
+        return {"effect": nan, "ci_low": nan, "ci_high": nan, "item_se": nan, "between_model_sd": nan, "df": nan,
+                "replicates": k, "models_resampled": False}
+    effect = float(per_item.mean())
+    item_se, n_clusters = cluster_se(per_item, clusters, n_boot, seed)
+    v_item = item_se**2
+    resampled = model_var.df > 0 and np.isfinite(model_var.sigma2)
+    scale = sum(w**2 / m.shape[0] for w, m in zip(weights, mats, strict=True))
+    v_model = float(model_var.sigma2 * scale) if resampled else 0.0
+    v = v_item + v_model
+    if not np.isfinite(v) or n_clusters < 2:
+        lo = hi = df = nan
+    else:
+        terms = v_item**2 / max(n_clusters - 1, 1) + ((model_var.raw * scale) ** 2 / model_var.df if resampled else 0.0)
+        df = float(v**2 / terms) if terms > 0 else float("inf")
+        half = float(stats.t.ppf(0.5 + LEVEL / 2, df) * np.sqrt(v)) if np.isfinite(df) else \
+            float(stats.norm.ppf(0.5 + LEVEL / 2) * np.sqrt(v))
+        lo, hi = effect - half, effect + half
+    return {"effect": effect, "ci_low": lo, "ci_high": hi, "item_se": item_se,
+            "between_model_sd": model_var.sd if resampled else nan, "df": df, "replicates": k,
+            "models_resampled": bool(resampled)}
+
+
+def two_level_bootstrap(groups: Sequence[np.ndarray], weights: Sequence[float], clusters: Sequence | np.ndarray,
+                        n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """The same contrast as `contrast_ci` with a two-level percentile bootstrap: each resample draws every
+    group's models with replacement, then the item clusters. Kept as the alternative the calibration
+    simulation compares against (with two models per group it sees half the between-model variance)."""
+    mats = [np.atleast_2d(np.asarray(g, dtype=float)) for g in groups]
+    _, inv = np.unique(np.asarray(clusters), return_inverse=True)
+    g = int(inv.max()) + 1
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(g, np.full(g, 1 / g), size=int(n_boot)).astype(float)[:, inv]  # (boot, items)
+    per_item = np.zeros((int(n_boot), mats[0].shape[1]))
+    for w, m in zip(weights, mats, strict=True):
+        picks = rng.integers(0, m.shape[0], size=(int(n_boot), m.shape[0]))
+        per_item += w * m[picks].mean(axis=1)
+    boot = (counts * per_item).sum(axis=1) / counts.sum(axis=1)
+    effect = float(sum(w * m.mean() for w, m in zip(weights, mats, strict=True)))
+    tail = 100 * (1 - LEVEL) / 2
+    low, high = np.percentile(boot, [tail, 100 - tail])
+    return effect, float(low), float(high)
 
 
 def cluster_ci(values: Vector, clusters: Sequence | np.ndarray | None = None, n_boot: int = 2000,

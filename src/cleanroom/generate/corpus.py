@@ -117,7 +117,7 @@ def corpus_rows(docs: Iterable[dict], recipe: str) -> list[dict]:
 
 def corpus_dir(cfg: ExperimentConfig, store: RunStore, recipe: str) -> str:
     """The corpus that tokenize/train use: `curated/<recipe>` when curation ran, else `corpora/<recipe>`
-    (a null control `null_<recipe>` uses <recipe>'s)."""
+    (a replicate `<recipe>~k` uses <recipe>'s)."""
     recipe = base_recipe(recipe)
     curated = f"curated/{recipe}"
     if cfg.curate.enabled and store.path(curated).is_dir():

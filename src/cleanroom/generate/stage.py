@@ -7,7 +7,7 @@
   safety filter (keywords, then a classifier) from `sources/web_stream`.
 - `mix`: `mix_textbook_share` of the budget from textbook, the rest from filtered web (phi-3 style).
 - controls: `leaky` (textbook + every benchmark item with its answer, `leak_copies` times), `diverse`
-  (the textbook stream with every fact in many phrasings); a null control `null_<recipe>` has no corpus
+  (the textbook stream with every fact in many phrasings); a recipe's replicates share its corpus
   of its own (it trains on <recipe>'s).
 """
 

@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from cleanroom.config import base_recipe  # noqa: E402
 from cleanroom.report.summary import Summary  # noqa: E402
 from cleanroom.store import RunStore, write_bytes  # noqa: E402
 
@@ -19,16 +20,14 @@ COLORS = {"web": "#d62728", "textbook": "#1f77b4", "filtered_web": "#ff7f0e", "m
 
 
 def _color(recipe: str) -> str:
-    """A model's colour: its recipe's (a null control and a safeguarded arm share their recipe's colour and
-    differ by line style, `_style`); the random-init floor is black."""
+    """A model's colour: its recipe's (replicates and safeguarded arms share their recipe's colour; arms differ
+    by line style, `_style`, replicates by `_alpha`); the random-init floor is black."""
     if recipe == "scratch":
         return "#000000"
-    return COLORS.get(recipe.removeprefix("null_").partition("+")[0], "#7f7f7f")
+    return COLORS.get(base_recipe(recipe), "#7f7f7f")
 
 
 def _style(recipe: str) -> str:
-    if recipe.startswith("null_"):
-        return "-."
     return {"unlearn": "--", "refusal": ":"}.get(recipe.partition("+")[2], "-")
 
 

@@ -107,14 +107,14 @@ def build_sections(s: Summary, figures: dict[str, str]) -> list[Section]:
 
 def _null_warning(s: Summary, claim: str) -> str:
     """A warning for a verdict whose statistic a null control decided between two seeds of one recipe."""
-    hits = [(c.recipes, cmp) for c in s.controls.values() if c.name == "null" for cmp in c.comparisons
+    hits = [(c.recipes, cmp) for c in s.controls.null.values() for cmp in c.comparisons
             if cmp.statistic == f"{claim} statistic" and cmp.verdict != "inconclusive"]
     if not hits:
         return ""
     which = "; ".join(f"{' vs '.join(r)} {_signed(cmp.effect, cmp.ci_low, cmp.ci_high)}" for r, cmp in hits)
-    return (f" **Read with care:** the null control decided this statistic between two seeds of one recipe "
-            f"({which}), so its CIs leave seed-to-seed variation out and are too narrow (\"Does the "
-            f"instrument work?\").")
+    return (f" **Read with care:** the A/A control decided this statistic between replicates of one recipe "
+            f"({which}): that recipe's models differ more than the between-model variance the interval carries, "
+            f"so its CIs may be too narrow (\"Does the instrument work?\").")
 
 
 def _tamper_in_words(s: Summary) -> str:
@@ -170,17 +170,18 @@ def _worldless_section(s: Summary) -> Section:
 def _controls_section(s: Summary) -> Section:
     sec = Section("Does the instrument work?", [
         "Controls, the way experimentation platforms validate themselves with A/A tests. A *null* control "
-        "computes every claim's statistic between two models of the same recipe that differ only in their "
-        "seed: each must come out inconclusive, or the instrument is seeing differences that are not there. "
+        "computes every claim's statistic between replicates of one recipe (models that differ only in their "
+        "seed), with the between-model variance of the other recipes: each must come out inconclusive, or "
+        "the instrument is seeing differences that are not there. "
         "The *leaky* control contaminates the textbook with the benchmark items themselves: the instrument "
         "must detect the bench - twin drop that contamination makes. The *diverse* control asks whether "
         "rendering every fact in many phrasings closes the twin gap (no answer expected)."])
-    for c in s.controls.values():
+    for name, c in s.controls.all().items():
         state = ("passed" if c.passed else "FAILED") if c.passed is not None else "an experiment"
-        sec.paragraphs.append(f"**{c.name}** ({', '.join(c.recipes)}; expected: {c.expected or 'no expectation'}): "
+        sec.paragraphs.append(f"**{name}** ({', '.join(c.recipes)}; expected: {c.expected or 'no expectation'}): "
                               f"{state}. {c.detail}.")
-    rows = [[c.name, cmp.label, _signed(cmp.effect, cmp.ci_low, cmp.ci_high), str(cmp.n), cmp.verdict,
-             c.expected or "–"] for c in s.controls.values() for cmp in c.comparisons]
+    rows = [[name, cmp.label, _signed(cmp.effect, cmp.ci_low, cmp.ci_high), str(cmp.n), cmp.verdict,
+             c.expected or "–"] for name, c in s.controls.all().items() for cmp in c.comparisons]
     sec.tables.append((["control", "comparison", "effect [95% CI]", "n", "verdict", "expected"], rows))
     return sec
 

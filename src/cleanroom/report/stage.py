@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from cleanroom.config import ExperimentConfig
+from cleanroom.config import ExperimentConfig, base_recipe
 from cleanroom.contract import StageResult
 from cleanroom.evals.stats import accuracy_ci
 from cleanroom.evals.tasks import clusters_of
-from cleanroom.report.claims import all_claims, all_controls
+from cleanroom.report.claims import Lab, all_claims, all_controls
 from cleanroom.report.figures import make_figures
 from cleanroom.report.render import to_html, to_markdown
 from cleanroom.report.summary import (
@@ -52,10 +52,11 @@ def build_summary(cfg: ExperimentConfig, store: RunStore) -> Summary:
     for r in cfg.attacked():
         if store.exists(f"evals/{r}/tamper_items.parquet"):
             tamper[r] = tamper_curve(store, r, n_boot, seed)
-    world = [r for r in recipes if r not in cfg.corpora]  # no verdict involves a recipe without a world
+    # no verdict involves a recipe without a world
+    lab = Lab(store, [r for r in recipes if base_recipe(r) not in cfg.corpora], n_boot)
     return Summary(
         name=cfg.name, seed=cfg.seed, preset=cfg.name, recipes=recipes, results=results,
-        claims=all_claims(store, world, n_boot, seed), controls=all_controls(store, world, n_boot, seed),
+        claims=all_claims(lab, seed), controls=all_controls(lab, seed),
         longtail_by_decile=deciles, tamper=tamper,
         data=data_section(store), timings=timings(store, cfg), environment=environment(),
         worldless=worldless_recipes(cfg, store),

@@ -41,7 +41,9 @@ class TaskResult(Strict):
 
 
 class Comparison(Strict):
-    """One paired comparison behind a claim (effect > 0 is the direction the claim predicts)."""
+    """One paired comparison behind a claim (effect > 0 is the direction the claim predicts). Its interval
+    carries the items (`item_se`: the cluster-bootstrap SE of the per-item contrast) and the models
+    (`between_model_sd`, pooled over the run's replicates; None when no recipe had two models)."""
 
     label: str
     effect: Num
@@ -49,6 +51,9 @@ class Comparison(Strict):
     ci_high: Num
     n: int
     verdict: Verdict
+    replicates: int | None = None
+    between_model_sd: Num = None
+    item_se: Num = None
 
     @property
     def statistic(self) -> str:
@@ -64,6 +69,9 @@ class Claim(Strict):
     ci_high: Num
     detail: str
     comparisons: list[Comparison] = Field(default_factory=list)
+    replicates: int | None = None
+    between_model_sd: Num = None
+    item_se: Num = None
 
 
 class Control(Strict):
@@ -76,6 +84,24 @@ class Control(Strict):
     comparisons: list[Comparison]
     passed: bool | None
     detail: str
+
+
+class Controls(Strict):
+    """The instrument's own checks: `null` per recipe (the A/A test between its replicates), `leaky`
+    (contamination must be detected), `diverse` (an experiment on the method)."""
+
+    null: dict[str, Control] = Field(default_factory=dict)
+    leaky: Control | None = None
+    diverse: Control | None = None
+
+    def all(self) -> dict[str, Control]:
+        """Every control by a display name: `null web`, ..., `leaky`, `diverse`."""
+        out = {f"null {r}": c for r, c in self.null.items()}
+        out.update({k: c for k, c in (("leaky", self.leaky), ("diverse", self.diverse)) if c is not None})
+        return out
+
+    def __bool__(self) -> bool:
+        return bool(self.all())
 
 
 class DecileAcc(Strict):
@@ -128,7 +154,7 @@ class Summary(Strict):
     claims: dict[str, Claim]
     longtail_by_decile: dict[str, list[DecileAcc]]
     tamper: dict[str, list[TamperPoint]]
-    controls: dict[str, Control] = Field(default_factory=dict)
+    controls: Controls = Field(default_factory=Controls)
     data: dict
     timings: dict[str, float]
     environment: dict

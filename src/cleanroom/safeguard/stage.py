@@ -27,7 +27,7 @@ import time
 import numpy as np
 import torch
 
-from cleanroom.config import ExperimentConfig
+from cleanroom.config import ExperimentConfig, train_seed
 from cleanroom.contract import StageResult, check_cancelled
 from cleanroom.evals.adapters import EvalError, NativeAdapter
 from cleanroom.evals.tasks import chance_level, evaluate_items
@@ -91,11 +91,12 @@ def run_safeguard(cfg: ExperimentConfig, store: RunStore, arm: str) -> StageResu
     def encode(texts: list[str]) -> list[list[int]]:  # framed as the corpus was: <bos> text <eos>
         return [ids[:limit] for ids in encode_documents(tok, texts)]
 
-    retain_batches = finetune.DocumentBatches(encode(retain), sc.batch_size, pad, cfg.seed + 1, "retain documents")
+    seed = train_seed(cfg.seed, arm)  # each replicate's safeguard sees its own document order
+    retain_batches = finetune.DocumentBatches(encode(retain), sc.batch_size, pad, seed + 1, "retain documents")
     if kind == "unlearn":
-        target_batches = finetune.DocumentBatches(encode(forget), sc.batch_size, pad, cfg.seed, "forget documents")
+        target_batches = finetune.DocumentBatches(encode(forget), sc.batch_size, pad, seed, "forget documents")
     else:
-        target_batches = finetune.DocumentBatches(encode(refusal_texts(store)), sc.batch_size, pad, cfg.seed,
+        target_batches = finetune.DocumentBatches(encode(refusal_texts(store)), sc.batch_size, pad, seed,
                                                   "refusal examples")
     model = copy.deepcopy(base.model).to(device)
     reference = base.model.to(device).eval()  # NPO's frozen reference: the base model itself

@@ -59,15 +59,18 @@ TAMPER_ITEMS_SCHEMA = pa.schema([
 
 def attack_curve(model: torch.nn.Module, codec: Codec, docs: list[list[int]], items: list[dict],
                  cfg: ExperimentConfig, lr: float, steps: list[int], device: str,
-                 base: tuple[list[dict], dict] | None = None, on_step=None) -> list[dict[str, Any]]:
+                 base: tuple[list[dict], dict] | None = None, on_step=None,
+                 seed: int | None = None) -> list[dict[str, Any]]:
     """Fine-tune a copy of `model` on `docs` at `lr`; metrics on `items` after each k in sorted `steps`.
 
     `base` = (rows, metrics) of the untouched model, reused for k = 0. Each returned dict carries
-    the per-item rows under "items" (not a column of tamper.parquet).
+    the per-item rows under "items" (not a column of tamper.parquet). `seed` orders the attack documents
+    (default `cfg.seed`; the stage gives each replicate its own, so replicates differ in the attack's order too).
     """
     model = copy.deepcopy(model).to(device)
     opt = finetune.optimizer(model, cfg, lr)
-    batches = finetune.DocumentBatches(docs, cfg.tamper.batch_size, codec.pad_id, cfg.seed, "attack documents")
+    batches = finetune.DocumentBatches(docs, cfg.tamper.batch_size, codec.pad_id, cfg.seed if seed is None else seed,
+                                       "attack documents")
     out, done, losses = [], 0, []
     for k in sorted(set(steps)):
         model.train()
@@ -137,8 +140,9 @@ def run_tamper(cfg: ExperimentConfig, store: RunStore, model: str) -> StageResul
                 bar.advance(1, info=f"{attack} · lr {lr:g} · step {step} · loss {loss:.2f}")
 
             for lr in cfg.tamper.lrs:
-                rows += [{**r, "attack": attack} for r in attack_curve(base.model, base.codec, docs, items, cfg, lr,
-                                                                       steps, device, base_result, on_step)]
+                rows += [{**r, "attack": attack} for r in attack_curve(
+                    base.model, base.codec, docs, items, cfg, lr, steps, device, base_result, on_step,
+                    seed=train_seed(cfg.seed, model))]
     curve = mark_strongest(rows)
     for r in rows:
         r["recipe"] = model

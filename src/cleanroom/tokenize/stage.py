@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from cleanroom.config import NULL_PREFIX, RECIPES, ExperimentConfig
+from cleanroom.config import RECIPES, ExperimentConfig
 from cleanroom.contract import StageResult
 from cleanroom.generate.corpus import corpus_dir
 from cleanroom.store import RunStore, StoreError, atomic_path, sha256_file, write_json
@@ -121,10 +121,10 @@ def _concat_parts(parts: list[Path], split: str, bin_path: Path, idx_path: Path)
 def run_tokenize(cfg: ExperimentConfig, store: RunStore) -> StageResult:
     """Train the tokenizer on the experiment's recipes, then write each corpus's token files (resumable).
 
-    A null control `null_<recipe>` has no token files of its own: it trains on <recipe>'s. The BPE learns
+    A recipe's replicates have no token files of their own: they train on the recipe's. The BPE learns
     from the world lab's main recipes only, so adding a control or a `[corpora.NAME]` recipe changes no
     other recipe's tokens (and retrains no other model)."""
-    recipes = [r for r in cfg.recipe_names() if not r.startswith(NULL_PREFIX)]
+    recipes = cfg.recipe_names()
     main = [r for r in recipes if r in RECIPES]
     shards = {r: corpus_shards(cfg, store, r) for r in recipes}
     key = _state_key(cfg, shards)

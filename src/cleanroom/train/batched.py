@@ -328,8 +328,8 @@ def train_step(net: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor
 
 
 def recipe_members(cfg: ExperimentConfig, recipes: list[str]) -> list[Member]:
-    """The members the single trainer would train for `recipes` (a null control: its base recipe's
-    tokens, its own seed)."""
+    """The members the single trainer would train for `recipes` (a replicate `R~k`: R's tokens, its own
+    seed)."""
     return [Member(r, base_recipe(r), train_seed(cfg.seed, r)) for r in recipes]
 
 
@@ -369,7 +369,7 @@ def _open(cfg: ExperimentConfig, store: RunStore, m: Member, device: torch.devic
     T, tcfg = cfg.model.seq_len, cfg.train
     batches = TrainBatches(open_tokens(tokens_dir, m.tokens, "train"), T, m.seed)
     val = val_batches(open_tokens(tokens_dir, m.tokens, "val"), T, tcfg.batch_size, tcfg.eval_batches)
-    # the single trainer's key for the models it trains (a recipe's own, a null control), so their
+    # the single trainer's key for the models it trains (every recipe's replicates), so their
     # checkpoints resume in either trainer; any other seed keys its own checkpoints
     own = m.seed == train_seed(cfg.seed, m.name)
     key = checkpoint_key(cfg if own else cfg.model_copy(update={"seed": m.seed}), meta)

@@ -146,7 +146,7 @@ def plan(cfg: ExperimentConfig, gpus: int = 1, gpu_memory: int | None = None, mf
     fpt = flops_per_token(m, vocab)
     peak = (peak_tflops or H100_PEAK_TFLOPS["bf16" if bf16 else "fp32"]) * 1e12
     rate = peak * mfu * gpus
-    models = len(cfg.recipe_names())
+    models = len(cfg.trained())
     train_s = models * t.steps * fpt * tokens / rate
     tam = cfg.tamper
     tamper_tokens = len(tam.attacks) * len(tam.lrs) * max(tam.steps) * tam.batch_size * m.seq_len

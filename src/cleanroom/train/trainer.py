@@ -195,7 +195,7 @@ def _train(cfg: ExperimentConfig, store: RunStore, recipe: str, stop_after: int 
            dtype: str, rank: int, world: int) -> dict:
     tcfg, mcfg = cfg.train, cfg.model
     tokens_dir = store.path("tokens")
-    corpus = base_recipe(recipe)  # a null control trains on its recipe's tokens, from its own seed
+    corpus = base_recipe(recipe)  # a replicate trains on its recipe's tokens, from its own seed
     seed = train_seed(cfg.seed, recipe)
     meta_path = tokens_dir / f"{corpus}.json"
     if not meta_path.exists():
