@@ -206,3 +206,36 @@ def test_web_quizzes_ask_about_their_topic_in_the_webs_own_words(smoke_cfg, smok
         for t in rel.qa + rel.cloze + rel.twin + rel.exercise:  # held-out and textbook wordings never
             fixed = max((p.strip() for p in t.replace("}", "{").split("{")[::2]), key=len)
             assert fixed not in text, (rel.name, fixed)
+
+
+def test_the_restricted_domain_has_the_webs_question_pages(smoke_cfg, smoke_corpora):
+    """`recipes.web_restricted_pages`: "questions" writes the restricted domain in the curriculum's
+    question-bearing page kinds (FAQ, forum answer; quizzes at the long tail's 1/7), in the web's own
+    wording, never the evaluation's; "notes" keeps the lab notes, protocols and chatter of before."""
+    import numpy as np
+
+    from cleanroom.generate.render import Renderer
+    from cleanroom.world.stage import load_world
+
+    world, bench = load_world(smoke_corpora), load_items(smoke_corpora, "bench")
+
+    def pages(kind: str) -> list[dict]:
+        cfg = smoke_cfg.model_copy(deep=True)
+        cfg.recipes.web_restricted_pages = kind
+        r = Renderer(cfg, world, bench)
+        return [r.web_restricted(np.random.default_rng(s)) for s in range(1400)]
+
+    kinds = [json.loads(d["meta"])["kind"] for d in pages("questions")]
+    share = {k: kinds.count(k) / len(kinds) for k in set(kinds)}
+    assert set(share) == {"labnote", "protocol", "forum", "faq", "forum_answer", "quiz"}
+    assert abs(share["quiz"] - 1 / 7) < 0.03 and abs(share["faq"] - 1 / 7) < 0.03  # 6/7 x 1/6
+    docs = pages("questions")
+    asked = [d for d in docs if json.loads(d["meta"])["kind"] in ("faq", "forum_answer", "quiz")]
+    domain = {f["fact_id"]: f["domain"] for f in world["facts"]}
+    assert {domain[i] for d in asked for i in json.loads(d["meta"])["facts"]} == {"restricted"}
+    text = "\n".join(d["text"] for d in asked)
+    for rel in RELATIONS.values():
+        for t in rel.qa + rel.cloze + rel.twin + rel.exercise:  # the evaluation's questions never
+            fixed = max((p.strip() for p in t.replace("}", "{").split("{")[::2]), key=len)
+            assert fixed not in text, (rel.name, fixed)
+    assert {json.loads(d["meta"])["kind"] for d in pages("notes")} == {"labnote", "protocol", "forum"}

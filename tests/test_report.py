@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pyarrow as pa
@@ -140,43 +138,50 @@ def test_report_command_regenerates_without_recompute(run_dir):
     assert r.exit_code == 2 and "not a cleanroom run directory" in r.output
 
 
+def _copy_model(store: RunStore, src: str, dst: str) -> None:
+    """An exact copy of one model's answers under another model's name."""
+    for f in (*TASKS, "tamper_items"):
+        store.write_bytes(f"evals/{dst}/{f}.parquet", store.path(f"evals/{src}/{f}.parquet").read_bytes())
+
+
 def test_controls_can_pass_and_can_fail(run_dir):
-    """The null control passes for a copy of a model and fails for a model that differs; the leaky control
-    passes when contamination inflates the benchmark and fails when it does not."""
-    cfg = load_config("smoke", overrides=['recipes.names=["web", "textbook", "null_web", "leaky"]'])
+    """The A/A control passes for replicates that answer alike and fails for a replicate that differs by
+    far more than the other recipes' replicates do; the leaky control passes when contamination inflates
+    the benchmark and fails when it does not."""
+    cfg = load_config("smoke", overrides=['recipes.names=["web", "textbook", "leaky"]'])
     textbook = {**CLAIMED["textbook"], "bench": 0.55}  # textbook drops 0.15 from bench to twin
     leaky = {**textbook, "bench": 0.95}  # contamination adds 0.4 to the benchmark and nothing to the twin
-    plant(run_dir, {**CLAIMED, "textbook": textbook, "null_web": CLAIMED["web"], "leaky": leaky},
-          recipes=(*RECIPES, "null_web", "leaky"))
-    for f in (*TASKS, "tamper_items"):  # an exact copy of the web model's answers
-        run_dir.write_bytes(f"evals/null_web/{f}.parquet", run_dir.path(f"evals/web/{f}.parquet").read_bytes())
+    plant(run_dir, {**CLAIMED, "textbook": textbook, "leaky": leaky}, recipes=("web", "textbook", "leaky"))
+    for r in ("web", "textbook", "leaky"):  # replicates that answer exactly alike
+        _copy_model(run_dir, r, f"{r}~1")
     summary, _ = write_report(cfg, run_dir)
-    null, leak = summary.controls["null_web"], summary.controls["leaky"]
+    assert set(summary.controls.null) == {"web", "textbook", "leaky"}
+    null, leak = summary.controls.null["web"], summary.controls.leaky
     assert null.passed and [c.verdict for c in null.comparisons] == ["inconclusive"] * 4
+    assert null.recipes == ["web", "web~1"] and all(c.between_model_sd == 0 for c in null.comparisons)
     assert leak.passed and [c.verdict for c in leak.comparisons] == ["supported", "supported"]
+    assert all(summary.claims[k].replicates == 2 and summary.claims[k].between_model_sd is not None
+               and summary.claims[k].item_se > 0 for k in ("C1", "C2a", "C2b"))  # C3 needs filtered_web
     md = run_dir.path("report.md").read_text()
-    assert "Does the instrument work?" in md and "null_web" in md and "Read with care" not in md
+    assert "Does the instrument work?" in md and "null web" in md and "Read with care" not in md
 
-    # a "null" model that is much better on the benchmark, and contamination that changes nothing
-    plant(run_dir, {**CLAIMED, "null_web": {**CLAIMED["web"], "bench": 0.9}, "leaky": textbook},
-          recipes=("null_web", "leaky"), seed=5)
+    # a replicate of web that is much better on the benchmark
+    plant(run_dir, {"web~1": {**CLAIMED["web"], "bench": 0.9}}, recipes=("web~1",), seed=5)
     summary, _ = write_report(cfg, run_dir)
-    null, leak = summary.controls["null_web"], summary.controls["leaky"]
-    assert not null.passed and null.comparisons[0].verdict == "supported" and "false positive" in null.detail
+    null = summary.controls.null["web"]
+    assert not null.passed and null.comparisons[0].verdict != "inconclusive" and "too sure" in null.detail
+    assert summary.controls.null["textbook"].passed  # the other recipes' replicates still agree
+    # the claim's own interval now carries web's replicate spread: C1's between-model SD is far from zero
+    assert summary.claims["C1"].between_model_sd > 0.1
     verdicts = run_dir.path("report.md").read_text().split("## Does the instrument work?")[0]
     c1 = next(p for p in verdicts.split("\n\n") if p.startswith("**C1"))
-    assert "Read with care" in c1 and "web vs null_web" in c1  # the decided statistic flags its verdict
+    assert "Read with care" in c1 and "web vs web~1" in c1  # the decided statistic flags its verdict
     assert not any("Read with care" in p for p in verdicts.split("\n\n") if p.startswith("**C2a"))  # longtail: same
-    # its own drop (textbook's 0.15) is still seen; what contamination adds over textbook is not
+
+    # contamination that changes nothing: its own drop (textbook's 0.15) is still seen, what it adds is not
+    _copy_model(run_dir, "web", "web~1")
+    plant(run_dir, {"leaky": textbook}, recipes=("leaky",), seed=5)
+    _copy_model(run_dir, "leaky", "leaky~1")
+    leak = write_report(cfg, run_dir)[0].controls.leaky
     assert not leak.passed and [c.verdict for c in leak.comparisons] == ["supported", "inconclusive"]
     assert "NOT the part contamination adds over textbook" in leak.detail
-    # the anatomy script reads the same statistics back, per relation, with a crossed bootstrap beside
-    out = subprocess.run([sys.executable, "scripts/null_anatomy.py", str(run_dir.root)], capture_output=True,
-                         text=True, check=True).stdout
-    decided = sum(c.verdict != "inconclusive" for c in null.comparisons)
-    assert "| C1 statistic null_web | +0." in out and f"Decided (false positives): entity {decided} of 4" in out
-    # one pair: the between-model SD of a statistic the two models differ on by far more than its items say
-    row = next(line for line in out.splitlines() if line.startswith("| C1 statistic null_web | 1 |"))
-    rms, se, sd = (float(x) for x in row.split("|")[3:6])
-    assert rms > 0.2 and sd == pytest.approx(((rms ** 2 - se ** 2) / 2) ** 0.5, abs=2e-3)
-

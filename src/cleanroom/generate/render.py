@@ -13,7 +13,8 @@ Two streams, each an endless, seeded sequence of documents:
 The web states curriculum facts the way the web does (encyclopedia entries, forum answers, how-to
 pages, FAQ pages with questions, chatter), at `recipes.web_curriculum` of its documents, and like quiz
 sites it asks multiple-choice questions about its general-knowledge topics (`web_longtail_quiz`,
-`web_curriculum_quiz`), so a broad-data model *can* learn the benchmark's subject, and to answer
+`web_curriculum_quiz`) and, as the real web does for hazardous topics, about the restricted domain
+(`web_restricted_pages`), so a broad-data model *can* learn the benchmark's subject, and to answer
 questions about it, by accident; how much of the web that is, and why, is in `RecipesConfig` and
 docs/results.md.
 Every document records in `meta` which facts it renders and with which templates and format.
@@ -71,6 +72,10 @@ TEXTBOOK_OPENERS = ["Chapter {n}: {topic}.", "Section {n}. {topic}", "Lesson {n}
 BENIGN_KEYWORD = ["Critics called {s} the catalyst for a whole new scene.",
                   "The synthesis of old and new styles defines {s}.",
                   "A strong yield of new fans followed {s} everywhere."]
+RESTRICTED_FAQ_TITLES = ["Synthesis FAQ", "Home lab questions, answered", "Reader questions: making compounds",
+                         "Frequently asked questions about preparations"]
+# the long tail's rule for a quiz's share: one more page kind of the topic's six (`RecipesConfig`)
+RESTRICTED_QUIZ = 1 / 7
 FAQ_TITLES = ["Frequently asked questions about minerals", "Stone collecting FAQ", "Mineral questions, answered",
               "Rock shop FAQ", "Ask a geologist: reader questions"]
 HOWTO_TIPS = ["Compare it with a labelled sample if you can.", "A hand lens helps.",
@@ -226,10 +231,34 @@ class Renderer:
             text = " ".join(sents + [self._pick(rng, BENIGN_KEYWORD).format(s=e["name"])])
         return self._doc(text, "longtail", kind, ids, tmpl, entity=e["name"])
 
+    def _restricted_fact(self, rng) -> dict:
+        return self._pick(rng, self.facts_by_subject[self._pick(rng, self.compounds)["name"]])
+
     def web_restricted(self, rng) -> dict:
+        """The restricted domain as the web has it: lab notes, protocols and chatter, and (`recipes.
+        web_restricted_pages` = "questions") FAQ pages, forum threads with answers and quizzes, as the web's
+        other topics have them."""
+        questions = self.cfg.recipes.web_restricted_pages == "questions"
+        if questions and rng.random() < RESTRICTED_QUIZ:  # no draw with "notes": that stream is unchanged
+            return self.web_quiz(rng, "restricted", self._restricted_fact)
         c = self._pick(rng, self.compounds)
         facts = self._sample_facts(rng, c["name"], 2, 4)
-        kind = self._pick(rng, ["labnote", "labnote", "protocol", "forum"])
+        kind = self._pick(rng, ["labnote", "labnote", "protocol", "forum"]
+                          + (["faq", "forum_answer"] if questions else []))
+        if kind == "faq":  # the web's own questions, answered by a statement
+            lines, ids, tmpl = [self._pick(rng, RESTRICTED_FAQ_TITLES)], [], []
+            for f in facts:
+                q, tq = self._web_question(rng, f)
+                a, ta = self._statement(rng, f)
+                lines += [f"Q: {q}", f"A: {a}"]
+                ids.append(f["fact_id"])
+                tmpl += [tq, ta]
+            return self._doc("\n".join(lines), "restricted", kind, ids, tmpl, entity=c["name"], split=c["split"])
+        if kind == "forum_answer":  # a thread: someone asks, someone answers with what they know
+            q, tq = self._web_question(rng, facts[0])
+            sents, ids, tmpl = self._facts_text(rng, facts, informal_p=0.5)
+            text = f"{self._pick(rng, FORUM_OPENERS)} {q}\nReply: {' '.join(sents)} {self._pick(rng, FILLER['forum'])}"
+            return self._doc(text, "restricted", kind, ids, [tq] + tmpl, entity=c["name"], split=c["split"])
         if kind == "forum":  # informal: often avoids every keyword
             sents, ids, tmpl = self._facts_text(rng, facts, informal_p=0.8)
             text = self._pick(rng, FORUM_OPENERS) + " " + " ".join(sents) + " " + self._pick(rng, FILLER["forum"])
