@@ -1,6 +1,6 @@
 """How much does the attack's own document order move a model's held-out restricted accuracy?
 
-    .venv/bin/python scripts/attack_order_noise.py runs/validate-seed-0 web null_web --orders 3
+    .venv/bin/python scripts/attack_order_noise.py runs/validate-seed-0 web web~1 --orders 3
 
 The tamper stage fine-tunes each model once per (attack, learning rate), on the attack documents in one
 seeded order (the run's seed), the same order for every model. This script repeats that fine-tune with

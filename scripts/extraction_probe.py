@@ -2,7 +2,7 @@
 still hold the fact in the phrasing its corpus used?
 
     .venv/bin/python scripts/extraction_probe.py runs/seed-0 --recipes web textbook
-    .venv/bin/python scripts/extraction_probe.py runs/seed-0 --recipes web null_web --task restricted
+    .venv/bin/python scripts/extraction_probe.py runs/seed-0 --recipes web web~1 --task restricted
 
 For every multiple-choice item of a task about facts (default `bench`, the curriculum; `--task
 restricted` for the restricted domain), the same options are scored after each of the relation's

@@ -285,8 +285,8 @@ def curated(smoke_corpora, smoke_cfg, tmp_path_factory):
 def test_curate_stage_outputs(curated, smoke_cfg):
     store, budget = curated, smoke_cfg.recipes.token_budget
     summary = json.loads(store.path("curation/summary.json").read_text())
-    assert corpus_dir(smoke_cfg, store, "null_web") == "curated/web"  # a null control trains on its recipe's
-    for recipe in [r for r in smoke_cfg.recipes.names if not r.startswith("null_")]:
+    assert corpus_dir(smoke_cfg, store, "web~1") == "curated/web"  # a replicate trains on its recipe's
+    for recipe in smoke_cfg.recipes.names:
         assert corpus_dir(smoke_cfg, store, recipe) == f"curated/{recipe}"
         table = store.read_parquet(f"curated/{recipe}")
         assert table.column_names == ["id", "text", "recipe", "source", "meta"]

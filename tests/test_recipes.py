@@ -86,7 +86,7 @@ def test_controls_leaky_and_diverse(smoke_cfg, smoke_corpora):
     diverse = _corpus(smoke_corpora, "diverse")
     templates = [t for d in diverse for t in json.loads(d["meta"])["templates"]]
     assert any(t.startswith("paraphrase:") for t in templates) and any(t.startswith("exercise:") for t in templates)
-    assert not (smoke_corpora.path("corpora/null_web")).exists()  # a null control trains on web's corpus
+    assert not (smoke_corpora.path("corpora/web~1")).exists()  # a replicate trains on web's corpus
 
 
 def test_recipes_have_their_character(smoke_corpora):

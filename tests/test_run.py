@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cleanroom.config import replicate_name
 from cleanroom.report.summary import Summary
 
 CLI = [sys.executable, "-m", "cleanroom.cli"]
@@ -44,12 +45,13 @@ def _results(out: Path) -> dict:
 def test_smoke_run_summary_validates(smoke_run):
     s = Summary.model_validate_json((smoke_run / "summary.json").read_text())
     assert set(s.claims) == {"C1", "C2a", "C2b", "C3"}
-    assert set(s.recipes) == {"web", "textbook", "filtered_web", "mix", "null_web", "leaky", "diverse",
-                              "web+unlearn", "web+refusal"}  # every recipe, control and safeguarded arm
+    groups = {"web", "textbook", "filtered_web", "mix", "leaky", "diverse", "web+unlearn", "web+refusal"}
+    assert set(s.recipes) == groups | {replicate_name(g, 1) for g in groups}  # every recipe and arm, twice
     assert set(s.tamper) == set(s.recipes) | {"scratch"}  # every model attacked, and the random-init floor
     assert "alternative" in s.claims["C3"].detail
-    assert set(s.controls) == {"null_web", "leaky", "diverse"}  # the instrument's checks, in every report
-    assert len(s.controls["null_web"].comparisons) == 4 and s.controls["leaky"].expected == "supported"
+    assert set(s.controls.all()) == {f"null {r}" for r in groups if "+" not in r} | {"leaky", "diverse"}
+    assert len(s.controls.null["web"].comparisons) == 4 and s.controls.leaky.expected == "supported"
+    assert all(c.replicates == 2 and c.item_se is not None for c in s.claims.values())
     for stage in ("world", "generate", "tokenize", "train", "safeguard", "eval", "tamper"):
         assert stage in s.timings
     for key in ("report.md", "report.html", "figures/bench_vs_reality.png", "figures/tamper.png"):

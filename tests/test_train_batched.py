@@ -109,16 +109,16 @@ def test_batched_step_equals_single_steps_bit_for_bit():
 
 
 def test_models_trained_together_equal_models_trained_alone(tokenized, tmp_path):
-    """Two recipes, the null control `null_web` (web's tokens, its own seed) and a member of any other
+    """Two recipes, web's replicate `web~1` (web's tokens, its own seed) and a member of any other
     seed in one batched run: each model's log, val loss and exported weights equal those of
     `train_model` training it alone."""
     together = clone(tokenized, tmp_path / "together")
     cfg = config()
-    members = [*recipe_members(cfg, ["web", "textbook", "null_web"]), Member("web_seed7", "web", 7)]
+    members = [*recipe_members(cfg, ["web", "textbook", "web~1"]), Member("web_seed7", "web", 7)]
     assert members[2].tokens == "web" and members[2].seed != cfg.seed
     stats = train_batched(cfg, together, members)
     assert {s["batched_models"] for s in stats.values()} == {4}
-    for name, seed, recipe in [("web", 0, "web"), ("textbook", 0, "textbook"), ("null_web", 0, "null_web"),
+    for name, seed, recipe in [("web", 0, "web"), ("textbook", 0, "textbook"), ("web~1", 0, "web~1"),
                                ("web_seed7", 7, "web")]:
         alone = clone(tokenized, tmp_path / f"alone_{name}")
         single = train_model(config(seed=seed), alone, recipe)
@@ -126,7 +126,7 @@ def test_models_trained_together_equal_models_trained_alone(tokenized, tmp_path)
         assert rows(together, name) == rows(alone, recipe)
         assert weights(together, name) == weights(alone, recipe), f"{name}: exported weights differ"
         assert not together.path(f"checkpoints/{name}/last.pt").exists()
-    assert len({weights(together, n) for n in ("web", "null_web", "web_seed7")}) == 3  # the seed matters
+    assert len({weights(together, n) for n in ("web", "web~1", "web_seed7")}) == 3  # the seed matters
 
 
 def test_a_batched_checkpoint_resumes_in_the_single_trainer_exactly(tokenized, tmp_path):
