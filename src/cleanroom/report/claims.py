@@ -143,6 +143,7 @@ class Lab:
         if SCRATCH not in self.groups and store.exists(f"evals/{SCRATCH}/tamper_items.parquet"):
             self.groups[SCRATCH] = [SCRATCH]  # the tamper floor: attacked, never evaluated
         self._cache: dict[tuple[str, str], Values] = {}
+        self._variance: dict[tuple[str, str | None], ModelVariance] = {}
 
     def has(self, group: str, needs: str) -> bool:
         return group in self.groups and all(self.store.exists(f"evals/{m}/{needs}.parquet")
@@ -163,12 +164,13 @@ class Lab:
     def model_variance(self, stat: Stat, leave_out: str | None = None) -> ModelVariance:
         """The statistic's between-model variance over every group that has it (replicates of a group that
         descends from recipe `leave_out`, e.g. web and web+unlearn, left out)."""
+        if (stat.key, leave_out) in self._variance:
+            return self._variance[stat.key, leave_out]
         groups = [g for g, ms in self.groups.items() if len(ms) > 1 and self.has(g, stat.needs)
                   and (leave_out is None or base_recipe(g) != leave_out)]
-        if not groups:
-            return between_model_variance({})
-        mats, _ = self.matrices(stat, [self.groups[g] for g in groups])
-        return between_model_variance(dict(zip(groups, mats, strict=True)))
+        mats = self.matrices(stat, [self.groups[g] for g in groups])[0] if groups else []
+        mv = self._variance[stat.key, leave_out] = between_model_variance(dict(zip(groups, mats, strict=True)))
+        return mv
 
     def compare(self, stat: Stat, parts: list[tuple[list[str], float]], label: str, seed: int,
                 model_var: ModelVariance | None = None) -> Comparison:
@@ -186,6 +188,10 @@ class Lab:
         others = [b] if isinstance(b, str) else b
         return self.compare(stat, [(self.groups[a], 1.0)] + [(self.groups[o], -1 / len(others)) for o in others],
                             label, seed)
+
+    def accuracy(self, task: str, group: str, seed: int) -> Comparison:
+        """A group's accuracy on `task` over its replicates, with an interval over models and items."""
+        return self.compare(accuracy(task), [(self.groups[group], 1.0)], f"{group}: {task}", seed)
 
     def mean(self, stat: Stat, group: str) -> float:
         return float(np.mean(self.per_model(stat, group)))

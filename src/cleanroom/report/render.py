@@ -48,11 +48,13 @@ def build_sections(s: Summary, figures: dict[str, str]) -> list[Section]:
     for key, c in s.claims.items():
         claims.paragraphs.append(
             f"**{key} — {c.claim}: {c.verdict.upper()}.** Effect {_signed(c.effect, c.ci_low, c.ci_high)} "
-            f"(95% paired-bootstrap CI; positive = the claim's direction). {c.detail}." + _null_warning(s, key)
+            f"(95% CI over models and items; positive = the claim's direction). {c.detail}." + _null_warning(s, key)
         )
     claims.paragraphs.append("A verdict is *supported* when the CI lies above zero, *not supported* when it lies "
-                             "below, and *inconclusive* when it contains zero. CIs resample the entities items are "
-                             "about (clusters), the same ones for both sides of a comparison.")
+                             "below, and *inconclusive* when it contains zero. Each recipe is its replicates (models "
+                             "that differ only in their seed) and a CI carries both units: the items, resampling the "
+                             "entities they are about (the same ones for both sides), and the models, through the "
+                             "statistic's between-model variance pooled over the run's recipes.")
     rows = [[key, cmp.label, _signed(cmp.effect, cmp.ci_low, cmp.ci_high), str(cmp.n), cmp.verdict]
             for key, c in s.claims.items() for cmp in c.comparisons]
     claims.tables.append((["claim", "comparison", "effect [95% CI]", "n", "verdict"], rows))
@@ -73,6 +75,13 @@ def build_sections(s: Summary, figures: dict[str, str]) -> list[Section]:
     body.append(["chance"] + [f"{first[t].chance:.3f}" for t in tasks])
     body.append(["items"] + [str(first[t].n) for t in tasks])
     res.tables.append((header, body))
+    if s.group_results:
+        res.paragraphs.append("Per recipe, its replicates together (the unit the claims compare): mean accuracy with "
+                              "a 95% CI over models and items.")
+        groups = list(s.group_results)
+        res.tables.append((header, [[g] + [_ci(s.group_results[g][t].acc, s.group_results[g][t].ci_low,
+                                                s.group_results[g][t].ci_high) if t in s.group_results[g] else "–"
+                                            for t in tasks] for g in groups]))
     res.figures += [f for f in ("bench_vs_reality", "longtail_deciles", "bench_twin", "tamper") if f in figures]
     if s.worldless:
         res.paragraphs.append(f"{', '.join(f'`{r}`' for r in s.worldless)}: no world behind the text, so these "

@@ -12,6 +12,7 @@ from cleanroom.report.render import to_html, to_markdown
 from cleanroom.report.summary import (
     Summary,
     TamperPoint,
+    TaskResult,
     data_section,
     decile_table,
     environment,
@@ -39,6 +40,21 @@ def tamper_curve(store: RunStore, recipe: str, n_boot: int, seed: int) -> list[T
     return out
 
 
+def group_results(lab: Lab, results: dict[str, dict[str, TaskResult]], seed: int) -> dict[str, dict[str, TaskResult]]:
+    """Per recipe group with several replicates, per task: the replicates' mean accuracy with its interval over
+    models and items (the unit claims compare), against the task's chance level."""
+    out: dict[str, dict[str, TaskResult]] = {}
+    for g, models in lab.groups.items():
+        if len(models) < 2:
+            continue
+        out[g] = {}
+        for k, task in enumerate(results[models[0]]):
+            c = lab.accuracy(task, g, seed + k)
+            out[g][task] = TaskResult(acc=c.effect, ci_low=c.ci_low, ci_high=c.ci_high, n=c.n,
+                                      chance=results[models[0]][task].chance)
+    return out
+
+
 def build_summary(cfg: ExperimentConfig, store: RunStore) -> Summary:
     recipes = [m for m in cfg.models() if store.path(f"evals/{m}").is_dir()]  # recipes, then safeguarded arms
     if not recipes:
@@ -56,6 +72,7 @@ def build_summary(cfg: ExperimentConfig, store: RunStore) -> Summary:
     lab = Lab(store, [r for r in recipes if base_recipe(r) not in cfg.corpora], n_boot)
     return Summary(
         name=cfg.name, seed=cfg.seed, preset=cfg.name, recipes=recipes, results=results,
+        group_results=group_results(lab, results, seed),
         claims=all_claims(lab, seed), controls=all_controls(lab, seed),
         longtail_by_decile=deciles, tamper=tamper,
         data=data_section(store), timings=timings(store, cfg), environment=environment(),

@@ -151,6 +151,8 @@ class Summary(Strict):
     preset: str
     recipes: list[str]
     results: dict[str, dict[str, TaskResult]]
+    # per recipe group (its replicates together): accuracy with an interval over models and items
+    group_results: dict[str, dict[str, TaskResult]] = Field(default_factory=dict)
     claims: dict[str, Claim]
     longtail_by_decile: dict[str, list[DecileAcc]]
     tamper: dict[str, list[TamperPoint]]
