@@ -157,7 +157,8 @@ def contrast_ci(groups: Sequence[np.ndarray], weights: Sequence[float], clusters
     group j. Variance = V_items + V_models: V_items is the cluster-bootstrap variance of the per-item
     contrast of the groups' replicate means; V_models = sigma_b^2 * sum_j w_j^2 / K_j with `model_var` from
     `between_model_variance`. The interval is effect +- t(0.975, df) * sqrt(V) with Welch-Satterthwaite df
-    (items: clusters - 1; models: `model_var.df` on the raw variance its estimate is read from). Without a
+    (items: clusters - 1; models: `model_var.df` on the raw variance its estimate is read from), kept between
+    the fewer of the two parts' df and their sum. Without a
     between-model estimate (df = 0) the models are not resampled and the interval is the items' alone
     (`models_resampled` False). Returns effect, ci_low, ci_high, item_se, between_model_sd, df, replicates
     (the smallest K_j).
@@ -183,8 +184,12 @@ def contrast_ci(groups: Sequence[np.ndarray], weights: Sequence[float], clusters
     if not np.isfinite(v) or n_clusters < 2:
         lo = hi = df = nan
     else:
-        terms = v_item**2 / max(n_clusters - 1, 1) + ((model_var.raw * scale) ** 2 / model_var.df if resampled else 0.0)
+        df_items = max(n_clusters - 1, 1)
+        terms = v_item**2 / df_items + ((model_var.raw * scale) ** 2 / model_var.df if resampled else 0.0)
         df = float(v**2 / terms) if terms > 0 else float("inf")
+        if resampled:  # the noise term reads the raw variance (the floored estimate has none to read): never
+            # fewer degrees of freedom than its fewest part, or a near-zero estimate would make t explode
+            df = min(max(df, min(model_var.df, df_items)), model_var.df + df_items)
         half = float(stats.t.ppf(0.5 + LEVEL / 2, df) * np.sqrt(v)) if np.isfinite(df) else \
             float(stats.norm.ppf(0.5 + LEVEL / 2) * np.sqrt(v))
         lo, hi = effect - half, effect + half
