@@ -343,7 +343,8 @@ def run_cmd(preset: PresetOpt = None, out: OutOpt = Path("runs/default"), config
 
 
 @app.command("sweep")
-def sweep_cmd(seeds: Annotated[list[int] | None, typer.Option("--seeds", help="seeds, e.g. --seeds 0 1 2")] = None,
+def sweep_cmd(seeds: Annotated[list[int] | None, typer.Option("--seeds", help="seeds (default: --seeds 0 1 2)")] = None,
+              # an option takes one value, so in `--seeds 0 1 2` the 1 and 2 arrive here
               more_seeds: Annotated[list[int] | None, typer.Argument(hidden=True, metavar="SEED")] = None,
               preset: PresetOpt = None, out: Annotated[Path, typer.Option("--out", "-o", help="sweep directory")]
               = Path("runs/sweep"), set_: SetOpt = None,
