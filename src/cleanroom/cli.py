@@ -342,6 +342,28 @@ def run_cmd(preset: PresetOpt = None, out: OutOpt = Path("runs/default"), config
         say(f"[bold]run directory:[/] {out}")
 
 
+@app.command("sweep")
+def sweep_cmd(seeds: Annotated[list[int] | None, typer.Option("--seeds", help="seeds (default: --seeds 0 1 2)")] = None,
+              # an option takes one value, so in `--seeds 0 1 2` the 1 and 2 arrive here
+              more_seeds: Annotated[list[int] | None, typer.Argument(hidden=True, metavar="SEED")] = None,
+              preset: PresetOpt = None, out: Annotated[Path, typer.Option("--out", "-o", help="sweep directory")]
+              = Path("runs/sweep"), set_: SetOpt = None,
+              no_run: Annotated[bool, typer.Option("--no-run", help="pool finished runs only; run nothing")] = False,
+              start_from: Annotated[Path | None, typer.Option(
+                  help="a sweep whose finished seed-<s> runs new runs start from a copy of (e.g. for --preset "
+                       "validate: the default sweep), so only what they add is computed")] = None):
+    """Run or reuse one run per seed (OUT/seed-<s>), pool each claim over the seeds, and write OUT/summary.json,
+    report.md and report.html with the controls' record over every run."""
+    from cleanroom.pipeline import ORDER
+    from cleanroom.report.sweep import print_sweep, sweep
+
+    def run(run_dir: Path, sets: list[str]) -> None:
+        _run_stages(ORDER, preset, run_dir, None, sets, False, overall=True)
+
+    result = sweep(out, (seeds or [0, 1, 2]) + (more_seeds or []), None if no_run else run, set_ or [], start_from)
+    print_sweep(result, out)
+
+
 def dry_run_report(cfg, gpu_memory: str | None, gpus: int, mfu: float, peak_tflops: float | None) -> None:
     """Print the training plan (`train/plan.py`); a one-line error if it cannot run or does not fit."""
     from rich.table import Table

@@ -1,6 +1,7 @@
 """Render the report card as Markdown and as one self-contained HTML file (figures embedded).
 
-Both are rendered from the same list of blocks, so they always say the same thing.
+Both are rendered from the same list of blocks (`markdown`, `html_page`), so they always say the same
+thing; the seed sweep's report (`report/sweep.py`) is rendered by the same two functions.
 """
 
 from __future__ import annotations
@@ -243,8 +244,13 @@ def headline(s: Summary) -> str:
 
 
 def to_markdown(s: Summary, figures: dict[str, str]) -> str:
-    out = [f"# {headline(s)}", ""]
-    for sec in build_sections(s, figures):
+    return markdown(headline(s), build_sections(s, figures), figures)
+
+
+def markdown(title: str, sections: list[Section], figures: dict[str, str] | None = None) -> str:
+    """A page of sections as Markdown (`figures`: name -> path relative to the page)."""
+    out = [f"# {title}", ""]
+    for sec in sections:
         out += [f"## {sec.title}", ""]
         for p in sec.paragraphs:
             out += [p, ""]
@@ -281,14 +287,21 @@ code{background:#f2f2f2;padding:0 .2em}
 
 
 def to_html(s: Summary, figures: dict[str, str], store: RunStore) -> str:
+    verdicts = {f"**{k} — {c.claim}": c.verdict for k, c in s.claims.items()}
+    return html_page(headline(s), build_sections(s, figures), verdicts, figures, store)
+
+
+def html_page(title: str, sections: list[Section], verdicts: dict[str, str],
+              figures: dict[str, str] | None = None, store: RunStore | None = None) -> str:
+    """A page of sections as one self-contained HTML file: a paragraph that starts with a key of `verdicts`
+    is boxed in that verdict's colour; figures are read from `store` and embedded."""
     parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>",
-             f"<title>{html.escape(headline(s))}</title><style>{CSS}</style></head><body>",
-             f"<h1>{_md_inline(headline(s))}</h1>"]
-    verdicts = {f"**{k} — {c.claim}": VERDICT_CSS[c.verdict] for k, c in s.claims.items()}
-    for sec in build_sections(s, figures):
+             f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
+             f"<h1>{_md_inline(title)}</h1>"]
+    for sec in sections:
         parts.append(f"<h2>{html.escape(sec.title)}</h2>")
         for p in sec.paragraphs:
-            cls = next((c for prefix, c in verdicts.items() if p.startswith(prefix)), None)
+            cls = next((VERDICT_CSS[v] for prefix, v in verdicts.items() if p.startswith(prefix)), None)
             parts.append(f"<div class='verdict {cls}'>{_md_inline(p)}</div>" if cls else f"<p>{_md_inline(p)}</p>")
         for header, rows in sec.tables:
             head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
