@@ -230,7 +230,8 @@ def test_run_with_worldless_recipes_reports_what_it_can_measure(tmp_path):
                                                  f"minutes, and on day {i} it carried {i * 7 % 90} riders."}) + "\n"
                              for i in range(2500)))
     small = ['recipes.names=["web", "textbook"]', "safeguard.arms=[]", "tamper.steps=[0, 5]", "tamper.lrs=[0.003]",
-             'tamper.attacks=["qa_other"]', "tamper.scratch=false", "train.steps=30"]
+             'tamper.attacks=["qa_other"]', "tamper.scratch=false", "train.steps=30",
+             "train.replicates=1"]  # one model per recipe: the path without replicates, and half the time
     out = tmp_path / "run"
 
     def run(*sets: str) -> subprocess.CompletedProcess:
