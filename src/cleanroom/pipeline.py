@@ -17,8 +17,12 @@ Per-recipe stages marked `parallel` (train, eval, tamper) run several recipes at
 2 cores than one 2-thread model after the other, because these models are too small to keep two
 cores busy). A stage with a `batch_func` (train) instead settles its stale keys in batched groups
 (`runtime.batch_models`): `jobs` groups at once, each group one call that trains its models together.
-The first error or Ctrl-C stops the other recipes at their next step (`contract.check_cancelled`). How
-many run at once, and whether they are batched, is a `runtime` choice, never part of a fingerprint.
+The first error or Ctrl-C stops the other recipes at their next step (`contract.check_cancelled`), and
+that first error, never a sibling's cancellation, is what is raised. How many run at once, and whether
+they are batched, is a `runtime` choice, never part of a fingerprint.
+
+An error escaping a stage carries the stage's key (`CleanroomError.stage`); an `OSError` (or a library's
+failure on a full disk) becomes `store.os_error`'s one line naming the path, or the run directory.
 """
 
 from __future__ import annotations
@@ -26,12 +30,13 @@ from __future__ import annotations
 import importlib
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from cleanroom.config import SCRATCH, ExperimentConfig, base_recipe
-from cleanroom.contract import CANCEL, StageResult
-from cleanroom.store import Manifest, RunStore, StoreError, write_text
+from cleanroom.contract import CANCEL, Cancelled, StageResult
+from cleanroom.errors import CleanroomError
+from cleanroom.store import Manifest, RunStore, StoreError, os_error, write_text
 from cleanroom.ui import say
 
 
@@ -178,24 +183,33 @@ class Pipeline:
 
         before = torch.get_num_threads()
 
+        failures: list[BaseException] = []  # in the order they happened; a sibling's `Cancelled` is not one
+
         def work(key: str | tuple[str, ...]) -> None:
             torch.set_num_threads(threads)
-            if isinstance(key, tuple) and len(key) > 1:
-                self._settle_batch(key)
-            else:
-                self._ensure_key(key[0] if isinstance(key, tuple) else key)
+            try:
+                if isinstance(key, tuple) and len(key) > 1:
+                    self._settle_batch(key)
+                else:
+                    self._ensure_key(key[0] if isinstance(key, tuple) else key)
+            except Cancelled:
+                raise
+            except BaseException as e:
+                failures.append(e)
+                CANCEL.set()  # the other keys stop at their next step
+                raise
 
         CANCEL.clear()
         pool = ThreadPoolExecutor(jobs, thread_name_prefix="stage")
         futures = [pool.submit(work, k) for k in keys]
         try:
-            finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            if any(f.exception() is not None for f in finished):
-                CANCEL.set()
+            wait(futures)
+            if failures:
+                raise failures[0]  # the root cause, whichever key it came from
             for f in futures:
-                f.result()  # raises the first error, in key order
+                f.result()
         except BaseException:
-            CANCEL.set()  # Ctrl-C here, or an error: the other keys stop at their next step
+            CANCEL.set()  # Ctrl-C here: the other keys stop at their next step
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -213,7 +227,8 @@ class Pipeline:
             say(f"[bold cyan]▶ {k}[/]: {stage.doc} (batched: {', '.join(recipes)})")
             self.store.invalidate(k)
         t0 = time.perf_counter()
-        results: dict[str, StageResult] = _resolve(stage.batch_func)(self.cfg, self.store, recipes)
+        results: dict[str, StageResult] = self._call(f"{name} ({', '.join(recipes)})", stage.batch_func,
+                                                     self.cfg, self.store, recipes)
         seconds = time.perf_counter() - t0
         for k, recipe in zip(keys, recipes, strict=True):
             self._record(k, self._fingerprint(stage, recipe), inputs[k], results[recipe], seconds)
@@ -294,10 +309,25 @@ class Pipeline:
             return old
         say(f"[bold cyan]▶ {key}[/]: {stage.doc}")
         self.store.invalidate(key)
-        fn = _resolve(stage.func)
         t0 = time.perf_counter()
-        result: StageResult = fn(self.cfg, self.store, recipe) if stage.per_recipe else fn(self.cfg, self.store)
+        args = (recipe,) if stage.per_recipe else ()
+        result: StageResult = self._call(key, stage.func, self.cfg, self.store, *args)
         return self._record(key, fingerprint, inputs, result, time.perf_counter() - t0)
+
+    def _call(self, key: str, spec: str, *args):
+        """Run a stage function; an error escaping it names the stage (and the path, for an OS error)."""
+        try:
+            return _resolve(spec)(*args)
+        except Cancelled:
+            raise
+        except Exception as e:
+            error = e if isinstance(e, CleanroomError) else os_error(e, self.store.root)
+            if error is None:  # a bug: keep its traceback
+                raise
+            error.stage = error.stage or key
+            if error is e:
+                raise
+            raise error from e
 
     def _record(self, key: str, fingerprint: str, inputs: dict[str, str], result: StageResult,
                 seconds: float) -> Manifest:
