@@ -27,14 +27,15 @@ failure on a full disk) becomes `store.os_error`'s one line naming the path, or 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from cleanroom.config import SCRATCH, ExperimentConfig, base_recipe
-from cleanroom.contract import CANCEL, Cancelled, StageResult
+from cleanroom.contract import CANCEL, Cancelled, StageResult, check_cancelled
 from cleanroom.errors import CleanroomError
 from cleanroom.store import Manifest, RunStore, StoreError, os_error, write_text
 from cleanroom.ui import say
@@ -188,6 +189,7 @@ class Pipeline:
         def work(key: str | tuple[str, ...]) -> None:
             torch.set_num_threads(threads)
             try:
+                check_cancelled()  # a key still queued when another failed never starts
                 if isinstance(key, tuple) and len(key) > 1:
                     self._settle_batch(key)
                 else:
@@ -227,13 +229,13 @@ class Pipeline:
             say(f"[bold cyan]▶ {k}[/]: {stage.doc} (batched: {', '.join(recipes)})")
             self.store.invalidate(k)
         t0 = time.perf_counter()
-        results: dict[str, StageResult] = self._call(f"{name} ({', '.join(recipes)})", stage.batch_func,
-                                                     self.cfg, self.store, recipes)
-        seconds = time.perf_counter() - t0
-        for k, recipe in zip(keys, recipes, strict=True):
-            self._record(k, self._fingerprint(stage, recipe), inputs[k], results[recipe], seconds)
-            if self.on_done is not None:
-                self.on_done(k)
+        with self._naming(f"{name} ({', '.join(recipes)})"):
+            results: dict[str, StageResult] = _resolve(stage.batch_func)(self.cfg, self.store, recipes)
+            seconds = time.perf_counter() - t0
+            for k, recipe in zip(keys, recipes, strict=True):
+                self._record(k, self._fingerprint(stage, recipe), inputs[k], results[recipe], seconds)
+                if self.on_done is not None:
+                    self.on_done(k)
 
     def _dep_keys(self, stage: Stage, item: str | None) -> list[str]:
         out = []
@@ -309,15 +311,17 @@ class Pipeline:
             return old
         say(f"[bold cyan]▶ {key}[/]: {stage.doc}")
         self.store.invalidate(key)
+        fn = _resolve(stage.func)
         t0 = time.perf_counter()
-        args = (recipe,) if stage.per_recipe else ()
-        result: StageResult = self._call(key, stage.func, self.cfg, self.store, *args)
-        return self._record(key, fingerprint, inputs, result, time.perf_counter() - t0)
+        with self._naming(key):
+            result: StageResult = fn(self.cfg, self.store, recipe) if stage.per_recipe else fn(self.cfg, self.store)
+            return self._record(key, fingerprint, inputs, result, time.perf_counter() - t0)
 
-    def _call(self, key: str, spec: str, *args):
-        """Run a stage function; an error escaping it names the stage (and the path, for an OS error)."""
+    @contextlib.contextmanager
+    def _naming(self, key: str) -> Iterator[None]:
+        """An error escaping a stage (or its manifest) names the stage, and the path for an OS error."""
         try:
-            return _resolve(spec)(*args)
+            yield
         except Cancelled:
             raise
         except Exception as e:
