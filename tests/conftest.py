@@ -1,6 +1,11 @@
-"""Shared fixtures: one smoke world + corpora per test session (built once, read by many tests)."""
+"""Shared fixtures: one smoke world + corpora, and one whole smoke run, per test session (built once, read
+by many tests; a test that changes a run works on a copy)."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -20,3 +25,13 @@ def smoke_corpora(tmp_path_factory, smoke_cfg):
     store = RunStore(tmp_path_factory.mktemp("smoke_corpora"))
     Pipeline(smoke_cfg, store).ensure("generate")
     return store
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> Path:
+    """One uninterrupted `cleanroom run --preset smoke` (test_run.py, test_faults.py)."""
+    out = tmp_path_factory.mktemp("smoke_run")
+    r = subprocess.run([sys.executable, "-m", "cleanroom.cli", "run", "--preset", "smoke", "--out", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out

@@ -29,14 +29,6 @@ def _run(out: Path, *extra: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)
 
 
-@pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("smoke_run")
-    r = _run(out)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return out
-
-
 def _results(out: Path) -> dict:
     data = json.loads((out / "summary.json").read_text())
     return {"results": data["results"], "claims": data["claims"], "tamper": data["tamper"]}

@@ -6,8 +6,12 @@ Every stage command runs its missing prerequisites first and skips what is alrea
 
 from __future__ import annotations
 
+import contextlib
+import shlex
+import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -22,14 +26,20 @@ from cleanroom.ui import console, say
 
 
 class _Group(TyperGroup):
-    """The one place a `CleanroomError` becomes a one-line message (exit code 2, no traceback), and
-    Ctrl-C a line saying that finished work is kept (exit code 130)."""
+    """The one place a `CleanroomError` or an `OSError` becomes a one-line message (exit code 2, no
+    traceback; the stage first when it came from one), and Ctrl-C or SIGTERM a line saying that finished
+    work is kept (exit code 130)."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except CleanroomError as e:
-            console.print(f"[bold red]error:[/] {e}", soft_wrap=True)
+        except (CleanroomError, OSError) as e:
+            if isinstance(e, OSError):
+                from cleanroom.store import os_error
+
+                e = os_error(e, None)
+            where = f"stage `{e.stage}`: " if e.stage else ""
+            console.print(f"[bold red]error:[/] {where}{e}", soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             console.print("[bold red]interrupted[/] — finished work is kept; rerun the same command to resume",
@@ -74,6 +84,15 @@ def _runtime_sets(sets: list[str] | None, executor: str | None, ray_address: str
     return out
 
 
+@contextlib.contextmanager
+def _writing(out: Path) -> Iterator[None]:
+    """Hold run directory `out`'s writer lock (`store.writer_lock`) for a command that writes to it."""
+    from cleanroom.store import writer_lock
+
+    with writer_lock(out, shlex.join(["cleanroom", *sys.argv[1:]])):
+        yield
+
+
 def _run_stages(stages: list[str], preset, out, config, sets, force: bool, recipes: list[str] | None = None,
                 overall: bool = False):
     from cleanroom.pipeline import Pipeline
@@ -83,17 +102,18 @@ def _run_stages(stages: list[str], preset, out, config, sets, force: bool, recip
     cfg = resolve_config(preset, out, config, sets)
     tune_malloc(cfg.runtime.malloc)  # before any stage thread allocates (see cleanroom.malloc)
     store = RunStore(out)
-    pipe = Pipeline(cfg, store, force=set(stages) if force else set(), recipes=recipes)
-    if not overall:
-        for s in stages:
-            pipe.ensure(s)
+    with _writing(out):
+        pipe = Pipeline(cfg, store, force=set(stages) if force else set(), recipes=recipes)
+        if not overall:
+            for s in stages:
+                pipe.ensure(s)
+            return pipe
+        keys = [k for s in stages for k in pipe.keys(s)]
+        with progress("experiment", total=len(keys)) as task:
+            pipe.on_done = lambda key: task.advance(1, info=f"done: {key}")
+            for s in stages:
+                pipe.ensure(s)
         return pipe
-    keys = [k for s in stages for k in pipe.keys(s)]
-    with progress("experiment", total=len(keys)) as task:
-        pipe.on_done = lambda key: task.advance(1, info=f"done: {key}")
-        for s in stages:
-            pipe.ensure(s)
-    return pipe
 
 
 def _stage_command(name: str, help_text: str, per_recipe: bool = False):
@@ -157,11 +177,12 @@ def generate_cmd(
     from cleanroom.teachers import TeacherError
 
     try:
-        run_teacher_generate(out, teacher=teacher, model=model, base_url=base_url, recipe=recipe, tokens=tokens,
-                             source=source, seed=seed, ground=ground, concurrency=concurrency,
-                             batch_size=batch_size, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-                             timeout=timeout, retries=retries, mode=mode, api_key_env=api_key_env, cache=cache,
-                             repetition_penalty=repetition_penalty)
+        with _writing(out):
+            run_teacher_generate(out, teacher=teacher, model=model, base_url=base_url, recipe=recipe, tokens=tokens,
+                                 source=source, seed=seed, ground=ground, concurrency=concurrency,
+                                 batch_size=batch_size, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+                                 timeout=timeout, retries=retries, mode=mode, api_key_env=api_key_env, cache=cache,
+                                 repetition_penalty=repetition_penalty)
     except TeacherError as e:
         raise TeacherError(f"{e} — finished requests are cached; rerun the same command to resume") from None
 
@@ -260,7 +281,8 @@ def audit_cmd(
         chat_max_tokens=max_tokens, concurrency=concurrency, timeout=timeout, retries=retries,
         api_key_env=api_key_env, dtype=dtype, batch_size=batch_size, device="cuda" if gpu else "cpu",
         threads=threads)
-    summary = run_audit(cfg)
+    with _writing(cfg.out):
+        summary = run_audit(cfg)
     for r in summary.results:
         gap = "" if r.gap is None else f" gap {r.gap:+.3f} [{r.gap_ci_low:+.3f}, {r.gap_ci_high:+.3f}] {r.gap_verdict}"
         say(f"  {r.task}/{r.variant}/{r.family}: acc {r.acc:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}] n={r.n}{gap}")
@@ -425,7 +447,12 @@ def config_show(preset: PresetOpt = None, config: ConfigOpt = None, set_: SetOpt
     sys.stdout.write(resolve_config(preset, out, config, set_).to_toml())
 
 
+def _terminated(signum: int, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops a command the way Ctrl-C does: finished work kept, exit code 130
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminated)
     app()
 
 

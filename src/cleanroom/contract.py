@@ -2,7 +2,9 @@
 
 A stage is a plain function `run_<stage>(cfg, store[, recipe]) -> StageResult` (see `pipeline.py`).
 Stages that run beside each other (parallel recipes) call `check_cancelled()` once per step, so the
-first failure or Ctrl-C stops the others at their next step.
+first failure or Ctrl-C stops the others at their next step. `Cancelled` is a plain `Exception`, never
+a `KeyboardInterrupt`: the pipeline drops a sibling's cancellation and re-raises the failure that
+caused it, so a full disk is reported as a full disk, not as an interrupt.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from typing import Any
 CANCEL = threading.Event()
 
 
-class Cancelled(KeyboardInterrupt):
-    """Raised in a stage running beside another one that failed or was interrupted."""
+class Cancelled(Exception):
+    """Raised in a stage running beside another one that failed or was interrupted (never shown to a user:
+    the pipeline re-raises the cause instead)."""
 
 
 def check_cancelled() -> None:

@@ -18,21 +18,27 @@ Per-recipe stages marked `parallel` (train, eval, tamper) run several recipes at
 2 cores than one 2-thread model after the other, because these models are too small to keep two
 cores busy). A stage with a `batch_func` (train) instead settles its stale keys in batched groups
 (`runtime.batch_models`): `jobs` groups at once, each group one call that trains its models together.
-The first error or Ctrl-C stops the other recipes at their next step (`contract.check_cancelled`). How
-many run at once, and whether they are batched, is a `runtime` choice, never part of a fingerprint.
+The first error or Ctrl-C stops the other recipes at their next step (`contract.check_cancelled`), and
+that first error, never a sibling's cancellation, is what is raised. How many run at once, and whether
+they are batched, is a `runtime` choice, never part of a fingerprint.
+
+An error escaping a stage carries the stage's key (`CleanroomError.stage`); an `OSError` (or a library's
+failure on a full disk) becomes `store.os_error`'s one line naming the path, or the run directory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import time
-from collections.abc import Callable
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from cleanroom.config import SCRATCH, ExperimentConfig, base_recipe, model_group
-from cleanroom.contract import CANCEL, StageResult
-from cleanroom.store import Manifest, RunStore, StoreError, write_text
+from cleanroom.contract import CANCEL, Cancelled, StageResult, check_cancelled
+from cleanroom.errors import CleanroomError
+from cleanroom.store import Manifest, RunStore, StoreError, os_error, write_text
 from cleanroom.ui import say
 
 
@@ -181,24 +187,34 @@ class Pipeline:
 
         before = torch.get_num_threads()
 
+        failures: list[BaseException] = []  # in the order they happened; a sibling's `Cancelled` is not one
+
         def work(key: str | tuple[str, ...]) -> None:
             torch.set_num_threads(threads)
-            if isinstance(key, tuple) and len(key) > 1:
-                self._settle_batch(key)
-            else:
-                self._ensure_key(key[0] if isinstance(key, tuple) else key)
+            try:
+                check_cancelled()  # a key still queued when another failed never starts
+                if isinstance(key, tuple) and len(key) > 1:
+                    self._settle_batch(key)
+                else:
+                    self._ensure_key(key[0] if isinstance(key, tuple) else key)
+            except Cancelled:
+                raise
+            except BaseException as e:
+                failures.append(e)
+                CANCEL.set()  # the other keys stop at their next step
+                raise
 
         CANCEL.clear()
         pool = ThreadPoolExecutor(jobs, thread_name_prefix="stage")
         futures = [pool.submit(work, k) for k in keys]
         try:
-            finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            if any(f.exception() is not None for f in finished):
-                CANCEL.set()
+            wait(futures)
+            if failures:
+                raise failures[0]  # the root cause, whichever key it came from
             for f in futures:
-                f.result()  # raises the first error, in key order
+                f.result()
         except BaseException:
-            CANCEL.set()  # Ctrl-C here, or an error: the other keys stop at their next step
+            CANCEL.set()  # Ctrl-C here: the other keys stop at their next step
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -216,12 +232,13 @@ class Pipeline:
             say(f"[bold cyan]▶ {k}[/]: {stage.doc} (batched: {', '.join(recipes)})")
             self.store.invalidate(k)
         t0 = time.perf_counter()
-        results: dict[str, StageResult] = _resolve(stage.batch_func)(self.cfg, self.store, recipes)
-        seconds = time.perf_counter() - t0
-        for k, recipe in zip(keys, recipes, strict=True):
-            self._record(k, self._fingerprint(stage, recipe), inputs[k], results[recipe], seconds)
-            if self.on_done is not None:
-                self.on_done(k)
+        with self._naming(f"{name} ({', '.join(recipes)})"):
+            results: dict[str, StageResult] = _resolve(stage.batch_func)(self.cfg, self.store, recipes)
+            seconds = time.perf_counter() - t0
+            for k, recipe in zip(keys, recipes, strict=True):
+                self._record(k, self._fingerprint(stage, recipe), inputs[k], results[recipe], seconds)
+                if self.on_done is not None:
+                    self.on_done(k)
 
     def _dep_keys(self, stage: Stage, item: str | None) -> list[str]:
         out = []
@@ -299,8 +316,25 @@ class Pipeline:
         self.store.invalidate(key)
         fn = _resolve(stage.func)
         t0 = time.perf_counter()
-        result: StageResult = fn(self.cfg, self.store, recipe) if stage.per_recipe else fn(self.cfg, self.store)
-        return self._record(key, fingerprint, inputs, result, time.perf_counter() - t0)
+        with self._naming(key):
+            result: StageResult = fn(self.cfg, self.store, recipe) if stage.per_recipe else fn(self.cfg, self.store)
+            return self._record(key, fingerprint, inputs, result, time.perf_counter() - t0)
+
+    @contextlib.contextmanager
+    def _naming(self, key: str) -> Iterator[None]:
+        """An error escaping a stage (or its manifest) names the stage, and the path for an OS error."""
+        try:
+            yield
+        except Cancelled:
+            raise
+        except Exception as e:
+            error = e if isinstance(e, CleanroomError) else os_error(e, self.store.root)
+            if error is None:  # a bug: keep its traceback
+                raise
+            error.stage = error.stage or key
+            if error is e:
+                raise
+            raise error from e
 
     def _record(self, key: str, fingerprint: str, inputs: dict[str, str], result: StageResult,
                 seconds: float) -> Manifest:

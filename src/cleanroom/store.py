@@ -5,13 +5,17 @@ Layout (DESIGN.md section 5): `config.toml`, `world/`, `corpora/<recipe>/`, `cur
 `figures/`, and `manifests/<stage>[/<recipe>].json`, one per finished stage.
 
 Every file is written to a temporary name in the same directory and renamed into place, so a crash
-never leaves a half-written file under a real name. A stage's manifest is written last: a stage
-without a manifest is unfinished, whatever files it left behind.
+or a full disk never leaves a half-written file under a real name. A stage's manifest is written last:
+a stage without a manifest is unfinished, whatever files it left behind. A write that fails for a
+reason of the machine's (disk full, permission denied) becomes one `StoreError` line naming the path
+(`os_error`). One command writes to a run directory at a time (`writer_lock`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import hashlib
 import io
 import json
@@ -45,23 +49,65 @@ class CorruptFileError(StoreError):
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+_NO_ROOM = 1 << 20  # bytes free below which a failed write is put down to a full disk
+_OS_ERRORS = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EACCES: "permission denied",
+              errno.EPERM: "permission denied", errno.EROFS: "read-only file system"}
+_HINTS = {"disk full": "free some space, then rerun the same command to resume (finished work is kept)",
+          "disk quota exceeded": "free some space, then rerun the same command to resume (finished work is kept)",
+          "permission denied": "make it writable or choose another --out"}
+
+
+def os_error(e: BaseException, path: str | os.PathLike | None) -> StoreError | None:
+    """The one-line error for a failed read or write at `path`: "disk full: PATH — free some space, ...".
+
+    An `OSError` names its own file if it has one. Any other exception (a library's writer, e.g.
+    `torch.save`, fails with a RuntimeError on a full disk) counts only when the disk under `path` has
+    no room left; otherwise None, and the caller re-raises `e` as it is."""
+    if isinstance(e, OSError):
+        what = _OS_ERRORS.get(e.errno or 0) or (e.strerror or str(e)).lower()
+        where = e.filename if e.filename and not str(e.filename).endswith(".tmp") else path
+    elif isinstance(e, Exception) and not isinstance(e, CleanroomError) and path is not None and _no_room(path):
+        what, where = "disk full", path
+    else:
+        return None
+    hint = _HINTS.get(what)
+    return StoreError(what + (f": {where}" if where else "") + (f" — {hint}" if hint else ""))
+
+
+def _no_room(path: str | os.PathLike) -> bool:
+    """Whether the file system holding `path` (or its nearest existing parent) is full."""
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return shutil.disk_usage(p).free < _NO_ROOM
+    except OSError:
+        return False
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; rename it over `path` only if the block succeeds."""
+    """Yield a temporary path next to `path`; rename it over `path` only if the block succeeds. If it
+    fails for a machine reason (disk full, permission denied), raise `os_error`'s one line naming `path`;
+    the temporary file is removed and whatever was at `path` before is left as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
         yield tmp_path
         if tmp_path.exists():
             os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; give files the usual permissions
         os.replace(tmp_path, path)
+    except Exception as e:
+        error = os_error(e, path)  # before the temporary file goes: it is what filled the disk
+        if error is None:
+            raise
+        raise error from e
     finally:
-        if tmp_path.exists():
+        if tmp_path is not None and tmp_path.exists():
             tmp_path.unlink()
 
 
@@ -270,3 +316,45 @@ class RunStore:
                 raise CorruptFileError(p, f"size {size} != {entry.bytes} bytes recorded (truncated?)", m.stage)
             if sha256_file(p) != entry.sha256:
                 raise CorruptFileError(p, "checksum mismatch", m.stage)
+
+
+LOCK_FILE = ".writer.lock"
+
+
+@contextlib.contextmanager
+def writer_lock(root: str | os.PathLike, command: str) -> Iterator[None]:
+    """Hold run directory `root`'s writer lock for the block: one writing command per run directory.
+
+    An `fcntl.flock` on `root/.writer.lock`, which the kernel releases when the process ends however it
+    ends (SIGKILL included), so a lock is never stale. The file records the holder's pid and command for
+    the error a second writer gets; it is never deleted (a new file would be a new, unrelated lock)."""
+    path = Path(root) / LOCK_FILE
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+    except OSError as e:
+        raise (os_error(e, path) or e) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StoreError(f"run directory {root} is in use by another cleanroom command ({_holder(fd)}); "
+                             f"wait for it to finish or stop it, then rerun") from None
+        try:  # who holds it, for the message above; the lock works without it (e.g. on a full disk)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()}: {command}\n".encode(), 0)
+        except OSError:
+            pass
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _holder(fd: int) -> str:
+    """The lock holder's "pid N: command" line (it writes it just after taking the lock: wait briefly)."""
+    for _ in range(20):
+        text = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+        if text:
+            return text
+        time.sleep(0.05)
+    return "pid unknown"

@@ -23,10 +23,10 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from cleanroom.config import ExperimentConfig, ModelConfig
-from cleanroom.store import StoreError, replace_dir
+from cleanroom.store import StoreError, replace_dir, write_bytes
 from cleanroom.tokenize.tokenizer import BOS, EOS, PAD, load_tokenizer, special_ids
 from cleanroom.train.model import Transformer
 
@@ -105,7 +105,8 @@ def export_hf(model: torch.nn.Module, cfg: ExperimentConfig | ModelConfig, token
             else:
                 state[f"model.{name}"] = t
         state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state.items()}
-        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        # through write_bytes, so a full disk is one line naming the file (safetensors raises its own type)
+        write_bytes(tmp / "model.safetensors", save(state, metadata={"format": "pt"}))
         (tmp / "config.json").write_text(json.dumps(hf_config(mcfg, model.vocab_size, bos, eos, pad), indent=2) + "\n")
         gen = {"bos_token_id": bos, "eos_token_id": eos, "pad_token_id": pad}
         (tmp / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
