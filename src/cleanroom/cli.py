@@ -216,6 +216,11 @@ def audit_cmd(
     batch_size: Annotated[int, typer.Option(help="local model: prompts per forward pass")] = 32,
     threads: Annotated[int, typer.Option(help="local model: torch threads (0 = auto: 1 on a busy machine)")] = 0,
     compare: Annotated[bool, typer.Option("--compare", help="compare finished audits: DIR_A DIR_B ...")] = False,
+    plant: Annotated[float | None, typer.Option(
+        help="control: fine-tune a copy on this seeded fraction of the items (the leak), audit both parts")] = None,
+    plant_epochs: Annotated[str, typer.Option(help="--plant: exposures (epochs), comma-separated")] = "1,2,4",
+    plant_lr: Annotated[float, typer.Option(help="--plant: learning rate (LoRA)")] = 1e-3,
+    plant_method: Annotated[str, typer.Option(help="--plant: lora | full")] = "lora",
 ):
     """Audit a model: benchmark accuracy vs paired fresh twins (MMLU, GSM8K, GPQA) and real-world long-tail
     knowledge by popularity (longtail), with CIs and a report card."""
@@ -260,6 +265,20 @@ def audit_cmd(
         chat_max_tokens=max_tokens, concurrency=concurrency, timeout=timeout, retries=retries,
         api_key_env=api_key_env, dtype=dtype, batch_size=batch_size, device="cuda" if gpu else "cpu",
         threads=threads)
+    if plant is not None:
+        from cleanroom.audit.plant import PlantConfig, run_plant
+
+        try:
+            exposures = tuple(int(x) for x in plant_epochs.split(",") if x.strip())
+        except ValueError:
+            raise CleanroomError(f"--plant-epochs must be comma-separated integers, got `{plant_epochs}`") from None
+        result = run_plant(cfg, PlantConfig(fraction=plant, epochs=exposures, lr=plant_lr, method=plant_method,
+                                            seed=seed))
+        for v in result["verdicts"]:
+            say(f"  {v['task']}/{v['variant']}/{v['family']}: benchmark shows leak {v['benchmark_shows_leak']}, "
+                f"family detects {v['detects_leak']}, null inconclusive {v['null_inconclusive']}")
+        say(f"[bold]planted-leak report:[/] {cfg.out / 'plant.md'}")
+        return
     summary = run_audit(cfg)
     for r in summary.results:
         gap = "" if r.gap is None else f" gap {r.gap:+.3f} [{r.gap_ci_low:+.3f}, {r.gap_ci_high:+.3f}] {r.gap_verdict}"
