@@ -142,8 +142,10 @@ def run_plant(cfg: AuditConfig, plant: PlantConfig) -> dict[str, Any]:
     models = {0: cfg.model, **{e: str(out / "leak" / f"epoch-{e}") for e in epochs[:-1]},
               epochs[-1]: str(out / "leak")}
     rows: dict[int, list[dict]] = {}
-    timings: dict[str, float] = {}
-    for e, model in models.items():
+    timings: dict[str, float] = {"finetune_s": info.get("train_seconds_this_call", 0.0)}
+    order = [0, epochs[-1], *epochs[:-1]]  # the null and the largest dose first: the most telling, if cut short
+    for e in order:
+        model = models[e]
         say(f"[bold]plant[/]: auditing exposure {e} ({model})")
         s = run_audit(dataclasses.replace(cfg, model=model, out=out / f"exposure-{e}"))
         rows[e] = load_rows(out / f"exposure-{e}")
