@@ -198,6 +198,21 @@ def _export(model: Any, tok: Any, dest: Path, info: dict[str, Any], lora: bool) 
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _loss(model: Any, ids: Any, att: Any, labels: Any) -> Any:
+    """Mean next-token cross-entropy over the labelled positions (what `model(labels=...)` returns), with
+    the vocabulary head applied only where a label is read: a benchmark answer is a few tokens after a
+    long prompt, and the head is the largest matmul of a small model (and its logits the largest tensor)."""
+    import torch.nn.functional as F
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if getattr(base.config, "model_type", "") not in ("llama", "mistral", "qwen2", "qwen3"):
+        return model(input_ids=ids, attention_mask=att, labels=labels).loss
+    hidden = base.model(input_ids=ids, attention_mask=att, use_cache=False).last_hidden_state
+    target = labels[:, 1:]
+    read = target != -100
+    return F.cross_entropy(base.lm_head(hidden[:, :-1][read]).float(), target[read])
+
+
 def finetune(cfg: FinetuneConfig, records: Sequence[dict[str, str]], out: str | Path, *,
              progress: Any = None) -> dict[str, Any]:
     """Fine-tune `cfg.model` on `records` into `out` (see the module doc); returns `finetune.json`'s dict.
@@ -260,8 +275,7 @@ def finetune(cfg: FinetuneConfig, records: Sequence[dict[str, str]], out: str | 
             ids[b, :len(x)], labels[b, :len(y)], att[b, :len(x)] = torch.tensor(x), torch.tensor(y), 1
         for g in opt.param_groups:
             g["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
-        loss = model(input_ids=ids.to(cfg.device), attention_mask=att.to(cfg.device),
-                     labels=labels.to(cfg.device)).loss
+        loss = _loss(model, ids.to(cfg.device), att.to(cfg.device), labels.to(cfg.device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
