@@ -232,6 +232,10 @@ def finetune(cfg: FinetuneConfig, records: Sequence[dict[str, str]], out: str | 
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     model, tok = load_model(spec, "float32", cfg.threads)
+    if spec.gguf_file:  # transformers de-quantized the GGUF weights to float32: a plain model from here on
+        model.hf_quantizer = None
+        if getattr(model.config, "quantization_config", None) is not None:
+            del model.config.quantization_config
     model.to(cfg.device)
     torch.manual_seed(cfg.seed)
     lora = cfg.method == "lora"
