@@ -104,3 +104,20 @@ def test_records_and_cli(tiny, tmp_path):
     assert (tmp_path / "m" / "config.json").is_file()
     r = CliRunner().invoke(app, ["finetune", "--model", str(tiny), "--out", str(tmp_path / "m")])
     assert r.exit_code == 2 and "exactly one of" in r.output
+
+
+def test_an_epoch_export_cut_short_is_written_on_resume(tiny, tmp_path, monkeypatch):
+    import cleanroom.finetune as ft
+
+    real = ft._export
+
+    def broken(model, tok, dest, info, lora):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ft, "_export", broken)
+    with pytest.raises(OSError):
+        finetune(_cfg(tiny, export_epochs=[1]), RECORDS, tmp_path / "m")
+    monkeypatch.setattr(ft, "_export", real)
+    info = finetune(_cfg(tiny, export_epochs=[1]), RECORDS, tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "epoch-1" / "finetune.json").read_text())["epochs_done"] == 1
+    assert len(info["losses"]) == 3 * 4

@@ -267,6 +267,17 @@ def finetune(cfg: FinetuneConfig, records: Sequence[dict[str, str]], out: str | 
                             "data_digest": digest, "tokens_per_epoch": sum(len(x) for x, _ in data),
                             "trainable_params": sum(p.numel() for p in params)}
     t0 = time.perf_counter()
+
+    def export_epoch() -> None:
+        """After a checkpoint at an epoch end (also one resumed from): the epoch's export, once."""
+        e, rest = divmod(step, per_epoch)
+        done = (out / f"epoch-{e}" / "finetune.json").is_file()
+        if rest == 0 and e in cfg.export_epochs and step < total and not done:
+            model.eval()
+            _export(model, tok, out / f"epoch-{e}", {**info, "epochs_done": e, "losses": losses}, lora)
+            model.train()
+
+    export_epoch()  # a run killed between its epoch-end checkpoint and the export exports on resume
     while step < total:
         epoch, k = divmod(step, per_epoch)
         batch = _batches(len(data), cfg.batch_size, cfg.seed, epoch)[k]
@@ -288,15 +299,9 @@ def finetune(cfg: FinetuneConfig, records: Sequence[dict[str, str]], out: str | 
         losses.append(round(float(loss.detach()), 5))
         if progress is not None:
             progress(step, total, float(loss))
-        epoch_end = step % per_epoch == 0
-        if step % cfg.save_every == 0 or epoch_end:
+        if step % cfg.save_every == 0 or step % per_epoch == 0:
             _save_checkpoint(ckpt, model, opt, step, losses, fp)
-        if epoch_end and step // per_epoch in cfg.export_epochs and step < total:
-            e = step // per_epoch
-            if not (out / f"epoch-{e}" / "finetune.json").is_file():
-                model.eval()
-                _export(model, tok, out / f"epoch-{e}", {**info, "epochs_done": e, "losses": losses}, lora)
-                model.train()
+        export_epoch()
     info.update(losses=losses, epochs_done=cfg.epochs, train_seconds_this_call=round(time.perf_counter() - t0, 1))
     model.eval()
     _export(model, tok, out, info, lora)
