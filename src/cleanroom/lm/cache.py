@@ -100,8 +100,9 @@ Progress = Callable[[int], None]
 
 class CachedLM:
     """Any `LM`, answered from the request cache first; what is missing goes to the model in chunks of
-    about `chunk` requests (longest first: less padding; never splitting the continuations of one
-    context, which share one prompt pass), each chunk committed as it returns.
+    about `chunk` requests (sorted by context, so prompts that share a prefix meet in one chunk, where
+    the model runs the prefix once; never splitting the continuations of one context), each chunk
+    committed as it returns.
 
     Keys: (`namespace`-loglikelihood | -completion | -chat, the model's `identity`, the request, its
     parameters), so a changed model or parameter never reuses an answer."""
@@ -134,7 +135,7 @@ class CachedLM:
         self.counts["cached"] += len(keys) - len(missing)
         if progress:
             progress(len(keys) - len(missing))
-        missing.sort(key=lambda i: (-len(group(i)), group(i)))
+        missing.sort(key=group)  # prompts sharing a prefix (a header, a question and its twins) share a chunk
         chunks: list[list[int]] = []
         for i in missing:
             if not chunks or (len(chunks[-1]) >= self.chunk and group(chunks[-1][-1]) != group(i)):
