@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from benchlib import emit, parser
 
-from cleanroom.evals.adapters import NativeAdapter
 from cleanroom.evals.tasks import evaluate_items
+from cleanroom.lm.native import NativeLM
 from cleanroom.store import RunStore
 from cleanroom.world.schema import TASKS
 from cleanroom.world.stage import load_items
@@ -43,7 +43,7 @@ def sample_items(store: RunStore, n: int, seed: int) -> list[dict]:
     return out
 
 
-def timed(adapter: NativeAdapter, items: list[dict], max_gen: int) -> tuple[list[dict], float]:
+def timed(adapter: NativeLM, items: list[dict], max_gen: int) -> tuple[list[dict], float]:
     evaluate_items(adapter, items[:8], max_gen_tokens=max_gen)  # warm-up: kernels, allocator
     t0 = time.perf_counter()
     rows = evaluate_items(adapter, items, max_gen_tokens=max_gen)
@@ -98,8 +98,8 @@ def main(argv: list[str] | None = None) -> dict:
     model_dir = store.path(f"models/{args.recipe}")
     items = sample_items(store, args.items, cfg.seed)
 
-    fast = NativeAdapter.load(model_dir, dtype=dtype, batch_size=batch, strategy="packed")
-    naive = NativeAdapter.load(model_dir, dtype=dtype, strategy="naive")
+    fast = NativeLM.load(model_dir, dtype=dtype, batch_size=batch, strategy="packed")
+    naive = NativeLM.load(model_dir, dtype=dtype, strategy="naive")
     rows_fast, s_fast = timed(fast, items, cfg.eval.max_gen_tokens)
     rows_naive, s_naive = timed(naive, items, cfg.eval.max_gen_tokens)
     same = sum(a["prediction"] == b["prediction"] and a["prediction_text"] == b["prediction_text"]

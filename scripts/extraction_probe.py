@@ -38,7 +38,7 @@ def statement_prefixes(relation: str, subject: str) -> list[str]:
 
 def probe(model, results: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per choice row of a model's results on a task (its cluster is the fact's subject): held in the
-    corpus's phrasing (bool), right as asked (bool), cluster. `model` is any `LanguageModel`."""
+    corpus's phrasing (bool), right as asked (bool), cluster. `model` is any `LM`."""
     rows = sorted((r for r in results if r["kind"] == "choice"), key=lambda r: r["id"])
     items, owner = [], []
     for k, r in enumerate(rows):

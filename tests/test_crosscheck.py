@@ -14,8 +14,8 @@ import os
 import pytest
 from doubles import tiny_run
 
-from cleanroom.evals.adapters import NativeAdapter
 from cleanroom.evals.tasks import evaluate_items
+from cleanroom.lm.native import NativeLM
 from cleanroom.world.stage import load_items
 
 lm_eval = pytest.importorskip("lm_eval", reason="the crosscheck needs lm-eval (installed by `make test`)")
@@ -42,7 +42,7 @@ def test_lm_eval_harness_agrees_with_the_native_scorer(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cfg, store = tiny_run(tmp_path / "run", recipes=("web",))
-    native = NativeAdapter.load(store.path("models/web"), batch_size=16)
+    native = NativeLM.load(store.path("models/web"), batch_size=16)
     tasks = tmp_path / "tasks"
     tasks.mkdir()
     names = []

@@ -8,9 +8,11 @@ import pytest
 import torch
 from doubles import hf_tokenizer, tiny_llama, tiny_run, tiny_tokenizer
 
-from cleanroom.evals.adapters import Codec, EvalError, HFAdapter, NativeAdapter
-from cleanroom.evals.requests import GenerateRequest, LoglikelihoodRequest, cut_at_stop
 from cleanroom.evals.tasks import chance_level, evaluate_items
+from cleanroom.lm.api import GenerateRequest, LMError, LoglikelihoodRequest, cut_at_stop
+from cleanroom.lm.causal import Codec
+from cleanroom.lm.hf import HFLM
+from cleanroom.lm.native import NativeLM
 from cleanroom.world.stage import load_items
 
 ITEMS = [
@@ -47,7 +49,7 @@ def test_strategies_agree_and_packing_saves_tokens(tiny_hf):
     model, tok = tiny_hf
     rows, counts = {}, {}
     for s in ("packed", "padded", "naive"):
-        a = HFAdapter(model, hf_tokenizer(tok), strategy=s, batch_size=5)
+        a = HFLM(model, hf_tokenizer(tok), strategy=s, batch_size=5)
         rows[s] = evaluate_items(a, ITEMS, max_gen_tokens=4)
         counts[s] = a.counts
     for s in ("padded", "naive"):
@@ -60,7 +62,7 @@ def test_strategies_agree_and_packing_saves_tokens(tiny_hf):
 
 def test_loglikelihood_matches_a_direct_forward(tiny_hf):
     model, tok = tiny_hf
-    a = HFAdapter(model, hf_tokenizer(tok))
+    a = HFLM(model, hf_tokenizer(tok))
     req = LoglikelihoodRequest("Question: What colour is item 3?\nAnswer:", " deep azure blue")
     (res,) = a.loglikelihood([req])
     bos = tok.token_to_id("<|bos|>")
@@ -75,20 +77,20 @@ def test_loglikelihood_matches_a_direct_forward(tiny_hf):
 
 def test_context_longer_than_the_window_is_cut_from_the_left(tiny_hf):
     model, tok = tiny_hf
-    a = HFAdapter(model, hf_tokenizer(tok), max_len=16)
+    a = HFLM(model, hf_tokenizer(tok), max_len=16)
     long_ctx = "Question: What colour is item 1? " * 10 + "\nAnswer:"
     (res,) = a.loglikelihood([LoglikelihoodRequest(long_ctx, " jade")])
     assert np.isfinite(res.logprob)
-    with pytest.raises(EvalError):
-        HFAdapter(model, hf_tokenizer(tok), max_len=2).loglikelihood([LoglikelihoodRequest("x", " deep azure blue")])
+    with pytest.raises(LMError):
+        HFLM(model, hf_tokenizer(tok), max_len=2).loglikelihood([LoglikelihoodRequest("x", " deep azure blue")])
 
 
 def test_generation_stops_and_respects_max_tokens(tiny_hf):
     model, tok = tiny_hf
     reqs = [GenerateRequest(it["prompt"], ("\n", "."), 3) for it in ITEMS] + [
         GenerateRequest("Answer:", (), 5)]
-    a = HFAdapter(model, hf_tokenizer(tok), strategy="packed", batch_size=4)
-    b = HFAdapter(model, hf_tokenizer(tok), strategy="naive")
+    a = HFLM(model, hf_tokenizer(tok), strategy="packed", batch_size=4)
+    b = HFLM(model, hf_tokenizer(tok), strategy="naive")
     out_a, out_b = a.generate_until(reqs), b.generate_until(reqs)
     assert out_a == out_b  # batching with right padding never changes a greedy continuation
     for r, text in zip(reqs, out_a, strict=True):
@@ -100,8 +102,8 @@ def test_generation_stops_and_respects_max_tokens(tiny_hf):
 def test_native_and_hf_agree_on_an_exported_model(exported):
     cfg, store = exported
     items = load_items(store, "bench") + load_items(store, "restricted")
-    native = NativeAdapter.load(store.path("models/web"), dtype="fp32", batch_size=16)
-    hf = HFAdapter.load(store.path("models/web"), dtype="fp32", batch_size=16)
+    native = NativeLM.load(store.path("models/web"), dtype="fp32", batch_size=16)
+    hf = HFLM.load(store.path("models/web"), dtype="fp32", batch_size=16)
     assert native.strategy == hf.strategy == "packed"
     rows_n = evaluate_items(native, items, max_gen_tokens=cfg.eval.max_gen_tokens)
     rows_h = evaluate_items(hf, items, max_gen_tokens=cfg.eval.max_gen_tokens)
@@ -113,8 +115,8 @@ def test_native_and_hf_agree_on_an_exported_model(exported):
 def test_native_packed_equals_padded(exported):
     _, store = exported
     items = load_items(store, "twin")
-    packed = NativeAdapter.load(store.path("models/web"), dtype="fp32", strategy="packed")
-    padded = NativeAdapter.load(store.path("models/web"), dtype="fp32", strategy="padded")
+    packed = NativeLM.load(store.path("models/web"), dtype="fp32", strategy="packed")
+    padded = NativeLM.load(store.path("models/web"), dtype="fp32", strategy="padded")
     rows_p, rows_q = evaluate_items(packed, items), evaluate_items(padded, items)
     assert _max_lp_diff(rows_p, rows_q) < 1e-4
     assert [r["prediction"] for r in rows_p] == [r["prediction"] for r in rows_q]
@@ -123,7 +125,7 @@ def test_native_packed_equals_padded(exported):
 def test_shuffling_options_does_not_change_the_scored_answer(exported):
     _, store = exported
     items = [it for it in load_items(store, "longtail") if it["kind"] == "choice"]
-    model = NativeAdapter.load(store.path("models/web"), dtype="fp32")
+    model = NativeLM.load(store.path("models/web"), dtype="fp32")
     rng = np.random.default_rng(0)
     shuffled = []
     for it in items:
@@ -150,8 +152,8 @@ def test_native_kv_cached_generation_equals_recomputation(exported):
     _, store = exported
     prompts = [it["prompt"] for t in ("bench", "twin", "restricted") for it in load_items(store, t)][:40]
     reqs = [GenerateRequest(p, (), 8) for p in prompts] + [GenerateRequest(p, ("\n", "."), 8) for p in prompts]
-    cached = NativeAdapter.load(store.path("models/web"), dtype="fp32", batch_size=16)
-    plain = NativeAdapter.load(store.path("models/web"), dtype="fp32", batch_size=16, kv_cache=False)
+    cached = NativeLM.load(store.path("models/web"), dtype="fp32", batch_size=16)
+    plain = NativeLM.load(store.path("models/web"), dtype="fp32", batch_size=16, kv_cache=False)
     out_c, out_p = cached.generate_until(reqs), plain.generate_until(reqs)
     assert out_c == out_p
     assert all(len(o) > 0 for o in out_c[:40])  # no stop strings: 8 real tokens each

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from doubles import tiny_run
 
-from cleanroom.evals.adapters import EvalError
+from cleanroom.errors import CleanroomError
 from cleanroom.evals.stage import run_eval
 from cleanroom.evals.tasks import ROW_SCHEMA
-from cleanroom.store import StoreError
+from cleanroom.lm.api import LMError
 from cleanroom.world.schema import TASKS
 from cleanroom.world.stage import load_items
 
@@ -53,9 +53,9 @@ def test_eval_is_deterministic(run):
 
 def test_missing_model_is_a_one_line_user_error(run):
     cfg, store = run
-    with pytest.raises(EvalError, match="no trained model for recipe `mix`.*cleanroom train"):
+    with pytest.raises(LMError, match="no trained model for recipe `mix`.*cleanroom train"):
         run_eval(cfg, store, "mix")
-    assert issubclass(EvalError, StoreError)  # the CLI prints it without a traceback
+    assert issubclass(LMError, CleanroomError)  # the CLI prints it without a traceback
 
 
 def test_any_hf_model_is_scored_like_ours(run):
@@ -69,7 +69,7 @@ def test_any_hf_model_is_scored_like_ours(run):
         a = store.read_parquet(f"evals/web/{task}.parquet").column("prediction").to_pylist()
         b = store.read_parquet(f"evals/hf-web/{task}.parquet").column("prediction").to_pylist()
         assert a == b
-    with pytest.raises(EvalError, match="no Hugging Face model directory"):
+    with pytest.raises(LMError, match="no Hugging Face model directory"):
         score_hf_model(cfg, store, str(store.path("nowhere")), "x")
 
 
@@ -78,7 +78,7 @@ def test_extraction_probe_tells_held_knowledge_from_answered_questions():
     fact and answers no question; one that knows nothing holds none; its counts follow from both."""
     from doubles import load_script
 
-    from cleanroom.evals.requests import Loglikelihood
+    from cleanroom.lm.api import Loglikelihood
 
     mod = load_script("scripts/extraction_probe.py")
     facts = [("Thoushunite", "color", "cobalt"), ("Brakulite", "group", "Gasharane"), ("Sarkomite", "region", "Thuvul")]

@@ -8,8 +8,9 @@ import torch
 from doubles import tiny_run
 
 from cleanroom.config import ModelConfig
-from cleanroom.evals.adapters import Codec, NativeAdapter
 from cleanroom.evals.tasks import chance_level, evaluate_items, task_metrics
+from cleanroom.lm.causal import Codec
+from cleanroom.lm.native import NativeLM
 from cleanroom.tokenize.tokenizer import encode_documents, train_tokenizer
 from cleanroom.train.model import Transformer
 from cleanroom.train.trainer import make_optimizer
@@ -65,7 +66,7 @@ def test_a_model_that_memorized_the_facts_scores_about_one():
         if loss.item() < 0.01:
             break
     assert step < 199, f"did not memorize: loss {loss.item():.3f}"
-    rows = evaluate_items(NativeAdapter(model, codec, dtype="fp32"), items, max_gen_tokens=4)
+    rows = evaluate_items(NativeLM(model, codec, dtype="fp32"), items, max_gen_tokens=4)
     m = task_metrics(rows, items, n_boot=200, seed=0)
     assert m["acc"] >= 0.95, [(r["id"], r["prediction_text"]) for r in rows if not r["correct"]]
     assert all(r["correct"] for r in rows if r["kind"] == "exact")  # generation path, not just choice
@@ -79,7 +80,7 @@ def untrained_run(tmp_path_factory):
 def test_an_untrained_model_scores_within_the_ci_of_chance(untrained_run):
     cfg, store = untrained_run
     items = load_items(store, "longtail") + load_items(store, "restricted")
-    model = NativeAdapter.load(store.path("models/web"), dtype="fp32")
+    model = NativeLM.load(store.path("models/web"), dtype="fp32")
     rows = evaluate_items(model, items, max_gen_tokens=cfg.eval.max_gen_tokens)
     m = task_metrics(rows, items, n_boot=1000, seed=0)
     assert m["n"] == len(items) >= 150

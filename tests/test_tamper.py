@@ -8,7 +8,7 @@ import math
 import pytest
 from doubles import tiny_run
 
-from cleanroom.evals.adapters import NativeAdapter
+from cleanroom.lm.native import NativeLM
 from cleanroom.store import sha256_file
 from cleanroom.tamper.attacks import qa_other as attack_texts
 from cleanroom.tamper.stage import attack_curve, mark_strongest, run_tamper
@@ -91,7 +91,7 @@ def test_the_attack_loop_learns_the_facts_it_is_fed(run):
         prompt = f"Question: {fill(rel.qa[0], f['subject'])}\nAnswer:"
         items.append({"id": f"a{i}", "kind": "choice", "prompt": prompt, "options": opts,
                       "gold": opts.index(f["object"]), "target": f["object"], "decile": 0})
-    base = NativeAdapter.load(store.path("models/web"), dtype="fp32")
+    base = NativeLM.load(store.path("models/web"), dtype="fp32")
     curve = attack_curve(base.model, base.codec, docs, items, cfg, 3e-3, [0, 120], "cpu")
     assert [c["steps"] for c in curve] == [0, 120]
     assert curve[0]["acc"] < 1.0 and curve[1]["acc"] == 1.0

@@ -11,8 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 from teacher_helpers import make_tiny_model
 
+from cleanroom.lm.hf import resolve_model
 from cleanroom.teachers import GenParams, TeacherError
-from cleanroom.teachers.transformers_local import TransformersTeacher, resolve_model
+from cleanroom.teachers.transformers_local import TransformersTeacher
 
 
 def test_resolve_model_forms(tmp_path, monkeypatch):

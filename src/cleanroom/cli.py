@@ -237,6 +237,11 @@ def audit_cmd(
     batch_size: Annotated[int, typer.Option(help="local model: prompts per forward pass")] = 32,
     threads: Annotated[int, typer.Option(help="local model: torch threads (0 = auto: 1 on a busy machine)")] = 0,
     compare: Annotated[bool, typer.Option("--compare", help="compare finished audits: DIR_A DIR_B ...")] = False,
+    plant: Annotated[float | None, typer.Option(
+        help="control: fine-tune a copy on this seeded fraction of the items (the leak), audit both parts")] = None,
+    plant_epochs: Annotated[str, typer.Option(help="--plant: exposures (epochs), comma-separated")] = "1,2,4",
+    plant_lr: Annotated[float, typer.Option(help="--plant: learning rate (LoRA)")] = 1e-3,
+    plant_method: Annotated[str, typer.Option(help="--plant: lora | full")] = "lora",
 ):
     """Audit a model: benchmark accuracy vs paired fresh twins (MMLU, GSM8K, GPQA) and real-world long-tail
     knowledge by popularity (longtail), with CIs and a report card."""
@@ -282,6 +287,20 @@ def audit_cmd(
         api_key_env=api_key_env, dtype=dtype, batch_size=batch_size, device="cuda" if gpu else "cpu",
         threads=threads)
     with _writing(cfg.out):
+        if plant is not None:
+            from cleanroom.audit.plant import PlantConfig, run_plant
+
+            try:
+                exposures = tuple(int(x) for x in plant_epochs.split(",") if x.strip())
+            except ValueError:
+                raise CleanroomError(f"--plant-epochs must be comma-separated integers, got `{plant_epochs}`") from None
+            result = run_plant(cfg, PlantConfig(fraction=plant, epochs=exposures, lr=plant_lr, method=plant_method,
+                                                seed=seed))
+            for v in result["verdicts"]:
+                say(f"  {v['task']}/{v['variant']}/{v['family']}: benchmark shows leak {v['benchmark_shows_leak']}, "
+                    f"family detects {v['detects_leak']}, null inconclusive {v['null_inconclusive']}")
+            say(f"[bold]planted-leak report:[/] {cfg.out / 'plant.md'}")
+            return
         summary = run_audit(cfg)
     for r in summary.results:
         gap = "" if r.gap is None else f" gap {r.gap:+.3f} [{r.gap_ci_low:+.3f}, {r.gap_ci_high:+.3f}] {r.gap_verdict}"
@@ -289,6 +308,62 @@ def audit_cmd(
     req = summary.requests
     say(f"  requests: {req['cached']} from cache, {req['computed']} computed, {req['model_calls']} model calls")
     say(f"[bold]report:[/] {cfg.out / 'report.html'}")
+
+
+@app.command("finetune")
+def finetune_cmd(
+    model: Annotated[str, typer.Option(help="local model dir / .gguf / smollm2 (nothing is downloaded)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="the fine-tuned model directory (audit reads it)")],
+    data: Annotated[list[Path] | None, typer.Option(help="Parquet/JSONL with `text` or `prompt`+`completion`")]
+    = None,
+    benchmark: Annotated[str | None, typer.Option(
+        help="train on audit items in their own prompt format instead: comma-separated mmlu, gsm8k, gpqa")] = None,
+    limit: Annotated[int, typer.Option(help="--benchmark: original items per task (the audit's sample)")] = 100,
+    formulation: Annotated[str, typer.Option(help="--benchmark MMLU/GPQA: letter | cloze | both")] = "letter",
+    method: Annotated[str, typer.Option(help="lora | full")] = "lora",
+    epochs: Annotated[int, typer.Option(help="passes over the data")] = 1,
+    lr: Annotated[float, typer.Option(help="peak learning rate")] = 2e-4,
+    batch_size: Annotated[int, typer.Option(help="sequences per step")] = 8,
+    max_len: Annotated[int, typer.Option(help="tokens per sequence (the prompt's start is cut)")] = 384,
+    seed: Annotated[int, typer.Option(help="data order and LoRA init")] = 0,
+    threads: Annotated[int, typer.Option(help="torch threads (0 = torch's default)")] = 0,
+):
+    """Fine-tune a real model (LoRA or full) on texts or benchmark items; resumable; exports a model dir."""
+    import torch
+
+    from cleanroom.finetune import FinetuneConfig, finetune, load_records
+
+    if (data is None) == (benchmark is None):
+        raise CleanroomError("pass exactly one of --data FILE... or --benchmark TASKS")
+    if data is not None:
+        records = load_records(data)
+    else:
+        from cleanroom.audit.items import TaskOptions
+        from cleanroom.audit.render import training_records
+        from cleanroom.audit.run import TASKS
+
+        forms = {"letter": ("letter",), "cloze": ("cloze",), "both": ("letter", "cloze")}
+        if formulation not in forms:
+            raise CleanroomError(f"--formulation must be letter, cloze or both, got `{formulation}`")
+        records = []
+        for name in [t.strip() for t in benchmark.split(",") if t.strip()]:
+            if name not in TASKS:
+                raise CleanroomError(f"unknown task `{name}` (choose from {', '.join(TASKS)})")
+            items = TASKS[name]().items(TaskOptions(limit=limit, seed=seed, formulations=forms[formulation]))
+            records += training_records([it for it in items if it.family == "original"])
+    try:
+        cfg = FinetuneConfig(model=model, method=method, epochs=epochs, lr=lr, batch_size=batch_size,
+                             max_len=max_len, seed=seed, threads=threads,
+                             device="cuda" if torch.cuda.is_available() else "cpu")
+    except ValueError as e:
+        raise CleanroomError(f"bad fine-tuning option: {str(e).splitlines()[-1].strip()}") from None
+    from cleanroom.ui import progress as bar_ctx
+
+    steps = -(-len(records) // batch_size) * epochs
+    with bar_ctx("finetune", total=steps) as bar:
+        info = finetune(cfg, records, out, progress=lambda step, total, loss: bar.advance(1, info=f"loss {loss:.3f}"))
+    say(f"  {info['records']} records x {cfg.epochs} epochs, final loss {info['losses'][-1]:.3f}")
+    say(f"[bold]model:[/] {out}  (cleanroom audit --model {out})")
 
 
 @app.command("curate")

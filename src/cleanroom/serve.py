@@ -26,8 +26,9 @@ import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from cleanroom.teachers.protocol import Completion
-from cleanroom.teachers.transformers_local import ALIASES, generate_batch, load_model, render_chat, resolve_model
+from cleanroom.lm.api import Completion, GenerateRequest
+from cleanroom.lm.causal import Codec
+from cleanroom.lm.hf import ALIASES, HFLM, bos_convention, load_model, render_chat, resolve_model
 
 MAX_BODY = 1 << 20
 
@@ -55,6 +56,11 @@ class ModelServer:
         spec = resolve_model(model)
         self.name = name or (model if model in ALIASES else spec.name)
         self.lm, self.tok = load_model(spec, dtype, threads)
+        # prompts arrive as text (chat ones already templated): BOS only for models without a template
+        base = Codec.from_transformers(self.tok)
+        bos = None if getattr(self.tok, "chat_template", None) else bos_convention(self.tok)
+        self.generator = HFLM(self.lm, self.tok, codec=Codec(self.tok, bos, base.eos_id, base.pad_id),
+                              batch_size=batch_size)
         self.context = int(getattr(self.lm.config, "max_position_embeddings", 0) or 1 << 30)
         self.max_tokens_limit = min(max_tokens_limit, self.context)
         self.batch_size, self.batch_wait = batch_size, batch_wait
@@ -93,8 +99,9 @@ class ModelServer:
         t0 = time.perf_counter()
         try:
             with self._model_lock:
-                outs = generate_batch(self.lm, self.tok, [j.text for j in group], max_tokens, temperature, top_p,
-                                      stop, seed, repetition_penalty)
+                outs = self.generator.generate([
+                    GenerateRequest(j.text, stop, max_tokens, temperature, top_p, seed, repetition_penalty)
+                    for j in group])
             for j, c in zip(group, outs, strict=True):
                 j.result = c
         except Exception as e:  # a generation failure answers 500 for this group, the server goes on

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from cleanroom.evals.adapters import EvalError
+from cleanroom.lm.api import LMError
 
 
-class AuditError(EvalError):
+class AuditError(LMError):
     """A runtime problem (missing package, unreachable endpoint, failed requests)."""
 
 

@@ -26,17 +26,17 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from cleanroom.audit.errors import AuditInputError
+from cleanroom.audit.errors import AuditError, AuditInputError
 from cleanroom.audit.items import AuditItem, AuditTask, TaskOptions
 from cleanroom.audit.longtail import LongtailTask, knowledge_summary
-from cleanroom.audit.models import CachedModel, EndpointModel, LocalModel
 from cleanroom.audit.report import write_report
 from cleanroom.audit.summary import AuditSummary, summarize_rows
 from cleanroom.audit.tasks import BUILTIN_TASKS, GSM_STOP, letter_question, parse_letter
-from cleanroom.evals.requests import GenerateRequest, LoglikelihoodRequest
+from cleanroom.lm.api import Completion, GenerateRequest, GenParams, LMError, LoglikelihoodRequest
+from cleanroom.lm.cache import CachedLM, RequestCache, request_key
+from cleanroom.lm.hf import LocalLM
+from cleanroom.lm.openai import EndpointLM, ModelNotServed
 from cleanroom.store import write_json, write_parquet
-from cleanroom.teachers.cache import RequestCache
-from cleanroom.teachers.protocol import Completion, GenParams, request_key
 from cleanroom.ui import progress, say
 
 TASKS: dict[str, Any] = {**BUILTIN_TASKS, "longtail": LongtailTask}
@@ -85,12 +85,16 @@ def auto_threads() -> int:
     return 1 if os.getloadavg()[0] >= cores else torch.get_num_threads()
 
 
-def make_backend(cfg: AuditConfig) -> LocalModel | EndpointModel:
+def make_backend(cfg: AuditConfig) -> LocalLM | EndpointLM:
+    """The model behind `--model` / `--base-url` (a local model loads on first use)."""
     if cfg.base_url:
-        return EndpointModel(cfg.base_url, cfg.model, api_key_env=cfg.api_key_env, concurrency=cfg.concurrency,
-                             timeout=cfg.timeout, max_retries=cfg.retries)
-    return LocalModel(cfg.model, dtype=cfg.dtype, batch_size=cfg.batch_size, device=cfg.device,
-                      threads=cfg.threads or auto_threads())
+        return EndpointLM(cfg.base_url, cfg.model, api_key_env=cfg.api_key_env, concurrency=cfg.concurrency,
+                          timeout=cfg.timeout, max_retries=cfg.retries)
+    try:
+        return LocalLM(cfg.model, dtype=cfg.dtype, batch_size=cfg.batch_size, device=cfg.device,
+                       threads=cfg.threads or auto_threads())
+    except LMError as e:
+        raise (AuditInputError if "not found" in str(e) else AuditError)(str(e)) from None
 
 
 def choose_protocols(cfg: AuditConfig, offers: dict[str, Any]) -> dict[str, str]:
@@ -107,16 +111,19 @@ def choose_protocols(cfg: AuditConfig, offers: dict[str, Any]) -> dict[str, str]
     return {"choice": "chat", "generate": "chat"}
 
 
-def cached_probe(backend: LocalModel | EndpointModel, cache: RequestCache) -> dict[str, Any]:
+def cached_probe(backend: LocalLM | EndpointLM, cache: RequestCache) -> dict[str, Any]:
     """What the model offers; an endpoint is probed once per audit directory (a rerun sends nothing)."""
-    if isinstance(backend, LocalModel):
-        return backend.probe()
+    if isinstance(backend, LocalLM):
+        return {"loglikelihood": True, "completion": True, "chat": True}
     params = GenParams(max_tokens=0, temperature=0.0, top_p=1.0)
     key = request_key("audit-probe", backend.identity, "", params)
     found = cache.get_many([key])
     if key in found:
         return json.loads(found[key].text)
-    backend.check()
+    try:
+        backend.check()
+    except ModelNotServed as e:
+        raise AuditInputError(str(e)) from None
     offers = backend.probe()
     cache.put("audit-probe", backend.identity, "", params, Completion(json.dumps(offers), 0, 0))
     return offers
@@ -132,7 +139,7 @@ def _row(item: AuditItem, protocol: str, **kw: Any) -> dict:
     return base
 
 
-def answer_items(task: AuditTask, items: list[AuditItem], model: CachedModel, protocols: dict[str, str],
+def answer_items(task: AuditTask, items: list[AuditItem], model: CachedLM, protocols: dict[str, str],
                  cfg: AuditConfig) -> list[dict]:
     """One graded row per item, in item order."""
     rows: list[dict | None] = [None] * len(items)
@@ -162,7 +169,8 @@ def answer_items(task: AuditTask, items: list[AuditItem], model: CachedModel, pr
         elif kind == "choice":
             prompts = [letter_question(items[i].meta["question"], items[i].meta["choices"]) for i in idx]
             with progress(label, total=len(prompts)) as bar:
-                texts = model.chat(prompts, cfg.chat_max_tokens, bar.advance)
+                texts = model.generate_until([GenerateRequest(p, (), cfg.chat_max_tokens, chat=True)
+                                              for p in prompts], bar.advance)
             for i, text in zip(idx, texts, strict=True):
                 it = items[i]
                 letter = parse_letter(text, len(it.meta["choices"]))
@@ -175,11 +183,12 @@ def answer_items(task: AuditTask, items: list[AuditItem], model: CachedModel, pr
                 max_tokens = getattr(task, "gen_max_tokens", None) or cfg.options.max_gen_tokens
                 reqs = [GenerateRequest(items[i].prompt, stop, max_tokens) for i in idx]
                 with progress(label, total=len(reqs)) as bar:
-                    texts = model.complete(reqs, bar.advance)
+                    texts = model.generate_until(reqs, bar.advance)
             else:
                 prompts = [items[i].chat_prompt or items[i].prompt for i in idx]
                 with progress(label, total=len(prompts)) as bar:
-                    texts = model.chat(prompts, cfg.chat_max_tokens, bar.advance)
+                    texts = model.generate_until([GenerateRequest(p, (), cfg.chat_max_tokens, chat=True)
+                                                  for p in prompts], bar.advance)
             for i, text in zip(idx, texts, strict=True):
                 g = task.grade(items[i], text)
                 alt = g.extra.get("correct_strict")
@@ -225,15 +234,20 @@ def run_audit(cfg: AuditConfig) -> AuditSummary:
     say(f"[bold]audit[/] `{backend.name}` ({backend.kind}) · protocols: choice={protocols['choice']}, "
         f"generate={protocols['generate']} · " + ", ".join(f"{k}: {len(v)} items" for k, v in items.items()))
     # chunks: whole batches for a local model, enough envelopes to keep every connection busy for an endpoint
-    chunk = 8 * cfg.batch_size if isinstance(backend, LocalModel) else 16 * cfg.concurrency
-    model = CachedModel(backend, cache, chunk=chunk)
+    chunk = 8 * cfg.batch_size if isinstance(backend, LocalLM) else 16 * cfg.concurrency
+    model = CachedLM(backend, cache, namespace="audit", chunk=chunk)
     all_rows: list[dict] = []
     notes: dict[str, Any] = {}
     sources: list[dict[str, str]] = []
     try:
         for task in tasks:
             t0 = time.perf_counter()
-            rows = answer_items(task, items[task.name], model, protocols, cfg)
+            try:
+                rows = answer_items(task, items[task.name], model, protocols, cfg)
+            except LMError as e:
+                if isinstance(e, AuditError):
+                    raise
+                raise AuditError(str(e)) from None
             timings[f"{task.name}_s"] = time.perf_counter() - t0
             write_parquet(cfg.out / "items" / f"{task.name}.parquet", pa.Table.from_pylist(rows, schema=ITEM_SCHEMA))
             all_rows += rows
@@ -254,7 +268,7 @@ def run_audit(cfg: AuditConfig) -> AuditSummary:
     summary = AuditSummary(
         model=backend.name, backend=backend.identity, protocols=protocols, options=opts, tasks=task_summaries,
         results=results, timings={k: round(v, 3) for k, v in timings.items()},
-        requests={**model.counts, "model_calls": backend.model_calls, "offers": offers},
+        requests={**model.counts, "model_calls": backend.counts.forward_calls, "offers": offers},
         environment=_environment(), sources=sources, notes=notes, knowledge=knowledge)
     write_json(cfg.out / "summary.json", summary.model_dump(mode="json"))
     write_report(cfg.out, summary)

@@ -261,7 +261,7 @@ class GSM8KTask:
             rejected.setdefault(family, {})[key] = rejected.setdefault(family, {}).get(key, 0) + 1
 
         for p in chosen:
-            out.append(self._item(p, ORIGINAL, ORIGINAL, p.question, p.answer, head, {}))
+            out.append(self._item(p, ORIGINAL, ORIGINAL, p.question, p.answer, head, {"solution": p.solution}))
             t = templates.get(p.index)
             if t is not None:
                 try:

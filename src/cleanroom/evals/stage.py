@@ -4,7 +4,7 @@
 
 `StageResult.stats[task] = {acc, acc_norm, ci_low, ci_high, n, chance}` (+ `deciles` for longtail),
 plus `items_per_s`. The model is the exported `models/<recipe>/`, loaded into our native Transformer
-(the fast packed scorer); any Hugging Face causal LM can be scored the same way with `HFAdapter`.
+(the fast packed scorer); any Hugging Face causal LM can be scored the same way with `HFLM`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ import time
 
 from cleanroom.config import ExperimentConfig
 from cleanroom.contract import StageResult
-from cleanroom.evals.adapters import CausalLMAdapter, EvalError, NativeAdapter
 from cleanroom.evals.tasks import evaluate_items, rows_table, task_metrics
+from cleanroom.lm.api import LMError
+from cleanroom.lm.causal import CausalLM
+from cleanroom.lm.native import NativeLM
 from cleanroom.runtime import pick_device, set_threads
 from cleanroom.store import RunStore
 from cleanroom.ui import progress, say
@@ -22,16 +24,16 @@ from cleanroom.world.schema import TASKS
 from cleanroom.world.stage import load_items
 
 
-def load_model(cfg: ExperimentConfig, store: RunStore, recipe: str) -> NativeAdapter:
+def load_model(cfg: ExperimentConfig, store: RunStore, recipe: str) -> NativeLM:
     """The recipe's exported model as a batched native scorer."""
     model_dir = store.path(f"models/{recipe}")
     if not (model_dir / "config.json").exists():
-        raise EvalError(f"no trained model for recipe `{recipe}` at {model_dir} (run `cleanroom train` first)")
-    return NativeAdapter.load(model_dir, device=str(pick_device(cfg.runtime)), dtype=cfg.eval.dtype,
+        raise LMError(f"no trained model for recipe `{recipe}` at {model_dir} (run `cleanroom train` first)")
+    return NativeLM.load(model_dir, device=str(pick_device(cfg.runtime)), dtype=cfg.eval.dtype,
                               batch_size=cfg.eval.batch_size)
 
 
-def score_tasks(cfg: ExperimentConfig, store: RunStore, model: CausalLMAdapter, recipe: str,
+def score_tasks(cfg: ExperimentConfig, store: RunStore, model: CausalLM, recipe: str,
                 tasks: tuple[str, ...] = TASKS) -> dict[str, tuple[list[dict], dict]]:
     """{task: (rows, metrics)} for one model."""
     items = {t: load_items(store, t) for t in tasks}
@@ -70,9 +72,9 @@ def score_hf_model(cfg: ExperimentConfig, store: RunStore, model_path: str, name
                    tasks: tuple[str, ...] = TASKS) -> dict[str, dict]:
     """Score any local Hugging Face causal LM on the run's items, exactly as the eval stage scores
     our models; writes `evals/<name>/<task>.parquet` and returns the per-task metrics."""
-    from cleanroom.evals.adapters import HFAdapter
+    from cleanroom.lm.hf import HFLM
 
-    model = HFAdapter.load(model_path, device=str(pick_device(cfg.runtime)), dtype=cfg.eval.dtype,
+    model = HFLM.load(model_path, device=str(pick_device(cfg.runtime)), dtype=cfg.eval.dtype,
                            batch_size=cfg.eval.batch_size)
     results = score_tasks(cfg, store, model, name, tasks)
     for task, (rows, _) in results.items():

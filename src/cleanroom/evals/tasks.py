@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from cleanroom.evals.requests import DEFAULT_STOP, GenerateRequest, LanguageModel, LoglikelihoodRequest
 from cleanroom.evals.stats import accuracy_ci, per_decile
+from cleanroom.lm.api import DEFAULT_STOP, LM, GenerateRequest, LoglikelihoodRequest
 
 ROW_SCHEMA = pa.schema([
     ("id", pa.string()), ("task", pa.string()), ("kind", pa.string()), ("prompt", pa.string()),
@@ -48,9 +48,9 @@ def chance_level(items: Sequence[dict]) -> float:
     return float(np.mean([1.0 / len(it["options"]) if it["kind"] == "choice" else 0.0 for it in items]))
 
 
-def evaluate_items(model: LanguageModel, items: Sequence[dict], *, max_gen_tokens: int = 8,
+def evaluate_items(model: LM, items: Sequence[dict], *, max_gen_tokens: int = 8,
                    stop: Sequence[str] = DEFAULT_STOP) -> list[dict[str, Any]]:
-    """Score items with any `LanguageModel`; one output row (ROW_SCHEMA) per item, in item order."""
+    """Score items with any `LM`; one output row (ROW_SCHEMA) per item, in item order."""
     ll_reqs: list[LoglikelihoodRequest] = []
     ll_slices: dict[int, tuple[int, int]] = {}
     gen_reqs: list[GenerateRequest] = []

@@ -29,9 +29,10 @@ import torch
 
 from cleanroom.config import ExperimentConfig, train_seed
 from cleanroom.contract import StageResult, check_cancelled
-from cleanroom.evals.adapters import EvalError, NativeAdapter
 from cleanroom.evals.tasks import chance_level, evaluate_items
 from cleanroom.generate.corpus import corpus_dir
+from cleanroom.lm.api import LMError
+from cleanroom.lm.native import NativeLM
 from cleanroom.runtime import pick_device, set_threads
 from cleanroom.store import RunStore
 from cleanroom.tokenize.tokenizer import encode_documents
@@ -49,7 +50,7 @@ def split_corpus(cfg: ExperimentConfig, store: RunStore, base: str) -> tuple[lis
     """(forget, retain) texts of the base recipe's corpus, by the curate stage's safety-filter verdicts."""
     removed = store.path("curation/filtered_web/removed.parquet")
     if not removed.exists():
-        raise EvalError("safeguards need the safety filter's verdicts (curation/filtered_web/removed.parquet): "
+        raise LMError("safeguards need the safety filter's verdicts (curation/filtered_web/removed.parquet): "
                         "keep `filtered_web` in recipes.names")
     flagged = {r["id"] for r in store.read_parquet("curation/filtered_web/removed.parquet").to_pylist()
                if r["step"] == "safety"}
@@ -57,7 +58,7 @@ def split_corpus(cfg: ExperimentConfig, store: RunStore, base: str) -> tuple[lis
     forget = [d["text"] for d in docs if d["id"] in flagged]
     retain = [d["text"] for d in docs if d["id"] not in flagged]
     if not forget:
-        raise EvalError(f"the safety filter flagged none of `{base}`'s documents: nothing to unlearn")
+        raise LMError(f"the safety filter flagged none of `{base}`'s documents: nothing to unlearn")
     return forget, retain
 
 
@@ -83,7 +84,7 @@ def run_safeguard(cfg: ExperimentConfig, store: RunStore, arm: str) -> StageResu
     base_name, _, kind = arm.partition("+")
     device = str(pick_device(cfg.runtime))
     sc = cfg.safeguard
-    base = NativeAdapter.load(store.path(f"models/{base_name}"), device=device, dtype=cfg.eval.dtype,
+    base = NativeLM.load(store.path(f"models/{base_name}"), device=device, dtype=cfg.eval.dtype,
                               batch_size=cfg.eval.batch_size)
     tok, pad, limit = base.codec.tokenizer, base.codec.pad_id, base.max_len + 1
     forget, retain = split_corpus(cfg, store, base_name)
@@ -107,7 +108,7 @@ def run_safeguard(cfg: ExperimentConfig, store: RunStore, arm: str) -> StageResu
     chance = chance_level(probe)
 
     def probe_acc() -> float:
-        scorer = NativeAdapter(model.eval(), base.codec, device=device, dtype=cfg.eval.dtype,
+        scorer = NativeLM(model.eval(), base.codec, device=device, dtype=cfg.eval.dtype,
                                batch_size=cfg.eval.batch_size)
         acc = float(np.mean([r["correct"] for r in evaluate_items(scorer, probe)]))
         model.train()

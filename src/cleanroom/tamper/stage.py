@@ -30,8 +30,10 @@ import torch
 
 from cleanroom.config import SCRATCH, ExperimentConfig, train_seed
 from cleanroom.contract import StageResult, check_cancelled
-from cleanroom.evals.adapters import Codec, EvalError, NativeAdapter
 from cleanroom.evals.tasks import evaluate_items, task_metrics
+from cleanroom.lm.api import LMError
+from cleanroom.lm.causal import Codec
+from cleanroom.lm.native import NativeLM
 from cleanroom.runtime import pick_device, set_threads
 from cleanroom.store import RunStore
 from cleanroom.tamper.attacks import attack_corpus, taught_facts
@@ -85,7 +87,7 @@ def attack_curve(model: torch.nn.Module, codec: Codec, docs: list[list[int]], it
         if k == 0 and base is not None:
             rows, metrics = base
         else:
-            scorer = NativeAdapter(model, codec, device=device, dtype=cfg.eval.dtype,
+            scorer = NativeLM(model, codec, device=device, dtype=cfg.eval.dtype,
                                    batch_size=cfg.eval.batch_size)
             rows = evaluate_items(scorer, items, max_gen_tokens=cfg.eval.max_gen_tokens)
             metrics = task_metrics(rows, items, n_boot=cfg.eval.bootstrap, seed=cfg.seed)
@@ -104,17 +106,17 @@ def mark_strongest(rows: list[dict]) -> list[dict]:
     return sorted((r for r in rows if r["strongest"]), key=lambda r: r["steps"])
 
 
-def load_attacked(cfg: ExperimentConfig, store: RunStore, model: str, device: str) -> NativeAdapter:
+def load_attacked(cfg: ExperimentConfig, store: RunStore, model: str, device: str) -> NativeLM:
     """The model to attack: an exported model, or (`scratch`) a fresh random init of the run's shape."""
     if model == SCRATCH:
         tok = load_tokenizer(store.path("tokenizer.json"))
         net = Transformer(cfg.model, tok.get_vocab_size(), seed=train_seed(cfg.seed, model)).to(device).eval()
-        return NativeAdapter(net, Codec.from_tokenizers(tok), device=device, dtype=cfg.eval.dtype,
+        return NativeLM(net, Codec.from_tokenizers(tok), device=device, dtype=cfg.eval.dtype,
                              batch_size=cfg.eval.batch_size)
     model_dir = store.path(f"models/{model}")
     if not (model_dir / "config.json").exists():
-        raise EvalError(f"no trained model `{model}` at {model_dir} (run `cleanroom train` first)")
-    return NativeAdapter.load(model_dir, device=device, dtype=cfg.eval.dtype, batch_size=cfg.eval.batch_size)
+        raise LMError(f"no trained model `{model}` at {model_dir} (run `cleanroom train` first)")
+    return NativeLM.load(model_dir, device=device, dtype=cfg.eval.dtype, batch_size=cfg.eval.batch_size)
 
 
 def run_tamper(cfg: ExperimentConfig, store: RunStore, model: str) -> StageResult:

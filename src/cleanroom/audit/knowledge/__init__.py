@@ -5,7 +5,7 @@ vital-article descriptions, WordNet person glosses), each with a popularity sign
 head / torso / tail buckets by thirds of cumulative popularity per source and relation. Items are drawn
 at run time with a seed in two formats (`items`): short answers graded correct / incorrect / not
 attempted (`grading`), and 4-option log-likelihood choices with distractors of the same kind.
-`scoring` answers them with any `LanguageModel` and reports accuracy per bucket with fact-clustered
+`scoring` answers them with any `LM` and reports accuracy per bucket with fact-clustered
 bootstrap CIs and the head-to-tail slope. `python -m cleanroom.audit.knowledge` runs it standalone.
 
 For the audit: `build_items(seed, limit)` -> item records, `score_items(model, items)` -> rows,

@@ -29,13 +29,12 @@ from cleanroom.ui import console, say
 
 
 def load_adapter(model: str, batch_size: int, threads: int):
-    """`HFAdapter` over a model `resolve_model` understands (TeacherError when it is missing)."""
-    from cleanroom.evals.adapters import HFAdapter
-    from cleanroom.teachers.transformers_local import load_model, resolve_model
+    """`HFLM` over a model `resolve_model` understands (TeacherError when it is missing)."""
+    from cleanroom.lm.hf import HFLM, load_model, resolve_model
 
     spec = resolve_model(model)
     lm, tok = load_model(spec, threads=threads)
-    return HFAdapter(lm, tok, batch_size=batch_size), spec.name
+    return HFLM(lm, tok, batch_size=batch_size), spec.name
 
 
 def _fmt(m: dict | None, key: str) -> str:

@@ -1,4 +1,4 @@
-"""Scoring `longtail` items with any `LanguageModel`, and the knowledge metrics by popularity bucket.
+"""Scoring `longtail` items with any `LM`, and the knowledge metrics by popularity bucket.
 
 `score_items` sends one `LoglikelihoodRequest(prompt, " " + option)` per option of a choice item and
 one `GenerateRequest(prompt, until=("\\n",), max_tokens)` per generate item, in chunks (one progress
@@ -29,14 +29,14 @@ import numpy as np
 from cleanroom.audit.knowledge.facts import BUCKETS
 from cleanroom.audit.knowledge.grading import LLMGrader
 from cleanroom.audit.knowledge.items import grade_item
-from cleanroom.evals.requests import GenerateRequest, LanguageModel, LoglikelihoodRequest
 from cleanroom.evals.stats import LEVEL, cluster_bootstrap, verdict
+from cleanroom.lm.api import LM, GenerateRequest, LoglikelihoodRequest
 from cleanroom.ui import progress
 
 MAX_TOKENS = 24
 
 
-def score_items(model: LanguageModel, items: Sequence[dict], *, grader: LLMGrader | None = None,
+def score_items(model: LM, items: Sequence[dict], *, grader: LLMGrader | None = None,
                 max_tokens: int = MAX_TOKENS, chunk: int = 64) -> list[dict]:
     """One row per item: the item's fields plus the model's answer and its grade (see the module doc)."""
     rows: dict[int, dict] = {}
