@@ -53,7 +53,7 @@ def newton_schulz(G: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.T
 class Muon(torch.optim.AdamW):
     """AdamW whose groups marked `muon: True` take Muon steps instead (see the module docstring).
 
-    One optimizer, one state dict (a Muon matrix's state is its `momentum_buffer`), so checkpoints,
+    One optimizer, one state dict (a Muon matrix's state is its `momentum_buffer` and a `step`), so checkpoints,
     resuming and the batched trainer's per-model split of the state work as for AdamW. Muon groups carry
     `lr_scale` = muon_lr / lr: the trainer sets every group's lr from one schedule (`trainer.set_lr`)."""
 
@@ -77,7 +77,10 @@ class Muon(torch.optim.AdamW):
                 continue
             state = self.state[p]
             if "momentum_buffer" not in state:
+                # `step` only counts, but AdamW's state loading expects it in every parameter's state
+                state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
                 state["momentum_buffer"] = torch.zeros_like(p)
+            state["step"] += 1
             buf = state["momentum_buffer"]
             buf.lerp_(p.grad, 1 - beta)
             update = p.grad.lerp(buf, beta)  # Nesterov: look one momentum step ahead
