@@ -167,11 +167,13 @@ class Side:
     def __init__(self, name: str, target: float, max_steps: int):
         self.name, self.target, self.max_steps = name, target, max_steps
         self.seconds, self.tokens, self.done = 0.0, 0, False
+        self.cpu_seconds = 0.0  # process CPU time of the timed steps: on a loaded machine, closer to idle time
         self.reached: dict[str, int | None] = {}
         self.curves: dict[str, list[tuple[int, float]]] = {}
 
     def record(self, model: str, step: int, val: float) -> bool:
         self.curves.setdefault(model, []).append((step, round(val, 4)))
+        log(f"  {self.name} {model} step {step}: val {val:.4f} ({self.seconds:.0f} s)")
         if val <= self.target and self.reached.get(model) is None:
             self.reached[model] = step
         return self.reached.get(model) is not None
@@ -188,11 +190,12 @@ def baseline(cfg, data: dict, vocab: int, side: Side, eval_every: int, threads: 
         side.reached[name] = None
         for step in range(side.max_steps):
             x, y = batches.batch(step, 0, 1, t.batch_size)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, t)
             make_step(model, opt, x, y, "fp32", t.grad_clip)()
             side.seconds += time.perf_counter() - t0
+            side.cpu_seconds += time.process_time() - c0
             side.tokens += x.numel()
             if (step + 1) % eval_every == 0:
                 if side.record(name, step + 1, evaluate(model, val, torch.device("cpu"), "fp32")):
@@ -224,7 +227,7 @@ def ours(cfg, data: dict, vocab: int, side: Side, eval_every: int, groups: int, 
 
     while step < side.max_steps and any(v is None for v in side.reached.values()):
         live = [g for g, part in enumerate(parts) if any(side.reached[n] is None for n in part)]
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         if len(live) == 1:
             run(live[0], step)
         else:
@@ -234,6 +237,7 @@ def ours(cfg, data: dict, vocab: int, side: Side, eval_every: int, groups: int, 
             for w in workers:
                 w.join()
         side.seconds += time.perf_counter() - t0
+        side.cpu_seconds += time.process_time() - c0
         side.tokens += sum(len(parts[g]) for g in live) * eval_every * t.batch_size * m.seq_len
         step += eval_every
         torch.set_num_threads(threads * len(live))
@@ -297,7 +301,11 @@ def race(base: Side, other: Side) -> dict:
         "throughput_ratio": round(other_tps / base_tps, 3),
         # model-steps (tokens) each side trained: a batched group steps all its models until its last is done
         "steps_ratio": round(base.tokens / other.tokens, 3) if reached else None,
+        # the same ratio in process CPU seconds: what the machine's load does not stretch (fair between sides
+        # with the same threads; a multi-threaded side also counts its threads' spinning)
+        "cpu_time_to_loss_speedup": round(base.cpu_seconds / other.cpu_seconds, 3) if reached else None,
         f"{base.name}_seconds": round(base.seconds, 2),
+        f"{base.name}_cpu_seconds": round(base.cpu_seconds, 2),
         f"{base.name}_tokens_per_s": round(base_tps, 1),
         f"{base.name}_steps_to_target": base.reached,
     }
@@ -400,6 +408,7 @@ def main() -> None:
         "fp32_peak_gflops": round(peak_fp32, 1),
         "target_val_loss": target,
         "ours_seconds": round(our_side.seconds, 2),
+        "ours_cpu_seconds": round(our_side.cpu_seconds, 2),
         "tokens_per_s": round(ours_tps, 1),
         "ours_steps_to_target": our_side.reached,
         "model_gflops": round(ours_tps * flops / 1e9, 1),
