@@ -26,6 +26,14 @@ Prints one JSON object:
 
 `time_to_loss_speedup` = baseline seconds / ours; it factors into `throughput_ratio` (tokens/s) times
 `steps_ratio` (the baseline's steps to the target over ours: what the architecture buys).
+
+Levers. `--set KEY=VALUE` changes the config of every side (the shape raced: `--set model.d_model=128`);
+`--lever KEY=VALUE` changes ours only (`--lever train.optimizer=muon`, `--lever runtime.compile=true`,
+`--lever train.batch_size=32`, ...). With levers a third side, `current`, runs our trainer on the
+unchanged config in the same alternation, and `lever_time_to_loss_speedup` (current seconds / ours),
+`lever_throughput_ratio` and `lever_steps_ratio` say what the levers bought over the current path;
+`current_time_to_loss_speedup` is the current path against the baseline. `--no-baseline` races ours
+against current alone (quicker lever sweeps).
 """
 
 from __future__ import annotations
@@ -45,14 +53,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from benchlib import emit, log, parser
 
-from cleanroom.config import load_config, saved_config
+from cleanroom.config import ExperimentConfig, load_config, resolve, saved_config
 from cleanroom.malloc import tune_malloc
 from cleanroom.pipeline import Pipeline
 from cleanroom.runtime import autocast, cpu_model, parallel_jobs, resolve_dtype
 from cleanroom.store import RunStore
 from cleanroom.train.batched import BatchedTransformer, make_optimizer, recipe_members, stack_batches, train_step
 from cleanroom.train.data import TrainBatches, open_tokens, val_batches
-from cleanroom.train.trainer import evaluate, lr_at
+from cleanroom.train.trainer import evaluate, lr_at, train_optimizer
 
 DEFAULT_TARGET = {"default": 1.6, "smoke": 5.5}  # reached within the schedule by both sides
 
@@ -159,11 +167,13 @@ class Side:
     def __init__(self, name: str, target: float, max_steps: int):
         self.name, self.target, self.max_steps = name, target, max_steps
         self.seconds, self.tokens, self.done = 0.0, 0, False
+        self.cpu_seconds = 0.0  # process CPU time of the timed steps: on a loaded machine, closer to idle time
         self.reached: dict[str, int | None] = {}
         self.curves: dict[str, list[tuple[int, float]]] = {}
 
     def record(self, model: str, step: int, val: float) -> bool:
         self.curves.setdefault(model, []).append((step, round(val, 4)))
+        log(f"  {self.name} {model} step {step}: val {val:.4f} ({self.seconds:.0f} s)")
         if val <= self.target and self.reached.get(model) is None:
             self.reached[model] = step
         return self.reached.get(model) is not None
@@ -180,11 +190,12 @@ def baseline(cfg, data: dict, vocab: int, side: Side, eval_every: int, threads: 
         side.reached[name] = None
         for step in range(side.max_steps):
             x, y = batches.batch(step, 0, 1, t.batch_size)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, t)
             make_step(model, opt, x, y, "fp32", t.grad_clip)()
             side.seconds += time.perf_counter() - t0
+            side.cpu_seconds += time.process_time() - c0
             side.tokens += x.numel()
             if (step + 1) % eval_every == 0:
                 if side.record(name, step + 1, evaluate(model, val, torch.device("cpu"), "fp32")):
@@ -196,12 +207,14 @@ def baseline(cfg, data: dict, vocab: int, side: Side, eval_every: int, threads: 
 
 def ours(cfg, data: dict, vocab: int, side: Side, eval_every: int, groups: int, threads: int,
          dtype: str) -> Iterator[None]:
-    """cleanroom's batched trainer step: `groups` batched groups at once, `threads` torch threads each."""
+    """cleanroom's batched trainer step: `groups` batched groups at once, `threads` torch threads each, with
+    `cfg`'s optimizer, schedule, batch size and `runtime.compile`."""
     m, t = cfg.model, cfg.train
     names = list(data)
     parts = [names[i::groups] for i in range(groups)]
     models = [BatchedTransformer(m, vocab, [data[n][2] for n in part]) for part in parts]
-    opts = [make_optimizer(bm, t.lr, t.weight_decay, (t.beta1, t.beta2)) for bm in models]
+    opts = [train_optimizer(bm, t, lead=1) for bm in models]
+    nets = [torch.compile(bm) if cfg.runtime.compile else bm for bm in models]
     for n in names:
         side.reached[n] = None
     step = 0
@@ -210,11 +223,11 @@ def ours(cfg, data: dict, vocab: int, side: Side, eval_every: int, groups: int, 
         torch.set_num_threads(threads)
         for s in range(first, first + eval_every):
             x, y = stack_batches([data[n][0] for n in parts[g]], s, t.batch_size)
-            train_step(models[g], opts[g], x, y, lr_at(s, t), t.grad_clip, dtype)
+            train_step(nets[g], opts[g], x, y, lr_at(s, t), t.grad_clip, dtype)
 
     while step < side.max_steps and any(v is None for v in side.reached.values()):
         live = [g for g, part in enumerate(parts) if any(side.reached[n] is None for n in part)]
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         if len(live) == 1:
             run(live[0], step)
         else:
@@ -224,6 +237,7 @@ def ours(cfg, data: dict, vocab: int, side: Side, eval_every: int, groups: int, 
             for w in workers:
                 w.join()
         side.seconds += time.perf_counter() - t0
+        side.cpu_seconds += time.process_time() - c0
         side.tokens += sum(len(parts[g]) for g in live) * eval_every * t.batch_size * m.seq_len
         step += eval_every
         torch.set_num_threads(threads * len(live))
@@ -277,12 +291,39 @@ def plan_rates(cfg, vocab: int, sizes: list[int], cores: int, steps: int, rounds
     return {k: round(sorted(v)[len(v) // 2], 3) for k, v in rates.items()}
 
 
+def race(base: Side, other: Side) -> dict:
+    """Time to the target of `other` against `base`, and its two factors: tokens/s (what kernels buy) and
+    tokens to the target (what the optimizer, schedule and architecture buy). None where a side missed it."""
+    reached = all(v is not None for side in (base, other) for v in side.reached.values())
+    base_tps, other_tps = base.tokens / base.seconds, other.tokens / other.seconds
+    return {
+        "time_to_loss_speedup": round(base.seconds / other.seconds, 3) if reached else None,
+        "throughput_ratio": round(other_tps / base_tps, 3),
+        # model-steps (tokens) each side trained: a batched group steps all its models until its last is done
+        "steps_ratio": round(base.tokens / other.tokens, 3) if reached else None,
+        # the same ratio in process CPU seconds: what the machine's load does not stretch (fair between sides
+        # with the same threads; a multi-threaded side also counts its threads' spinning)
+        "cpu_time_to_loss_speedup": round(base.cpu_seconds / other.cpu_seconds, 3) if reached else None,
+        f"{base.name}_seconds": round(base.seconds, 2),
+        f"{base.name}_cpu_seconds": round(base.cpu_seconds, 2),
+        f"{base.name}_tokens_per_s": round(base_tps, 1),
+        f"{base.name}_steps_to_target": base.reached,
+    }
+
+
+def lever_config(cfg: ExperimentConfig, levers: list[str]) -> ExperimentConfig:
+    """`cfg` with the `--lever` overrides (validated as `--set` is)."""
+    if not levers:
+        return cfg
+    return resolve(cfg.model_dump(mode="json"), None, levers)
+
+
 def load_data(args) -> tuple:
-    """(config, run directory) with token files: `--run`, else a fresh run of the preset."""
+    """(config, run directory) with token files: `--run`, else a fresh run of the preset; `--set` applied."""
     if args.run:
-        return saved_config(Path(args.run) / "config.toml"), Path(args.run)
+        return saved_config(Path(args.run) / "config.toml", args.set), Path(args.run)
     root = Path(tempfile.mkdtemp(prefix="train_bench_"))
-    cfg = load_config(args.preset)
+    cfg = load_config(args.preset, overrides=args.set)
     log(f"building a {args.preset} run in {root} (world -> tokenize) ...")
     Pipeline(cfg, RunStore(root)).ensure("tokenize")
     return cfg, root
@@ -302,6 +343,12 @@ def main() -> None:
     p.add_argument("--plans", type=int, nargs="*", default=None,
                    help="also time group plans for these model counts (e.g. --plans 4 5): model-steps/s")
     p.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp32"], help="our trainer's autocast dtype")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override for every side (the shape raced: model.d_model=128, ...)")
+    p.add_argument("--lever", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override for ours only (train.optimizer=muon, runtime.compile=true, ...): then "
+                   "a third side, `current`, runs our trainer without the levers, and lever_* ratios compare them")
+    p.add_argument("--no-baseline", action="store_true", help="race ours against `current` only (needs --lever)")
     args = p.parse_args()
     if args.quick:
         args.preset, args.eval_every, args.models, args.max_steps = "smoke", 5, 2, 30
@@ -326,58 +373,75 @@ def main() -> None:
                                                t.eval_batches), mem.seed)
     jobs, threads_each = parallel_jobs(cfg.runtime.model_copy(update={"device": "cpu"}), len(recipes))
     base_threads = args.baseline_threads or cfg.runtime.threads or cores  # a model's threads, as the preset says
-    base_side, our_side = Side("baseline", target, max_steps), Side("ours", target, max_steps)
-    runners = [baseline(cfg, data, vocab, base_side, args.eval_every, base_threads),
-               ours(cfg, data, vocab, our_side, args.eval_every, jobs, threads_each, dtype)]
+    lever_cfg = lever_config(cfg, args.lever)
+    sides = {"baseline": Side("baseline", target, max_steps), "ours": Side("ours", target, max_steps)}
+    runners = {"baseline": baseline(cfg, data, vocab, sides["baseline"], args.eval_every, base_threads),
+               "ours": ours(lever_cfg, data, vocab, sides["ours"], args.eval_every, jobs, threads_each, dtype)}
+    if args.lever:  # the current path, raced in the same process
+        sides["current"] = Side("current", target, max_steps)
+        runners["current"] = ours(cfg, data, vocab, sides["current"], args.eval_every, jobs, threads_each, dtype)
+    if args.no_baseline:
+        if not args.lever:
+            p.error("--no-baseline needs at least one --lever")
+        del sides["baseline"], runners["baseline"]
     log(f"{len(recipes)} models to val loss {target}: baseline one after another on {base_threads} threads, ours in "
-        f"{jobs} batched group(s) x {threads_each} thread(s), {dtype}")
-    while runners:  # alternate chunks, so that load from other processes hits both sides alike
-        for r in list(runners):
+        f"{jobs} batched group(s) x {threads_each} thread(s), {dtype}; levers {args.lever or 'none'}; "
+        f"sides {list(sides)}")
+    live = list(runners.values())
+    while live:  # alternate chunks, so that load from other processes hits every side alike
+        for r in list(live):
             if next(r, "end") == "end":
-                runners.remove(r)
+                live.remove(r)
     one = BatchedTransformer(m, vocab, [0])
     flops = one.flops_per_token(m.seq_len)
+    our_side = sides["ours"]
     ours_tps = our_side.tokens / our_side.seconds
-    base_tps = base_side.tokens / base_side.seconds
     better = max(peak_bf16, peak_fp32)
-    reached = all(v is not None for side in (base_side, our_side) for v in side.reached.values())
-    out = {
-        "time_to_loss_speedup": round(base_side.seconds / our_side.seconds, 3) if reached else None,
+    out = {}
+    if "baseline" in sides:
+        out.update(race(sides["baseline"], our_side))
+    out.update({
         "mfu": round(ours_tps * flops / (better * 1e9), 4),
         "mfu_peak": "bf16" if peak_bf16 > peak_fp32 else "fp32",
         "dtype": dtype,
         "bf16_peak_gflops": round(peak_bf16, 1),
         "fp32_peak_gflops": round(peak_fp32, 1),
         "target_val_loss": target,
-        "baseline_seconds": round(base_side.seconds, 2),
         "ours_seconds": round(our_side.seconds, 2),
+        "ours_cpu_seconds": round(our_side.cpu_seconds, 2),
         "tokens_per_s": round(ours_tps, 1),
-        "baseline_tokens_per_s": round(base_tps, 1),
-        "throughput_ratio": round(ours_tps / base_tps, 3),
-        # model-steps (tokens) each side trained: a batched group steps all its models until its last is done
-        "steps_ratio": round(base_side.tokens / our_side.tokens, 3) if reached else None,
-        "baseline_steps_to_target": base_side.reached,
         "ours_steps_to_target": our_side.reached,
         "model_gflops": round(ours_tps * flops / 1e9, 1),
-        "baseline_mfu": round(base_tps * flops / (better * 1e9), 4),
+    })
+    if "baseline" in sides:
+        base_tps = sides["baseline"].tokens / sides["baseline"].seconds
+        out["baseline_mfu"] = round(base_tps * flops / (better * 1e9), 4)
+    if "current" in sides:
+        out["levers"] = args.lever
+        out.update({f"lever_{k}": v for k, v in race(sides["current"], our_side).items()})
+        if "baseline" in sides:
+            out["current_time_to_loss_speedup"] = race(sides["baseline"], sides["current"])["time_to_loss_speedup"]
+    out.update({
         "models": len(recipes),
         "groups": jobs,
         "threads_each": threads_each,
         "shape": {"d_model": m.d_model, "n_layers": m.n_layers, "n_heads": m.n_heads, "ffn_hidden": m.ffn_hidden,
-                  "seq_len": m.seq_len, "batch_size": t.batch_size, "params": one.num_params()},
+                  "seq_len": m.seq_len, "batch_size": t.batch_size, "vocab": vocab, "params": one.num_params()},
+        "train": {k: getattr(lever_cfg.train, k) for k in ("optimizer", "lr", "muon_lr", "warmup_steps",
+                                                           "batch_size", "steps")},
         "cpu": cpu_model(),
         "threads": cores,
         "baseline_threads": base_threads,
         "malloc": malloc,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-        "curves": {"baseline": base_side.curves, "ours": our_side.curves} if not args.quick else None,
-    }
+        "curves": {k: sd.curves for k, sd in sides.items()} if not args.quick else None,
+    })
     if args.plans:
         out["plans_model_steps_per_s"] = plan_rates(cfg, vocab, args.plans, cores, 2 if args.quick else 4,
                                                     1 if args.quick else 3)
         out["load_avg_1m"].append(round(os.getloadavg()[0], 2))
-    assert math.isfinite(ours_tps) and math.isfinite(base_tps)
+    assert math.isfinite(ours_tps)
     emit(out)
 
 

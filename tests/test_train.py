@@ -20,7 +20,8 @@ from cleanroom.runtime import autocast, pick_device
 from cleanroom.store import RunStore
 from cleanroom.train.data import TrainBatches
 from cleanroom.train.export import load_native
-from cleanroom.train.trainer import lr_at, make_optimizer, train_model
+from cleanroom.train.muon import newton_schulz
+from cleanroom.train.trainer import lr_at, make_optimizer, train_model, train_optimizer
 
 TINY = {
     "recipes.names": '["web"]', "tokenizer.vocab_size": 512,
@@ -103,8 +104,43 @@ def test_train_writes_model_log_and_stats_and_learns(tokenized, tmp_path):
     assert not store.path("checkpoints/web/last.pt").exists()  # removed after export
 
 
-def test_stopped_run_resumes_to_the_same_result(tokenized, tmp_path):
-    sets = overrides(**{"train.steps": 30, "train.eval_every": 10, "train.ckpt_every": 10})
+def test_muon_trains_and_its_config_keeps_old_fingerprints(tokenized, tmp_path):
+    """Muon on the blocks' matrices lowers the loss; AdamW keeps the embedding and the norms; a config
+    that does not use Muon hashes as it did before the option existed (no stage reruns)."""
+    store = clone(tokenized, tmp_path / "run")
+    cfg = load_config("smoke", overrides=overrides(**{"train.steps": 40, "train.eval_every": 20,
+                                                      "train.ckpt_every": 20, "train.optimizer": "muon"}))
+    train_model(cfg, store, "web")
+    log = read_log(store)
+    assert log[-1]["loss"] < log[0]["loss"] - 0.5
+    model, _ = load_native(store.path("models/web"))
+    opt = train_optimizer(model, cfg.train)
+    hidden = {id(p) for g in opt.param_groups if g.get("muon") for p in g["params"]}
+    assert all((id(p) in hidden) == (n.startswith("layers.") and p.dim() == 2) for n, p in model.named_parameters())
+    adam = load_config("smoke", overrides=overrides())
+    assert adam.fingerprint("train") == load_config("smoke", overrides=overrides(**{"train.muon_lr": 0.5})).fingerprint(
+        "train")  # muon_lr means nothing to AdamW
+    assert load_config("smoke", overrides=overrides(**{"train.optimizer": "muon"})).fingerprint("train") != \
+        adam.fingerprint("train")
+
+
+def test_newton_schulz_orthogonalises_each_matrix_of_a_stack():
+    """Muon's update: singular values of every matrix (wide, tall, a stack of models) end near 1, in
+    the quintic's band, whatever the gradient's scale; a near-low-rank one (condition number ~240, as
+    a gradient is) comes out with all its directions at about the same size."""
+    torch.manual_seed(0)
+    low_rank = torch.randn(3, 64, 4) @ torch.randn(3, 4, 96) + 0.3 * torch.randn(3, 64, 96)
+    for G in (torch.randn(48, 32), torch.randn(32, 80) * 1e3, torch.randn(2, 64, 176), low_rank):
+        s = torch.linalg.svdvals(newton_schulz(G))
+        assert s.min() > 0.5 and s.max() < 1.25, (G.shape, s.min().item(), s.max().item())
+    stack = torch.randn(3, 40, 24)
+    assert torch.allclose(newton_schulz(stack)[1], newton_schulz(stack[1]), atol=1e-6)  # per model
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_stopped_run_resumes_to_the_same_result(tokenized, tmp_path, optimizer):
+    sets = overrides(**{"train.steps": 30, "train.eval_every": 10, "train.ckpt_every": 10,
+                        "train.optimizer": optimizer})
     cfg = load_config("smoke", overrides=sets)
     full_store = clone(tokenized, tmp_path / "a")
     full = train_model(cfg, full_store, "web")

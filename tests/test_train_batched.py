@@ -28,7 +28,7 @@ from cleanroom.train.batched import (
 )
 from cleanroom.train.batched import make_optimizer as make_batched_optimizer
 from cleanroom.train.model import Transformer
-from cleanroom.train.trainer import make_optimizer, train_model
+from cleanroom.train.trainer import make_optimizer, set_lr, train_model
 
 TINY = {
     "recipes.names": '["web", "textbook"]', "tokenizer.vocab_size": 512,
@@ -70,18 +70,22 @@ def weights(store: RunStore, name: str) -> bytes:
     return store.path(f"models/{name}/{WEIGHTS}").read_bytes()
 
 
-def test_batched_step_equals_single_steps_bit_for_bit():
-    """Forward, backward, per-model clipping and AdamW of N stacked models = N single models, exactly
-    (fp32; bmm runs each model's slice through the GEMM kernel `F.linear` uses; GQA included)."""
+@pytest.mark.parametrize("muon_lr", [None, 0.02], ids=["adamw", "muon"])
+def test_batched_step_equals_single_steps_bit_for_bit(muon_lr):
+    """Forward, backward, per-model clipping and AdamW (or Muon: its Newton-Schulz GEMMs batched over the
+    models) of N stacked models = N single models, exactly (fp32; bmm runs each model's slice through
+    the GEMM kernel `F.linear` uses; GQA included)."""
     torch.manual_seed(0)
     cfg = ModelConfig(d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden=48, seq_len=16)
     V, seeds = 96, [0, 3, 3]
     x, y = torch.randint(0, V, (3, 4, 16)), torch.randint(0, V, (3, 4, 16))
     batched = BatchedTransformer(cfg, V, seeds)
-    bopt = make_batched_optimizer(batched, 1e-2, 0.1)
+    bopt = make_batched_optimizer(batched, 1e-2, 0.1, muon_lr=muon_lr)
     singles = [Transformer(cfg, V, seed=s) for s in seeds]
-    opts = [make_optimizer(m, 1e-2, 0.1) for m in singles]
-    for _ in range(3):
+    opts = [make_optimizer(m, 1e-2, 0.1, muon_lr=muon_lr) for m in singles]
+    for step in range(3):
+        for opt in [bopt, *opts]:
+            set_lr(opt, 1e-2 * (step + 1) / 3)  # a schedule: Muon's groups follow it at their own scale
         losses = batched(x, y)
         losses.sum().backward()
         clip_grad_norms_(list(batched.parameters()), 0.5, 3)  # small max norm: clipping is active
@@ -129,8 +133,9 @@ def test_models_trained_together_equal_models_trained_alone(tokenized, tmp_path)
     assert len({weights(together, n) for n in ("web", "web~1", "web_seed7")}) == 3  # the seed matters
 
 
-def test_a_batched_checkpoint_resumes_in_the_single_trainer_exactly(tokenized, tmp_path):
-    cfg = config()
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_a_batched_checkpoint_resumes_in_the_single_trainer_exactly(tokenized, tmp_path, optimizer):
+    cfg = config(**{"train.optimizer": optimizer})
     store = clone(tokenized, tmp_path / "mixed")
     train_batched(cfg, store, recipe_members(cfg, ["web", "textbook"]), stop_after=15)  # checkpoints at 10
     resumed = train_model(cfg, store, "web")

@@ -428,6 +428,7 @@ def run_cmd(preset: PresetOpt = None, out: OutOpt = Path("runs/default"), config
         return
     if pipe.missing:
         say(f"[yellow]not built yet:[/] {', '.join(pipe.missing)} — the run covered the stages that exist.")
+    print_stage_usage(pipe)
     if (out / "summary.json").exists():
         from cleanroom.report.summary import Summary
 
@@ -459,6 +460,28 @@ def sweep_cmd(seeds: Annotated[list[int] | None, typer.Option("--seeds", help="s
 
     result = sweep(out, (seeds or [0, 1, 2]) + (more_seeds or []), None if no_run else run, set_ or [], start_from)
     print_sweep(result, out)
+
+
+def print_stage_usage(pipe) -> None:
+    """Per stage: wall time and the share of the cores it kept busy (an idle core shows here)."""
+    from rich.table import Table
+
+    from cleanroom.report.summary import stage_usage
+
+    usage = stage_usage(pipe.store, pipe.cfg)
+    if not usage:
+        return
+    ran = {k.partition("/")[0] for k in pipe.ran}
+    cores = max(u.cores for u in usage.values()) or None
+    table = Table(title=f"stages: wall time and core share{f' ({cores} cores)' if cores else ''}")
+    for col in ("stage", "seconds", "CPU seconds", "core share", ""):
+        table.add_column(col, justify="left" if col in ("stage", "") else "right")
+    for name, u in usage.items():
+        table.add_row(name, f"{u.seconds:.1f}", "–" if u.cpu_seconds is None else f"{u.cpu_seconds:.1f}",
+                      "–" if u.core_share is None else f"{u.core_share:.0%}", "" if name in ran else "earlier run")
+    total = sum(u.seconds for u in usage.values())
+    table.add_row("total", f"{total:.1f}", "", "", "")
+    console.print(table)
 
 
 def dry_run_report(cfg, gpu_memory: str | None, gpus: int, mfu: float, peak_tflops: float | None) -> None:

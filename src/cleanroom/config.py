@@ -239,7 +239,11 @@ class TrainConfig(Section):
     replicates: int = Field(2, ge=1, le=16, description="models per recipe, differing only in init and data-order "
                             "seed (R, R~1, ...); >= 2 gives the between-model variance and the A/A control")
     batch_size: int = Field(16, gt=0, description="sequences per step (per process)")
-    lr: float = Field(3e-3, gt=0)
+    lr: float = Field(3e-3, gt=0, description="peak lr of AdamW (with `optimizer = muon`: of the embeddings and norms)")
+    optimizer: Literal["adamw", "muon"] = Field(
+        "adamw", description="muon: Muon (Newton-Schulz orthogonalised momentum) on the blocks' matrices at "
+        "`muon_lr`, AdamW on embeddings and norms (train/muon.py)")
+    muon_lr: float = Field(0.02, gt=0, description="peak lr of Muon's matrices (same warmup + cosine schedule)")
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
     warmup_steps: int = Field(20, ge=0)
     weight_decay: float = Field(0.1, ge=0)
@@ -503,6 +507,8 @@ class ExperimentConfig(Section):
         # how many replicates a recipe has decides which models exist, never what one computes: adding a
         # replicate trains the new one and redoes nothing else
         data["train"].pop("replicates")
+        if data["train"]["optimizer"] == "adamw":  # runs from before the Muon option keep their fingerprints
+            del data["train"]["optimizer"], data["train"]["muon_lr"]
         data["corpora"] = {n: c.what() for n, c in self.corpora.items()}
         if not data["corpora"]:
             del data["corpora"]  # runs without corpora keep the fingerprints they had before the section existed

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -109,6 +111,54 @@ def stage_items(cfg: ExperimentConfig, over: str) -> list[str]:
             "attacked": cfg.attacked()}[over]
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def process_cpu_seconds() -> float:
+    """CPU seconds this process has used, every thread, plus the children it has reaped (Ray, torchrun)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+class CpuMeter:
+    """Process CPU seconds per running stage key, so that an idle core shows in every run's timings.
+
+    Recipes of a parallel stage run in threads of this one process, so a thread cannot tell its CPU time
+    from its neighbours' (torch's intra-op threads are not its own either). Instead the process's CPU time
+    between two events (a key starting or ending) is split equally among the keys running then; a
+    stage's keys then sum to what the process used while the stage ran, nothing counted twice."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: dict[object, float] = {}
+        self._last = process_cpu_seconds()
+
+    def _share_out(self) -> None:
+        now = process_cpu_seconds()
+        for token in self._running:
+            self._running[token] += (now - self._last) / len(self._running)
+        self._last = now
+
+    @contextlib.contextmanager
+    def measure(self) -> Iterator[dict]:
+        """`with meter.measure() as used: ...`; afterwards `used["cpu_seconds"]` is this block's share."""
+        token, used = object(), {"cpu_seconds": None}
+        with self._lock:
+            self._share_out()
+            self._running[token] = 0.0
+        try:
+            yield used
+        finally:
+            with self._lock:
+                self._share_out()
+                used["cpu_seconds"] = self._running.pop(token)
+
+
 def _resolve(spec: str) -> Callable:
     """The function a "module:function" spec names (imported on first use: stages import torch lazily)."""
     module, _, name = spec.partition(":")
@@ -132,6 +182,7 @@ class Pipeline:
         self.ran: list[str] = []
         self.skipped: list[str] = []
         self.missing: list[str] = []
+        self.cpu = CpuMeter()
         self._save_config()
 
     def _save_config(self) -> None:
@@ -233,10 +284,12 @@ class Pipeline:
             self.store.invalidate(k)
         t0 = time.perf_counter()
         with self._naming(f"{name} ({', '.join(recipes)})"):
-            results: dict[str, StageResult] = _resolve(stage.batch_func)(self.cfg, self.store, recipes)
+            with self.cpu.measure() as used:
+                results: dict[str, StageResult] = _resolve(stage.batch_func)(self.cfg, self.store, recipes)
             seconds = time.perf_counter() - t0
-            for k, recipe in zip(keys, recipes, strict=True):
-                self._record(k, self._fingerprint(stage, recipe), inputs[k], results[recipe], seconds)
+            for k, recipe in zip(keys, recipes, strict=True):  # the group's models share its wall time and CPU
+                self._record(k, self._fingerprint(stage, recipe), inputs[k], results[recipe], seconds,
+                             used["cpu_seconds"] / len(keys))
                 if self.on_done is not None:
                     self.on_done(k)
 
@@ -317,8 +370,9 @@ class Pipeline:
         fn = _resolve(stage.func)
         t0 = time.perf_counter()
         with self._naming(key):
-            result: StageResult = fn(self.cfg, self.store, recipe) if stage.per_recipe else fn(self.cfg, self.store)
-            return self._record(key, fingerprint, inputs, result, time.perf_counter() - t0)
+            with self.cpu.measure() as used:
+                result: StageResult = fn(self.cfg, self.store, recipe) if stage.per_recipe else fn(self.cfg, self.store)
+            return self._record(key, fingerprint, inputs, result, time.perf_counter() - t0, used["cpu_seconds"])
 
     @contextlib.contextmanager
     def _naming(self, key: str) -> Iterator[None]:
@@ -337,10 +391,12 @@ class Pipeline:
             raise error from e
 
     def _record(self, key: str, fingerprint: str, inputs: dict[str, str], result: StageResult,
-                seconds: float) -> Manifest:
-        """Write a finished key's manifest and note it as run."""
-        m = self.store.finish(key, fingerprint, inputs, result.outputs, result.stats, seconds)
-        say(f"[green]✓ {key}[/] in {seconds:.1f}s")
+                seconds: float, cpu_seconds: float | None = None) -> Manifest:
+        """Write a finished key's manifest (wall and CPU seconds) and note it as run."""
+        cores = usable_cores()
+        m = self.store.finish(key, fingerprint, inputs, result.outputs, result.stats, seconds, cpu_seconds, cores)
+        share = "" if cpu_seconds is None else f" · {cpu_seconds / max(seconds * cores, 1e-9):.0%} of {cores} cores"
+        say(f"[green]✓ {key}[/] in {seconds:.1f}s{share}")
         self.ran.append(key)
         self.done[key] = m
         return m

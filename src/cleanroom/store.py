@@ -173,6 +173,11 @@ class Manifest(BaseModel):
     seconds: float = 0.0
     finished_at: str = ""
     ended: float = 0.0  # Unix time the stage finished: with `seconds`, when it ran (parallel recipes overlap)
+    # process CPU seconds (every thread, reaped children) the key used; keys running at once split what the
+    # process used while they overlapped (pipeline.CpuMeter), so a stage's keys sum without double counting.
+    # None in manifests from before it was recorded. `cores`: the cores the process could use.
+    cpu_seconds: float | None = None
+    cores: int = 0
 
     @property
     def digest(self) -> str:
@@ -283,7 +288,8 @@ class RunStore:
         return sorted(out)
 
     def finish(
-        self, key: str, fingerprint: str, inputs: dict[str, str], outputs: list[str], stats: dict, seconds: float
+        self, key: str, fingerprint: str, inputs: dict[str, str], outputs: list[str], stats: dict, seconds: float,
+        cpu_seconds: float | None = None, cores: int = 0,
     ) -> Manifest:
         entries = {
             rel: FileEntry(sha256=sha256_file(self.path(rel)), bytes=self.path(rel).stat().st_size)
@@ -298,6 +304,8 @@ class RunStore:
             seconds=round(seconds, 3),
             finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
             ended=round(time.time(), 3),
+            cpu_seconds=None if cpu_seconds is None else round(cpu_seconds, 3),
+            cores=cores,
         )
         write_text(self._manifest_path(key), m.model_dump_json(indent=2) + "\n")
         return m

@@ -109,8 +109,9 @@ def build_sections(s: Summary, figures: dict[str, str]) -> list[Section]:
         secs.append(Section("Training", figures=["loss"]))
     env = Section("Environment and timings")
     env.tables.append((["", "value"], [[k, str(v)] for k, v in s.environment.items()]))
-    env.tables.append((["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in s.timings.items()]
-                       + [["total", f"{sum(s.timings.values()):.1f}"]]))
+    env.tables.append((["stage", "seconds", "core share"],
+                       [[k, f"{v:.1f}", f"{s.core_share[k]:.0%}" if k in s.core_share else "–"]
+                        for k, v in s.timings.items()] + [["total", f"{sum(s.timings.values()):.1f}", ""]]))
     secs.append(env)
     return secs
 

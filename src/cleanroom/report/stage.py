@@ -17,8 +17,8 @@ from cleanroom.report.summary import (
     decile_table,
     environment,
     load_eval_rows,
+    stage_usage,
     task_result,
-    timings,
 )
 from cleanroom.report.worldless import worldless_recipes
 from cleanroom.store import RunStore, StoreError
@@ -70,12 +70,15 @@ def build_summary(cfg: ExperimentConfig, store: RunStore) -> Summary:
             tamper[r] = tamper_curve(store, r, n_boot, seed)
     # no verdict involves a recipe without a world
     lab = Lab(store, [r for r in recipes if base_recipe(r) not in cfg.corpora], n_boot)
+    usage = stage_usage(store, cfg)
     return Summary(
         name=cfg.name, seed=cfg.seed, preset=cfg.name, recipes=recipes, results=results,
         group_results=group_results(lab, results, seed),
         claims=all_claims(lab, seed), controls=all_controls(lab, seed),
         longtail_by_decile=deciles, tamper=tamper,
-        data=data_section(store), timings=timings(store, cfg), environment=environment(),
+        data=data_section(store), timings={k: u.seconds for k, u in usage.items()},
+        cpu_seconds={k: u.cpu_seconds for k, u in usage.items() if u.cpu_seconds is not None},
+        core_share={k: u.core_share for k, u in usage.items() if u.core_share is not None}, environment=environment(),
         worldless=worldless_recipes(cfg, store),
     )
 

@@ -10,6 +10,7 @@ import math
 import os
 import platform
 import sys
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 import numpy as np
@@ -159,6 +160,10 @@ class Summary(Strict):
     controls: Controls = Field(default_factory=Controls)
     data: dict
     timings: dict[str, float]
+    # per stage: process CPU seconds, and core_share = CPU seconds / (wall seconds x cores): 1.0 = every core
+    # busy for the whole stage (absent for stages whose manifests predate CPU accounting)
+    cpu_seconds: dict[str, float] = Field(default_factory=dict)
+    core_share: dict[str, float] = Field(default_factory=dict)
     environment: dict
     worldless: dict[str, WorldlessRecipe] = Field(default_factory=dict)
 
@@ -202,14 +207,38 @@ def timings(store: RunStore, cfg: ExperimentConfig) -> dict[str, float]:
     Per-item stages count the time any item was running (the union of their intervals), so recipes
     that ran in parallel are not counted twice.
     """
-    out: dict[str, float] = {}
+    return {name: u.seconds for name, u in stage_usage(store, cfg).items()}
+
+
+@dataclass(frozen=True)
+class StageUsage:
+    """How long a stage took and how much of the machine it used (the last time it ran)."""
+
+    seconds: float
+    cpu_seconds: float | None  # None: a manifest from before CPU time was recorded
+    core_share: float | None  # cpu_seconds / (seconds x cores)
+    cores: int
+
+
+def stage_usage(store: RunStore, cfg: ExperimentConfig) -> dict[str, StageUsage]:
+    """Per stage with manifests: wall seconds (the union of its keys' intervals), CPU seconds (the keys'
+    shares sum to what the process used: pipeline.CpuMeter) and the share of the cores that is."""
+    out: dict[str, StageUsage] = {}
     for name, stage in STAGES.items():
         keys = [f"{name}/{r}" for r in stage_items(cfg, stage.over)] if stage.per_recipe else [name]
         ms = [m for k in keys if (m := store.manifest(k)) is not None]
-        if ms and all(m.ended for m in ms):
-            out[name] = round(busy_seconds([(m.ended - m.seconds, m.ended) for m in ms]), 2)
-        elif ms:  # manifests from before `ended` was recorded: recipes ran one after another
-            out[name] = round(sum(m.seconds for m in ms), 2)
+        if not ms:
+            continue
+        if all(m.ended for m in ms):
+            seconds = round(busy_seconds([(m.ended - m.seconds, m.ended) for m in ms]), 2)
+        else:  # manifests from before `ended` was recorded: recipes ran one after another
+            seconds = round(sum(m.seconds for m in ms), 2)
+        cpu = share = None
+        cores = max(m.cores for m in ms)
+        if all(m.cpu_seconds is not None for m in ms) and cores:
+            cpu = round(sum(m.cpu_seconds for m in ms), 2)
+            share = round(cpu / (seconds * cores), 3) if seconds > 0 else None
+        out[name] = StageUsage(seconds, cpu, share, cores)
     return out
 
 

@@ -40,14 +40,16 @@ from cleanroom.train.data import TrainBatches, open_tokens, val_batches
 from cleanroom.train.export import export_hf
 from cleanroom.train.model import IGNORE_INDEX, Transformer, apply_rope, rope_cache
 from cleanroom.train.trainer import (
-    adamw,
     checkpoint_key,
     dist_info,
     evaluate,
     load_checkpoint,
     lr_at,
+    optimizer_for,
     save_state,
+    set_lr,
     tail_log,
+    train_optimizer,
 )
 from cleanroom.ui import progress, say
 
@@ -218,19 +220,11 @@ class BatchedTransformer(nn.Module):
 
 
 def make_optimizer(model: BatchedTransformer, lr: float, weight_decay: float,
-                   betas: tuple[float, float] = (0.9, 0.95)) -> torch.optim.AdamW:
+                   betas: tuple[float, float] = (0.9, 0.95), muon_lr: float | None = None) -> torch.optim.AdamW:
     """`trainer.make_optimizer` for N models: the same groups, in the same parameter order, so that
-    model i's slice of the state is exactly the state its own optimizer would hold."""
-    return adamw(param_groups(model, weight_decay), lr, betas)
-
-
-def param_groups(model: BatchedTransformer, weight_decay: float) -> list[dict]:
-    """`trainer.make_optimizer`'s groups for the batched model: decay on what is a matrix *per model*
-    (linear weights, embeddings), not on the norm gains, whose stacked shape [N, D] is 2-d too."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() - 1 >= 2]
-    no_decay = [p for p in params if p.dim() - 1 < 2]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    model i's slice of the state is exactly the state its own optimizer would hold. What is a matrix is
+    decided per model: the norm gains' stacked shape [N, D] is 2-d too, and gets no decay."""
+    return optimizer_for(list(model.named_parameters()), lr, weight_decay, betas, muon_lr, lead=1)
 
 
 @torch.no_grad()
@@ -314,8 +308,7 @@ def stack_batches(batches: list[TrainBatches], step: int, batch_size: int) -> tu
 def train_step(net: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, lr: float,
                grad_clip: float, dtype: str) -> list[float]:
     """One optimizer step of every model in `net` (a BatchedTransformer, maybe compiled); their losses."""
-    for g in opt.param_groups:
-        g["lr"] = lr
+    set_lr(opt, lr)
     with autocast(x.device, dtype):
         losses = net(x, y)
     losses.sum().backward()  # model i's gradient is that of losses[i] alone
@@ -382,7 +375,7 @@ def _train_group(cfg: ExperimentConfig, store: RunStore, runs: list[_Run], start
     tcfg, mcfg = cfg.train, cfg.model
     n = len(runs)
     model = BatchedTransformer(mcfg, runs[0].meta["vocab_size"], [r.member.seed for r in runs]).to(device)
-    opt = make_optimizer(model, tcfg.lr, tcfg.weight_decay, (tcfg.beta1, tcfg.beta2))
+    opt = train_optimizer(model, tcfg, lead=1)
     if start:
         for i, r in enumerate(runs):
             model.load_model(i, r.state["model"])

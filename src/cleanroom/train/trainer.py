@@ -40,17 +40,36 @@ from cleanroom.store import RunStore, StoreError, atomic_path, write_text
 from cleanroom.train.data import TrainBatches, open_tokens, val_batches
 from cleanroom.train.export import export_hf
 from cleanroom.train.model import Transformer
+from cleanroom.train.muon import Muon, is_hidden_matrix
 from cleanroom.ui import console, progress, say
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,
-                   betas: tuple[float, float] = (0.9, 0.95)) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices (linear weights, embeddings) only, not on norm gains."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
+                   betas: tuple[float, float] = (0.9, 0.95), muon_lr: float | None = None) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices (linear weights, embeddings) only, not on norm gains; with
+    `muon_lr`, Muon (muon.py) on the blocks' matrices at that lr, AdamW on the rest."""
+    return optimizer_for(list(model.named_parameters()), lr, weight_decay, betas, muon_lr, lead=0)
+
+
+def optimizer_for(named: list[tuple[str, torch.nn.Parameter]], lr: float, weight_decay: float,
+                  betas: tuple[float, float], muon_lr: float | None, lead: int) -> torch.optim.AdamW:
+    """The optimizer over `named` parameters with `lead` stacked model dimensions (0 for one model; the
+    batched trainer's [N, ...] parameters have 1): decay on what is a matrix per model, not on the norm
+    gains. The groups keep the module's parameter order, so model i's state is what its own optimizer holds."""
+    named = [(n, p) for n, p in named if p.requires_grad]
+    hidden = [p for n, p in named if muon_lr is not None and is_hidden_matrix(n, p, lead)]
+    rest = [p for _, p in named if not any(p is h for h in hidden)]
+    decay = [p for p in rest if p.dim() - lead >= 2]
+    no_decay = [p for p in rest if p.dim() - lead < 2]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return adamw(groups, lr, betas)
+    if muon_lr is None:
+        return adamw(groups, lr, betas)
+    groups.append({"params": hidden, "weight_decay": 0.0, "muon": True, "lr": muon_lr, "lr_scale": muon_lr / lr})
+    return Muon(groups, lr, betas, fused=_fused_ok(named))
+
+
+def _fused_ok(named: list) -> bool:
+    return bool(named) and named[0][1].device.type in ("cpu", "cuda")
 
 
 def adamw(groups: list[dict], lr: float, betas: tuple[float, float]) -> torch.optim.AdamW:
@@ -61,6 +80,19 @@ def adamw(groups: list[dict], lr: float, betas: tuple[float, float]) -> torch.op
         return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device_type in ("cpu", "cuda"))
     except (RuntimeError, TypeError):
         return torch.optim.AdamW(groups, lr=lr, betas=betas)
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    """Every group's lr from the schedule's value: Muon's groups scale it by their `lr_scale`."""
+    for g in opt.param_groups:
+        g["lr"] = lr * g.get("lr_scale", 1.0)
+
+
+def train_optimizer(model: torch.nn.Module, tcfg: TrainConfig, lead: int = 0) -> torch.optim.AdamW:
+    """The optimizer `train.optimizer` names, for a model (lead=0) or N stacked models (lead=1)."""
+    muon_lr = tcfg.muon_lr if tcfg.optimizer == "muon" else None
+    return optimizer_for(list(model.named_parameters()), tcfg.lr, tcfg.weight_decay, (tcfg.beta1, tcfg.beta2),
+                         muon_lr, lead)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -207,7 +239,7 @@ def _train(cfg: ExperimentConfig, store: RunStore, recipe: str, stop_after: int 
 
     # same init on every rank (DDP also broadcasts rank 0's weights) and in parallel threads
     model = Transformer(mcfg, meta["vocab_size"], seed=seed).to(device)
-    opt = make_optimizer(model, tcfg.lr, tcfg.weight_decay, (tcfg.beta1, tcfg.beta2))
+    opt = train_optimizer(model, tcfg)
 
     ckpt_path = store.path(f"checkpoints/{recipe}/last.pt")
     log_path = store.path(f"logs/train/{recipe}.jsonl")
@@ -248,8 +280,7 @@ def _train(cfg: ExperimentConfig, store: RunStore, recipe: str, stop_after: int 
                 check_cancelled()
                 t0 = time.perf_counter()
                 lr = lr_at(step, tcfg)
-                for g in opt.param_groups:
-                    g["lr"] = lr
+                set_lr(opt, lr)
                 x, y = batches.batch(step, rank, world, B)
                 with autocast(device, dtype):
                     _, loss = net(x.to(device, non_blocking=True), y.to(device, non_blocking=True))
