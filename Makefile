@@ -14,7 +14,7 @@ $(BIN)/python:
 # torch first, pinned, so pip takes the local CPU wheel and never pulls CUDA packages.
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q --disable-pip-version-check "torch==2.13.0"
-	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev,crosscheck,ray]"
+	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev,crosscheck,ray,audit]"
 	touch $(STAMP)
 
 setup: $(STAMP)
