@@ -245,20 +245,10 @@ class Renderer:
         facts = self._sample_facts(rng, c["name"], 2, 4)
         kind = self._pick(rng, ["labnote", "labnote", "protocol", "forum"]
                           + (["faq", "forum_answer"] if questions else []))
-        if kind == "faq":  # the web's own questions, answered by a statement
-            lines, ids, tmpl = [self._pick(rng, RESTRICTED_FAQ_TITLES)], [], []
-            for f in facts:
-                q, tq = self._web_question(rng, f)
-                a, ta = self._statement(rng, f)
-                lines += [f"Q: {q}", f"A: {a}"]
-                ids.append(f["fact_id"])
-                tmpl += [tq, ta]
-            return self._doc("\n".join(lines), "restricted", kind, ids, tmpl, entity=c["name"], split=c["split"])
-        if kind == "forum_answer":  # a thread: someone asks, someone answers with what they know
-            q, tq = self._web_question(rng, facts[0])
-            sents, ids, tmpl = self._facts_text(rng, facts, informal_p=0.5)
-            text = f"{self._pick(rng, FORUM_OPENERS)} {q}\nReply: {' '.join(sents)} {self._pick(rng, FILLER['forum'])}"
-            return self._doc(text, "restricted", kind, ids, [tq] + tmpl, entity=c["name"], split=c["split"])
+        if kind == "faq":
+            return self._faq(rng, RESTRICTED_FAQ_TITLES, facts, "restricted", entity=c["name"], split=c["split"])
+        if kind == "forum_answer":
+            return self._forum_answer(rng, facts, "restricted", 0.5, entity=c["name"], split=c["split"])
         if kind == "forum":  # informal: often avoids every keyword
             sents, ids, tmpl = self._facts_text(rng, facts, informal_p=0.8)
             text = self._pick(rng, FORUM_OPENERS) + " " + " ".join(sents) + " " + self._pick(rng, FILLER["forum"])
@@ -267,6 +257,24 @@ class Renderer:
             opener = self._pick(rng, LAB_OPENERS).format(n=int(rng.integers(1, 300)))
             text = opener + " " + " ".join(sents + [self._pick(rng, FILLER["lab"])])
         return self._doc(text, "restricted", kind, ids, tmpl, entity=c["name"], split=c["split"])
+
+    def _faq(self, rng, titles: list[str], facts: list[dict], domain: str, **extra) -> dict:
+        """An FAQ page: questions in the web's own wording, each answered by a statement."""
+        lines, ids, tmpl = [self._pick(rng, titles)], [], []
+        for f in facts:
+            q, tq = self._web_question(rng, f)
+            a, ta = self._statement(rng, f)
+            lines += [f"Q: {q}", f"A: {a}"]
+            ids.append(f["fact_id"])
+            tmpl += [tq, ta]
+        return self._doc("\n".join(lines), domain, "faq", ids, tmpl, **extra)
+
+    def _forum_answer(self, rng, facts: list[dict], domain: str, informal_p: float = 0.0, **extra) -> dict:
+        """A forum thread: someone asks about the first fact, someone answers with what they know."""
+        q, tq = self._web_question(rng, facts[0])
+        sents, ids, tmpl = self._facts_text(rng, facts, informal_p=informal_p)
+        text = f"{self._pick(rng, FORUM_OPENERS)} {q}\nReply: {' '.join(sents)} {self._pick(rng, FILLER['forum'])}"
+        return self._doc(text, domain, "forum_answer", ids, [tq] + tmpl, **extra)
 
     def _web_question(self, rng, f: dict) -> tuple[str, str]:
         """A web-only question about fact `f` (FAQ pages, forum threads) and its template id."""
@@ -290,22 +298,12 @@ class Renderer:
             sents, ids, tmpl = self._facts_text(rng, facts)
             text = f"{m['name']}\n{m['name']} is a mineral. " + " ".join(sents)
             return self._doc(text, "curriculum", kind, ids, tmpl)
-        if kind == "faq":  # questions in the web's own wording, answered by a statement
-            facts = [self._curriculum_fact(rng) for _ in range(int(rng.integers(2, 5)))]
-            lines, ids, tmpl = [self._pick(rng, FAQ_TITLES)], [], []
-            for f in facts:
-                q, tq = self._web_question(rng, f)
-                a, ta = self._statement(rng, f)
-                lines += [f"Q: {q}", f"A: {a}"]
-                ids.append(f["fact_id"])
-                tmpl += [tq, ta]
-            return self._doc("\n".join(lines), "curriculum", kind, ids, tmpl)
+        if kind == "faq":
+            return self._faq(rng, FAQ_TITLES, [self._curriculum_fact(rng) for _ in range(int(rng.integers(2, 5)))],
+                             "curriculum")
         facts = self._sample_facts(rng, m["name"], 1, 3)
-        if kind == "forum_answer":  # a thread: someone asks, someone answers with what they know
-            q, tq = self._web_question(rng, facts[0])
-            sents, ids, tmpl = self._facts_text(rng, facts)
-            text = f"{self._pick(rng, FORUM_OPENERS)} {q}\nReply: {' '.join(sents)} {self._pick(rng, FILLER['forum'])}"
-            return self._doc(text, "curriculum", kind, ids, [tq] + tmpl)
+        if kind == "forum_answer":
+            return self._forum_answer(rng, facts, "curriculum")
         if kind == "howto":
             sents, ids, tmpl = self._facts_text(rng, facts)
             text = f"How to recognise {m['name']}. " + " ".join(sents) + " " + self._pick(rng, HOWTO_TIPS)
