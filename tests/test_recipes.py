@@ -99,7 +99,9 @@ def test_recipes_have_their_character(smoke_corpora):
 
     web, tb, fw = domains("web"), domains("textbook"), domains("filtered_web")
     assert tb.get("restricted", 0) == 0 and tb.get("noise", 0) == 0
-    assert web["restricted"] > 3 * fw.get("restricted", 0)
+    # generate's filtered_web is a placeholder keyword match (curate rebuilds it with the real filter, whose
+    # recall test_curate checks): it misses the restricted question pages that avoid lab vocabulary
+    assert web["restricted"] > 2 * fw.get("restricted", 0)
     assert tb["curriculum"] > 2 * web["curriculum"]
     tb_kinds = {json.loads(d["meta"])["kind"] for d in _corpus(smoke_corpora, "textbook")}
     assert {"exercise", "exposition", "worked_problem", "profile"} <= tb_kinds

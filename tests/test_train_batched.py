@@ -36,6 +36,7 @@ TINY = {
     "model.ffn_hidden": 64, "model.seq_len": 32,
     "train.batch_size": 8, "train.warmup_steps": 5, "runtime.threads": 1, "train.lr": 3e-3,
     "train.steps": 30, "train.eval_every": 10, "train.ckpt_every": 10,
+    "train.replicates": 1,  # the trainers' mechanics; replicates are members like any other (tested below)
 }
 WEIGHTS = "model.safetensors"
 

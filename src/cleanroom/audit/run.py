@@ -233,8 +233,9 @@ def run_audit(cfg: AuditConfig) -> AuditSummary:
         raise
     say(f"[bold]audit[/] `{backend.name}` ({backend.kind}) · protocols: choice={protocols['choice']}, "
         f"generate={protocols['generate']} · " + ", ".join(f"{k}: {len(v)} items" for k, v in items.items()))
-    # chunks: whole batches for a local model, enough envelopes to keep every connection busy for an endpoint
-    chunk = 8 * cfg.batch_size if isinstance(backend, LocalLM) else 16 * cfg.concurrency
+    # chunks: whole batches for a local model; for an endpoint one wave of `concurrency` requests, each wave
+    # committed as it returns, so a failing endpoint loses at most the answers of the wave it failed in
+    chunk = 8 * cfg.batch_size if isinstance(backend, LocalLM) else cfg.concurrency
     model = CachedLM(backend, cache, namespace="audit", chunk=chunk)
     all_rows: list[dict] = []
     notes: dict[str, Any] = {}
