@@ -168,6 +168,7 @@ class Side:
         self.name, self.target, self.max_steps = name, target, max_steps
         self.seconds, self.tokens, self.done = 0.0, 0, False
         self.cpu_seconds = 0.0  # process CPU time of the timed steps: on a loaded machine, closer to idle time
+        self.first_chunk: tuple[float, int] | None = None  # (seconds, tokens) of the first chunk: compiling
         self.reached: dict[str, int | None] = {}
         self.curves: dict[str, list[tuple[int, float]]] = {}
 
@@ -239,6 +240,8 @@ def ours(cfg, data: dict, vocab: int, side: Side, eval_every: int, groups: int, 
         side.seconds += time.perf_counter() - t0
         side.cpu_seconds += time.process_time() - c0
         side.tokens += sum(len(parts[g]) for g in live) * eval_every * t.batch_size * m.seq_len
+        if side.first_chunk is None:
+            side.first_chunk = (side.seconds, side.tokens)
         step += eval_every
         torch.set_num_threads(threads * len(live))
         for g in live:
@@ -299,6 +302,8 @@ def race(base: Side, other: Side) -> dict:
     return {
         "time_to_loss_speedup": round(base.seconds / other.seconds, 3) if reached else None,
         "throughput_ratio": round(other_tps / base_tps, 3),
+        # tokens/s after each side's first chunk (which includes torch.compile's compile time, if any)
+        "steady_throughput_ratio": round(steady_tps(other) / steady_tps(base), 3),
         # model-steps (tokens) each side trained: a batched group steps all its models until its last is done
         "steps_ratio": round(base.tokens / other.tokens, 3) if reached else None,
         # the same ratio in process CPU seconds: what the machine's load does not stretch (fair between sides
@@ -309,6 +314,11 @@ def race(base: Side, other: Side) -> dict:
         f"{base.name}_tokens_per_s": round(base_tps, 1),
         f"{base.name}_steps_to_target": base.reached,
     }
+
+
+def steady_tps(side: Side) -> float:
+    secs, toks = side.first_chunk or (0.0, 0)
+    return (side.tokens - toks) / max(side.seconds - secs, 1e-9) if side.tokens > toks else side.tokens / side.seconds
 
 
 def lever_config(cfg: ExperimentConfig, levers: list[str]) -> ExperimentConfig:
