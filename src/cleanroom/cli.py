@@ -525,8 +525,8 @@ def print_verdicts(summary) -> None:
     """One line per claim (verdict, effect and CI), then one per control of the instrument."""
     style = {"supported": "green", "not supported": "red", "inconclusive": "yellow"}
     for key, c in summary.claims.items():
-        numbers = ("no data" if c.effect is None
-                   else f"effect {c.effect:+.3f}, 95% CI [{c.ci_low:+.3f}, {c.ci_high:+.3f}]")
+        numbers = ("no data" if c.effect is None else f"effect {c.effect:+.3f}, no interval" if c.ci_low is None
+                   or c.ci_high is None else f"effect {c.effect:+.3f}, 95% CI [{c.ci_low:+.3f}, {c.ci_high:+.3f}]")
         say(f"  [bold]{key}[/] {c.claim}: [{style[c.verdict]}]{c.verdict}[/] ({numbers})")
     if summary.worldless:
         say(f"  [dim]no verdict involves {', '.join(summary.worldless)} (no world behind the text; the report says "
