@@ -328,6 +328,35 @@ def lever_config(cfg: ExperimentConfig, levers: list[str]) -> ExperimentConfig:
     return resolve(cfg.model_dump(mode="json"), None, levers)
 
 
+def step_costs(cfgs: dict[str, ExperimentConfig], vocab: int, n_models: int, rounds: int) -> dict[str, float]:
+    """CPU seconds per batched step of `n_models` models on one thread, for each config (the current path
+    and the levers' side), in alternating rounds of 3 steps after 2 warm-up steps (compile, if any).
+    Thread CPU time is what a loaded machine stretches least: it measures the step, not the queue for a
+    core. Random tokens: only speed is measured."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    steps = {}
+    for name, c in cfgs.items():
+        bm = BatchedTransformer(c.model, vocab, list(range(n_models)))
+        opt = train_optimizer(bm, c.train, lead=1)
+        net = torch.compile(bm) if c.runtime.compile else bm
+        shape = (n_models, c.train.batch_size, c.model.seq_len)
+        x, y = torch.randint(0, vocab, shape), torch.randint(0, vocab, shape)
+        steps[name] = lambda net=net, opt=opt, x=x, y=y, c=c: train_step(net, opt, x, y, c.train.lr, c.train.grad_clip,
+                                                                         "fp32")
+        for _ in range(2):
+            steps[name]()
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            t0 = time.thread_time()
+            for _ in range(3):
+                step()
+            times[name].append((time.thread_time() - t0) / 3)
+    torch.set_num_threads(before)
+    return {k: round(sorted(v)[len(v) // 2], 4) for k, v in times.items()}
+
+
 def load_data(args) -> tuple:
     """(config, run directory) with token files: `--run`, else a fresh run of the preset; `--set` applied."""
     if args.run:
@@ -359,6 +388,9 @@ def main() -> None:
                    help="config override for ours only (train.optimizer=muon, runtime.compile=true, ...): then "
                    "a third side, `current`, runs our trainer without the levers, and lever_* ratios compare them")
     p.add_argument("--no-baseline", action="store_true", help="race ours against `current` only (needs --lever)")
+    p.add_argument("--step-cost", type=int, default=0, metavar="ROUNDS",
+                   help="also time the CPU seconds of one batched step (one thread, --models models) of ours "
+                   "against current in ROUNDS alternating rounds, per 16 sequences: lever_step_cpu_ratio")
     args = p.parse_args()
     if args.quick:
         args.preset, args.eval_every, args.models, args.max_steps = "smoke", 5, 2, 30
@@ -447,6 +479,12 @@ def main() -> None:
         "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "curves": {k: sd.curves for k, sd in sides.items()} if not args.quick else None,
     })
+    if args.step_cost and args.lever:
+        costs = step_costs({"current": cfg, "ours": lever_cfg}, vocab, len(recipes), args.step_cost)
+        per16 = {k: v * 16 / c.train.batch_size for (k, v), c in zip(costs.items(), (cfg, lever_cfg), strict=True)}
+        out["step_cpu_seconds"] = costs
+        out["lever_step_cpu_ratio"] = round(per16["current"] / per16["ours"], 3)  # tokens per CPU second
+        out["load_avg_1m"].append(round(os.getloadavg()[0], 2))
     if args.plans:
         out["plans_model_steps_per_s"] = plan_rates(cfg, vocab, args.plans, cores, 2 if args.quick else 4,
                                                     1 if args.quick else 3)

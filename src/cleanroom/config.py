@@ -243,7 +243,8 @@ class TrainConfig(Section):
     optimizer: Literal["adamw", "muon"] = Field(
         "adamw", description="muon: Muon (Newton-Schulz orthogonalised momentum) on the blocks' matrices at "
         "`muon_lr`, AdamW on embeddings and norms (train/muon.py)")
-    muon_lr: float = Field(0.02, gt=0, description="peak lr of Muon's matrices (same warmup + cosine schedule)")
+    muon_lr: float = Field(0.01, gt=0, description="peak lr of Muon's matrices (same warmup + cosine schedule; 0.01 "
+                           "beat 0.02 and 0.04 to late losses, docs/performance.md)")
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
     warmup_steps: int = Field(20, ge=0)
     weight_decay: float = Field(0.1, ge=0)

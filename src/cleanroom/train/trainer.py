@@ -7,6 +7,9 @@ What each piece is for:
 - bf16 autocast (CPU and CUDA): matmuls run in bf16 (AVX512-BF16 / AMX on CPU, tensor cores on
   CUDA) while weights, optimizer state and the loss stay fp32, so no loss scaling is needed.
 - Warmup then cosine decay to `min_lr_ratio * lr`: the usual recipe for short runs.
+- `train.optimizer = "muon"` puts the blocks' matrices on Muon (muon.py) at `train.muon_lr`, on the same
+  schedule (`set_lr`); off by default: on a 2-core CPU it saved about what its Newton-Schulz step costs
+  (docs/performance.md).
 - Data order is a pure function of (seed, step, rank) (see `data.py`), so a checkpoint only needs
   the model, the optimizer, the step and the RNG state to resume *exactly* where it stopped; a run
   killed with SIGKILL and restarted ends where an uninterrupted run ends.
