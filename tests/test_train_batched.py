@@ -179,6 +179,7 @@ def _train_cmd(out: Path, sets: dict) -> list[str]:
     return cmd
 
 
+@pytest.mark.e2e
 def test_sigkill_during_batched_training_then_rerun_is_exact(tokenized, tmp_path):
     sets = {"train.steps": 150, "train.eval_every": 50, "train.ckpt_every": 25, "runtime.jobs": 1}
     full = clone(tokenized, tmp_path / "a")
