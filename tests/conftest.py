@@ -13,6 +13,18 @@ from cleanroom.config import load_config
 from cleanroom.pipeline import Pipeline
 from cleanroom.store import RunStore
 
+# fixtures that make a test end to end: a whole `cleanroom run` in a subprocess, a Ray instance
+E2E_FIXTURES = {"smoke_run", "ray_local"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test that uses an end-to-end fixture carries the `e2e` marker (`make test` runs them all;
+    `pytest -m 'not e2e'` is the quick loop)."""
+    unmarked = [it.nodeid for it in items
+                if E2E_FIXTURES & set(getattr(it, "fixturenames", ())) and it.get_closest_marker("e2e") is None]
+    if unmarked:
+        raise pytest.UsageError("end-to-end tests without the `e2e` marker: " + ", ".join(unmarked))
+
 
 @pytest.fixture(scope="session")
 def smoke_cfg():

@@ -3,6 +3,9 @@ SimpleQA grades, metrics by popularity bucket, the benchmarks-vs-reality figure,
 
 from __future__ import annotations
 
+import shutil
+
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from audit_helpers import make_tiny_llama, need_benchmarks
@@ -11,7 +14,7 @@ from test_knowledge import fixture_facts
 from cleanroom.audit import longtail
 from cleanroom.audit.items import TaskOptions
 from cleanroom.audit.report import compare_audits
-from cleanroom.audit.run import AuditConfig, run_audit
+from cleanroom.audit.run import ITEM_SCHEMA, AuditConfig, run_audit
 
 
 @pytest.fixture()
@@ -48,14 +51,30 @@ def test_longtail_in_the_audit(tmp_path, facts):
     assert again.knowledge["formats"]["mc"]["overall"] == mc["overall"]
 
 
+def _plant(audit_dir, knows: bool) -> None:
+    """Rewrite an audit's long-tail answers: every fact known (right, attempted) or none (wrong, abstained)."""
+    path = audit_dir / "items" / "longtail.parquet"
+    rows = pq.read_table(path).to_pylist()
+    rows = [{**r, "correct": knows, "correct_alt": None if r["correct_alt"] is None else knows,
+             "parsed": knows or r["kind"] == "choice"} for r in rows]
+    pq.write_table(pa.Table.from_pylist(rows, schema=ITEM_SCHEMA), path)
+
+
 def test_compare_says_which_model_knows_more_and_whose_benchmark_runs_ahead(tmp_path, facts):
+    """Two audits with the same benchmark answers; A knows every long-tail fact, B none. A knows more (in
+    every bucket and format); B's benchmark score runs further ahead of its knowledge than A's."""
     need_benchmarks()
-    a = run_audit(_cfg(make_tiny_llama(tmp_path / "m1", seed=1), tmp_path / "a"))
-    b = run_audit(_cfg(make_tiny_llama(tmp_path / "m2", seed=2), tmp_path / "b"))
-    assert a.knowledge and b.knowledge
+    run_audit(_cfg(make_tiny_llama(tmp_path / "m1", seed=1), tmp_path / "a"))
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    _plant(tmp_path / "a", knows=True)
+    _plant(tmp_path / "b", knows=False)
     rows = compare_audits([tmp_path / "a", tmp_path / "b"], n_boot=200)
     knows = [r for r in rows if r["task"] == "longtail"]
-    assert {r["variant"] for r in knows} == {"mc", "short"}
-    assert all(r["verdict"] in ("supported", "not supported", "inconclusive") and r["n"] > 0 for r in knows)
+    assert {r["variant"] for r in knows} == {"mc", "short"} and len(knows) >= 2 * 2  # all buckets + some bucket
+    for r in knows:
+        assert r["n"] > 0 and r["effect"] == 1.0 and r["verdict"] == "supported", r
     ahead = [r for r in rows if r["task"] == "mmlu vs longtail"]
-    assert len(ahead) == 1 and ahead[0]["ci_low"] <= ahead[0]["effect"] <= ahead[0]["ci_high"]
+    assert len(ahead) == 1 and ahead[0]["effect"] == -1.0 and ahead[0]["verdict"] == "not supported"
+    reverse = compare_audits([tmp_path / "b", tmp_path / "a"], n_boot=200)
+    assert all(r["verdict"] == "not supported" for r in reverse if r["task"] == "longtail")
+    assert next(r for r in reverse if r["task"] == "mmlu vs longtail")["verdict"] == "supported"

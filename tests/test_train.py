@@ -52,6 +52,15 @@ def read_log(store: RunStore, recipe: str = "web") -> list[dict]:
     return [json.loads(line) for line in store.path(f"logs/train/{recipe}.jsonl").read_text().splitlines()]
 
 
+def tb_scalars(store: RunStore, name: str = "web") -> dict[str, list[tuple[int, float]]]:
+    """The TensorBoard scalars of model `name` as TensorBoard reads them: tag -> [(step, value)]."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(store.path(f"logs/train/{name}")))
+    acc.Reload()
+    return {t: [(e.step, e.value) for e in acc.Scalars(t)] for t in acc.Tags()["scalars"]}
+
+
 def test_lr_schedule_warms_up_then_decays_to_the_floor():
     cfg = TrainConfig(steps=100, lr=1e-3, warmup_steps=10, min_lr_ratio=0.1)
     lrs = [lr_at(s, cfg) for s in range(100)]
@@ -102,6 +111,29 @@ def test_train_writes_model_log_and_stats_and_learns(tokenized, tmp_path):
     model, _ = load_native(store.path("models/web"))
     assert model.num_params() == stats["params"]
     assert not store.path("checkpoints/web/last.pt").exists()  # removed after export
+    tb = tb_scalars(store)  # the same rows as TensorBoard event files beside the JSONL log
+    assert set(tb) == {"loss/train", "loss/val", "lr", "tokens_per_s"}
+    for key, tag in (("loss", "loss/train"), ("val_loss", "loss/val"), ("lr", "lr"), ("tokens_per_s", "tokens_per_s")):
+        want = [(r["step"], r[key]) for r in log if key in r]
+        assert [s for s, _ in tb[tag]] == [s for s, _ in want]
+        assert [v for _, v in tb[tag]] == pytest.approx([v for _, v in want], rel=1e-6)
+
+
+def test_tensorboard_is_a_runtime_switch_and_optional(tokenized, tmp_path, monkeypatch):
+    """`runtime.tensorboard = false` writes no event files and changes no fingerprint; with it on and the
+    package missing, training still runs and logs to JSONL."""
+    sets = {"train.steps": 4, "train.eval_every": 2}
+    on, off = (load_config("smoke", overrides=overrides(**sets, **{"runtime.tensorboard": v})) for v in ("1", "0"))
+    assert on.runtime.tensorboard and not off.runtime.tensorboard
+    for sections in ((), ("model", "train")):
+        assert on.fingerprint(*sections) == off.fingerprint(*sections)
+    store = clone(tokenized, tmp_path / "off")
+    train_model(off, store, "web")
+    assert len(read_log(store)) == 4 and not store.path("logs/train/web").exists()
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # `import` raises ImportError
+    store = clone(tokenized, tmp_path / "missing")
+    train_model(on, store, "web")
+    assert len(read_log(store)) == 4 and not store.path("logs/train/web").exists()
 
 
 def test_muon_trains_and_its_config_keeps_old_fingerprints(tokenized, tmp_path):
@@ -151,6 +183,8 @@ def test_stopped_run_resumes_to_the_same_result(tokenized, tmp_path, optimizer):
     assert resumed["resumed_from_step"] == 10
     assert resumed["final_val_loss"] == full["final_val_loss"]  # bit-exact: same ops, same order
     assert [r["step"] for r in read_log(store)] == list(range(1, 31))
+    # TensorBoard drops what the stopped run logged after its checkpoint: every step once
+    assert [s for s, _ in tb_scalars(store)["loss/train"]] == list(range(1, 31))
     weights = "models/web/model.safetensors"
     assert store.path(weights).read_bytes() == full_store.path(weights).read_bytes()
 
@@ -171,6 +205,7 @@ def _trainer_cmd(out: Path, sets: list[str], *launcher: str) -> list[str]:
     return cmd
 
 
+@pytest.mark.e2e
 def test_sigkill_mid_training_then_rerun_matches_an_uninterrupted_run(tokenized, tmp_path):
     sets = overrides(**{"train.steps": 150, "train.eval_every": 50, "train.ckpt_every": 25})
     full = train_model(load_config("smoke", overrides=sets), clone(tokenized, tmp_path / "a"), "web")
@@ -197,6 +232,7 @@ def test_sigkill_mid_training_then_rerun_matches_an_uninterrupted_run(tokenized,
     assert [r["step"] for r in read_log(store)] == list(range(1, 151))
 
 
+@pytest.mark.e2e
 def test_torchrun_ddp_two_processes_matches_one_process_with_the_global_batch(tokenized, tmp_path):
     sets = {"train.steps": 40, "train.eval_every": 20, "train.ckpt_every": 20}
     single = train_model(load_config("smoke", overrides=overrides(**sets, **{"train.batch_size": 8})),

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_train import tb_scalars
 
 from cleanroom.config import ModelConfig, load_config
 from cleanroom.pipeline import Pipeline
@@ -129,6 +130,7 @@ def test_models_trained_together_equal_models_trained_alone(tokenized, tmp_path)
         single = train_model(config(seed=seed), alone, recipe)
         assert stats[name]["final_val_loss"] == single["final_val_loss"], name
         assert rows(together, name) == rows(alone, recipe)
+        assert tb_scalars(together, name)["loss/train"] == tb_scalars(alone, recipe)["loss/train"]
         assert weights(together, name) == weights(alone, recipe), f"{name}: exported weights differ"
         assert not together.path(f"checkpoints/{name}/last.pt").exists()
     assert len({weights(together, n) for n in ("web", "web~1", "web_seed7")}) == 3  # the seed matters
@@ -177,6 +179,7 @@ def _train_cmd(out: Path, sets: dict) -> list[str]:
     return cmd
 
 
+@pytest.mark.e2e
 def test_sigkill_during_batched_training_then_rerun_is_exact(tokenized, tmp_path):
     sets = {"train.steps": 150, "train.eval_every": 50, "train.ckpt_every": 25, "runtime.jobs": 1}
     full = clone(tokenized, tmp_path / "a")

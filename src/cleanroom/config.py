@@ -415,6 +415,8 @@ class RuntimeConfig(Section):
         "auto", description="train the recipes' models together as one batched model (cleanroom.train.batched; "
         "each model's numbers are the ones it gets alone); auto = whenever more than one model is to be trained, "
         "`jobs` batched groups at once")
+    tensorboard: bool = Field(True, description="also write each model's training log as TensorBoard event files, "
+                              "logs/train/<model>/ (`tensorboard --logdir RUN/logs`); needs the `tensorboard` package")
     malloc: Literal["tuned", "default"] = Field(
         "tuned", description="glibc malloc settings for training (cleanroom.malloc); env CLEANROOM_MALLOC overrides")
     executor: Literal["local", "ray"] = Field(

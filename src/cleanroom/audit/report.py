@@ -1,11 +1,10 @@
 """The audit's report card: `report.md`, a self-contained `report.html` (figures inlined), `figures/*.png`,
-and the `--compare` verdicts between audits."""
+and the `--compare` verdicts between audits. Sections are built from the `AuditSummary` and rendered by the
+project's one renderer (`report/render.py`: the same blocks as Markdown and as HTML); figures come from the
+one figure module (`report/figures.py`)."""
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
 from pathlib import Path
 
@@ -13,134 +12,57 @@ import numpy as np
 
 from cleanroom.audit.items import ORIGINAL
 from cleanroom.audit.stats import compare_gaps, difference_of_means, verdict
-from cleanroom.audit.summary import AuditSummary, FamilyResult, cluster_gaps, load_rows
+from cleanroom.audit.summary import AuditSummary, FamilyResult, benchmark_accuracy, cluster_gaps, load_rows
 from cleanroom.evals.stats import paired_diff
-from cleanroom.store import write_bytes, write_json, write_text
+from cleanroom.report import figures
+from cleanroom.report.render import Section, html_page, markdown
+from cleanroom.store import write_json, write_text
 
-
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.3f}"
-
-
-def _figure(summary: AuditSummary, task: str, variant: str) -> bytes:
-    """Accuracy per family (original first) with 95% CIs and the chance line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rs = [r for r in summary.results if r.task == task and r.variant == variant]
-    ts = next(t for t in summary.tasks if t.task == task and t.variant == variant)
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(rs) + 1.5), 3.2))
-    xs = range(len(rs))
-    colors = ["#2b6cb0" if r.family == ORIGINAL else "#dd6b20" for r in rs]
-    ax.bar(xs, [r.acc for r in rs], color=colors,
-           yerr=[[r.acc - r.ci_low for r in rs], [r.ci_high - r.acc for r in rs]], capsize=3)
-    if ts.chance:
-        ax.axhline(ts.chance, color="grey", linestyle="--", linewidth=1, label=f"chance {ts.chance:.2f}")
-        ax.legend(loc="upper right", fontsize=8)
-    ax.set_xticks(list(xs), [r.family.replace("_", "\n") for r in rs], fontsize=8)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("accuracy (95% CI)")
-    ax.set_title(f"{task} · {variant}: benchmark (blue) vs fresh twins (orange)", fontsize=9)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def benchmark_accuracy(s: AuditSummary) -> FamilyResult | None:
-    """The model's MMLU accuracy for the benchmarks-vs-reality comparison: the originals of the formulation
-    that carries signal (the option-text `cloze` before `letter` when both do), else of any formulation."""
-    rows = [r for r in s.results if r.task == "mmlu" and r.family == ORIGINAL]
-    signal = {(t.task, t.variant) for t in s.tasks if t.signal}
-    rank = sorted(rows, key=lambda r: (("mmlu", r.variant) not in signal, r.variant != "cloze"))
-    return rank[0] if rank else None
-
-
-def _reality_figure(audits: list[AuditSummary]) -> bytes:
-    """Benchmark accuracy (x) against long-tail accuracy per popularity bucket (y), one line per model."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.6, 4.4))
-    markers = {"head": "o", "torso": "s", "tail": "^"}
-    for k, s in enumerate(audits):
-        bench = benchmark_accuracy(s)
-        fmt = s.knowledge.get("formats", {}).get("mc")
-        if bench is None or not fmt:
-            continue
-        color = f"C{k}"
-        ys = []
-        for b in markers:
-            acc = fmt["buckets"].get(b, {}).get("acc")
-            if acc is None:
-                continue
-            y, lo, hi = acc["value"], acc["ci_low"], acc["ci_high"]
-            ys.append(y)
-            ax.errorbar(bench.acc, y, xerr=[[bench.acc - bench.ci_low], [bench.ci_high - bench.acc]],
-                        yerr=[[y - lo], [hi - y]], fmt=markers[b], color=color, capsize=3, ms=7,
-                        label=f"{s.model}: {b}" if k == 0 or b == "head" else None)
-        ax.plot([bench.acc] * len(ys), ys, color=color, lw=1, alpha=0.5)
-    ax.plot([0, 1], [0, 1], ls=":", color="grey", lw=1, label="benchmark = real-world knowledge")
-    ax.axhline(0.25, color="grey", ls="--", lw=0.8, label="chance (4 options)")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("MMLU accuracy (95% CI)")
-    ax.set_ylabel("long-tail accuracy, 4 options (head o, torso s, tail ^)")
-    ax.set_title("Benchmarks vs reality")
-    ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+REALITY = "benchmarks_vs_reality"
 
 
 def _triple(t: dict | None) -> str:
     return "n/a" if not t or t.get("value") is None else f"{t['value']:.3f} [{t['ci_low']:.3f}, {t['ci_high']:.3f}]"
 
 
-def _knowledge_md(s: AuditSummary) -> list[str]:
+def _knowledge_sections(s: AuditSummary) -> list[Section]:
     k = s.knowledge
     bench = benchmark_accuracy(s)
-    lines = ["## Real-world knowledge (`longtail`)", "",
-             f"Facts from {', '.join(k.get('sources', []))}, drawn with the audit's seed; buckets are thirds of "
-             f"cumulative popularity (head / torso / tail) per source and relation. `mc`: 4 options of the same "
-             f"kind, scored by log-likelihood (acc_norm: per byte). `short`: a generated answer graded correct / "
-             f"incorrect / not attempted (SimpleQA); F is the harmonic mean of accuracy and accuracy given "
-             f"attempted. CIs resample facts. The slope is accuracy per bucket step within relations "
-             f"(negative = the tail is known less); its verdict is on \"accuracy falls from head to tail\".", ""]
+    sec = Section("Real-world knowledge (`longtail`)", [
+        f"Facts from {', '.join(k.get('sources', []))}, drawn with the audit's seed; buckets are thirds of "
+        f"cumulative popularity (head / torso / tail) per source and relation. `mc`: 4 options of the same "
+        f"kind, scored by log-likelihood (acc_norm: per character). `short`: a generated answer graded correct / "
+        f"incorrect / not attempted (SimpleQA); F is the harmonic mean of accuracy and accuracy given "
+        f"attempted. CIs resample facts. The slope is accuracy per bucket step within relations "
+        f"(negative = the tail is known less); its verdict is on \"accuracy falls from head to tail\"."])
     if bench is not None:
-        lines += [f"Benchmark for comparison: MMLU ({bench.variant}) {bench.acc:.3f} "
-                  f"[{bench.ci_low:.3f}, {bench.ci_high:.3f}].", "", "![benchmarks vs reality](figures/"
-                  "benchmarks_vs_reality.png)", ""]
+        sec.paragraphs.append(f"Benchmark for comparison: MMLU ({bench.variant}) {bench.acc:.3f} "
+                              f"[{bench.ci_low:.3f}, {bench.ci_high:.3f}].")
+        sec.figures.append(REALITY)
+    out = [sec]
     for fam, res in k.get("formats", {}).items():
-        lines += [f"### {fam}", "", "| bucket | facts | accuracy [95% CI] | " +
-                  ("acc_norm | chance |" if fam == "mc" else "attempted | acc given attempted | F | grades |"),
-                  "| --- | --- | --- | --- | --- |" + (" --- | --- |" if fam == "short" else "")]
+        header = ["bucket", "facts", "accuracy [95% CI]"] + (
+            ["acc_norm", "chance"] if fam == "mc" else ["attempted", "acc given attempted", "F", "grades"])
+        rows = []
         for name, m in [("overall", res["overall"]), *res["buckets"].items()]:
             if not m.get("n"):
                 continue
             if fam == "mc":
-                extra = f"{_triple(m.get('acc_norm'))} | {m.get('chance', 0):.2f} |"
+                extra = [_triple(m.get("acc_norm")), f"{m.get('chance', 0):.2f}"]
             else:
                 g = m.get("grades", {})
-                extra = (f"{_triple(m.get('attempted'))} | {_triple(m.get('acc_given_attempted'))} | "
-                         f"{_triple(m.get('f'))} | {g.get('correct', 0)} / {g.get('incorrect', 0)} / "
-                         f"{g.get('not_attempted', 0)} |")
-            lines.append(f"| {name} | {m.get('n_facts', m['n'])} | {_triple(m.get('acc'))} | {extra}")
+                extra = [_triple(m.get("attempted")), _triple(m.get("acc_given_attempted")), _triple(m.get("f")),
+                         f"{g.get('correct', 0)} / {g.get('incorrect', 0)} / {g.get('not_attempted', 0)}"]
+            rows.append([name, str(m.get("n_facts", m["n"])), _triple(m.get("acc")), *extra])
         slope = res.get("slope", {})
-        lines += ["", f"Head-to-tail slope (within relations): {_triple(slope.get('slope'))} per bucket "
-                      f"→ {slope.get('verdict', 'n/a')}; pooled {_triple(slope.get('slope_pooled'))}; "
-                      f"head minus tail {_triple(slope.get('head_minus_tail'))}.", ""]
-    return lines
+        out.append(Section(fam, [
+            f"Head-to-tail slope (within relations): {_triple(slope.get('slope'))} per bucket → "
+            f"{slope.get('verdict', 'n/a')}; pooled {_triple(slope.get('slope_pooled'))}; head minus tail "
+            f"{_triple(slope.get('head_minus_tail'))}."], tables=[(header, rows)], level=3))
+    return out
 
 
-def _row_md(r: FamilyResult) -> str:
+def _row(r: FamilyResult) -> list[str]:
     gap = "" if r.gap is None else f"{r.gap:+.3f} [{r.gap_ci_low:+.3f}, {r.gap_ci_high:+.3f}] {r.gap_verdict}"
     mc = "" if r.mcnemar_p is None else f"b={r.mcnemar_b} c={r.mcnemar_c} p={r.mcnemar_p:.3g}"
     extra = []
@@ -150,46 +72,60 @@ def _row_md(r: FamilyResult) -> str:
         extra.append(f"consistency {r.consistency:.3f}")
     if r.unparsed_rate:
         extra.append(f"unparsed {r.unparsed_rate:.1%}")
-    return (f"| {r.family} | {r.n} | {r.acc:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}] | {r.n_pairs or ''} | {gap} "
-            f"| {mc} | {', '.join(extra)} |")
+    return [r.family, str(r.n), f"{r.acc:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]", str(r.n_pairs or ""), gap, mc,
+            ", ".join(extra)]
 
 
-def render_markdown(s: AuditSummary) -> str:
-    lines = [f"# Audit: `{s.model}`", "",
-             f"Backend `{s.backend}`; protocols: choice items by **{s.protocols.get('choice')}**, generated "
-             f"answers by **{s.protocols.get('generate')}**. Options: " +
-             ", ".join(f"{k}={v}" for k, v in s.options.items() if k not in ("formulations",)) + ".", "",
-             "Gap = accuracy on the benchmark items minus accuracy on their fresh twins, over paired source "
-             "items, with a 95% cluster-bootstrap CI (cluster = source item). *supported* = the benchmark score "
-             "runs ahead of the twin; *not supported* = the twin scores higher; *inconclusive* = the CI contains "
-             "0. McNemar (exact) for families with one twin per item. `alt` = plain acc for the cloze format "
-             "(primary: length-normalised), strict `#### N` match for GSM8K (primary: last number).", ""]
+def _figure_name(task: str, variant: str) -> str:
+    return f"{task}_{variant}"
+
+
+def title(s: AuditSummary) -> str:
+    return f"Audit: `{s.model}`"
+
+
+def build_sections(s: AuditSummary) -> list[Section]:
+    """The audit's report card as sections (rendered as Markdown and as HTML by `report/render.py`)."""
+    secs = [Section("How to read it", [
+        f"Backend `{s.backend}`; protocols: choice items by **{s.protocols.get('choice')}**, generated answers by "
+        f"**{s.protocols.get('generate')}**. Options: "
+        + ", ".join(f"{k}={v}" for k, v in s.options.items() if k not in ("formulations",)) + ".",
+        "Gap = accuracy on the benchmark items minus accuracy on their fresh twins, over paired source items, "
+        "with a 95% cluster-bootstrap CI (cluster = source item). *supported* = the benchmark score runs ahead of "
+        "the twin; *not supported* = the twin scores higher; *inconclusive* = the CI contains 0. McNemar (exact) "
+        "for families with one twin per item. `alt` = plain acc for the cloze format (primary: "
+        "length-normalised), strict `#### N` match for GSM8K (primary: last number)."])]
     for t in s.tasks:
         if t.task == "longtail":
             continue  # its own section below, by popularity bucket
         sig = ("carries signal: the benchmark accuracy's CI is above chance" if t.signal else
                "**no signal**: the benchmark accuracy's CI reaches chance, so its twin gaps measure noise "
                "for this model")
-        lines += [f"## {t.task} · {t.variant}", "", f"Chance {t.chance:.3f}; this formulation {sig}.", "",
-                  f"![{t.task} {t.variant}](figures/{t.task}_{t.variant}.png)", "",
-                  "| family | n | accuracy [95% CI] | pairs | gap [95% CI] verdict | McNemar | notes |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]
-        lines += [_row_md(r) for r in s.results if r.task == t.task and r.variant == t.variant]
-        lines.append("")
+        secs.append(Section(f"{t.task} · {t.variant}", [f"Chance {t.chance:.3f}; this formulation {sig}."],
+                            tables=[(["family", "n", "accuracy [95% CI]", "pairs", "gap [95% CI] verdict", "McNemar",
+                                      "notes"],
+                                     [_row(r) for r in s.results if r.task == t.task and r.variant == t.variant])],
+                            figures=[_figure_name(t.task, t.variant)]))
     if s.knowledge:
-        lines += _knowledge_md(s)
+        secs += _knowledge_sections(s)
     req = s.requests
-    lines += ["## Requests and timings", "",
-              f"Requests answered from the cache: {req.get('cached', 0)}; computed now: {req.get('computed', 0)}; "
-              f"model calls (forward passes / generate calls / HTTP requests): {req.get('model_calls', 0)}.", "",
-              "Timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in s.timings.items()) + ".", "",
-              "Environment: " + ", ".join(f"{k} {v}" for k, v in s.environment.items()) + ".", "",
-              "## Data sources and licenses", ""]
-    lines += [f"- {src['name']}: {src['origin']}; license {src['license']} (pip `{src['package']}`)"
-              for src in s.sources]
-    for task, note in s.notes.items():
-        lines += ["", f"Notes for {task}:", ""] + [f"- {line}" for line in _note_lines(note)]
-    return "\n".join(lines) + "\n"
+    secs.append(Section("Requests and timings", [
+        f"Requests answered from the cache: {req.get('cached', 0)}; computed now: {req.get('computed', 0)}; "
+        f"model calls (forward passes / generate calls / HTTP requests): {req.get('model_calls', 0)}.",
+        "Timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in s.timings.items()) + ".",
+        "Environment: " + ", ".join(f"{k} {v}" for k, v in s.environment.items()) + "."]))
+    secs.append(Section("Data sources and licenses", tables=[(["source", "origin", "license", "install"], [
+        [src["name"], src["origin"], src["license"], f"`{src['package']}`"] for src in s.sources])]))
+    secs += [Section(f"Notes for {task}", bullets=_note_lines(note), level=3) for task, note in s.notes.items()]
+    return secs
+
+
+def _captions(s: AuditSummary) -> dict[str, str]:
+    caps = {_figure_name(t.task, t.variant): f"{t.task} · {t.variant}: accuracy per family with 95% CIs, the "
+            f"benchmark items (blue) and their fresh twins (orange); dashed: chance." for t in s.tasks}
+    caps[REALITY] = ("MMLU accuracy against long-tail accuracy per popularity bucket (4 options), with 95% CIs; "
+                     "dotted: benchmark = real-world knowledge.")
+    return caps
 
 
 def _note_lines(note: dict) -> list[str]:
@@ -206,54 +142,20 @@ def _note_lines(note: dict) -> list[str]:
     return out
 
 
-def _md_to_html(md: str, images: dict[str, bytes]) -> str:
-    """The report's small Markdown subset (headings, tables, images, paragraphs) as HTML."""
-    out, table = [], []
-
-    def flush() -> None:
-        if table:
-            rows = [r.strip("|").split("|") for r in table if not set(r.replace("|", "").strip()) <= {"-", " "}]
-            head, body = rows[0], rows[1:]
-            out.append("<table><tr>" + "".join(f"<th>{html.escape(c.strip())}</th>" for c in head) + "</tr>"
-                       + "".join("<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in r) + "</tr>"
-                                 for r in body) + "</table>")
-            table.clear()
-
-    for line in md.splitlines():
-        if line.startswith("|"):
-            table.append(line)
-            continue
-        flush()
-        if line.startswith("#"):
-            level = len(line) - len(line.lstrip("#"))
-            out.append(f"<h{level}>{html.escape(line.lstrip('#').strip())}</h{level}>")
-        elif line.startswith("![") and "](" in line:
-            path = line.split("](", 1)[1].rstrip(")")
-            data = base64.b64encode(images.get(path, b"")).decode()
-            out.append(f'<p><img alt="{html.escape(path)}" src="data:image/png;base64,{data}"></p>')
-        elif line.strip():
-            out.append(f"<p>{html.escape(line)}</p>")
-    flush()
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
-             "table{border-collapse:collapse;font-size:90%}td,th{border:1px solid #ccc;padding:3px 6px}")
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>audit</title><style>{style}</style></head>" \
-           f"<body>{''.join(out)}</body></html>\n"
-
-
 def write_report(out: Path, summary: AuditSummary) -> None:
-    images = {}
+    """`report.md`, `report.html` and `figures/*.png` of an audit directory."""
+    paths = {}
     if summary.knowledge and benchmark_accuracy(summary) is not None:
-        images["figures/benchmarks_vs_reality.png"] = _reality_figure([summary])
-        write_bytes(out / "figures/benchmarks_vs_reality.png", images["figures/benchmarks_vs_reality.png"])
+        paths[REALITY] = f"figures/{REALITY}.png"
+        figures.audit_reality([summary], out / paths[REALITY])
     for t in summary.tasks:
-        if t.task == "longtail":
-            continue
-        rel = f"figures/{t.task}_{t.variant}.png"
-        images[rel] = _figure(summary, t.task, t.variant)
-        write_bytes(out / rel, images[rel])
-    md = render_markdown(summary)
-    write_text(out / "report.md", md)
-    write_text(out / "report.html", _md_to_html(md, images))
+        if t.task != "longtail":
+            name = _figure_name(t.task, t.variant)
+            paths[name] = f"figures/{name}.png"
+            figures.audit_families(summary, t.task, t.variant, out / paths[name])
+    sections, captions = build_sections(summary), _captions(summary)
+    write_text(out / "report.md", markdown(title(summary), sections, paths, captions))
+    write_text(out / "report.html", html_page(title(summary), sections, figures=paths, root=out, captions=captions))
 
 
 def compare_audits(dirs: list[Path], n_boot: int = 2000) -> list[dict]:
@@ -319,9 +221,9 @@ def _compare_knowledge(sa: AuditSummary, rows_a: list[dict], sb: AuditSummary, r
 
 def write_compare(out: Path, results: list[dict]) -> None:
     write_json(out / "compare.json", results)
-    lines = ["# Audit comparison: is model A's benchmark-twin gap larger than model B's?", "",
-             "| A | B | task | formulation | family | pairs | A gap - B gap [95% CI] | verdict |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    lines += [f"| {c['a']} | {c['b']} | {c['task']} | {c['variant']} | {c['family']} | {c['n']} | "
-              f"{c['effect']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}] | {c['verdict']} |" for c in results]
-    write_text(out / "compare.md", "\n".join(lines) + "\n")
+    rows = [[c["a"], c["b"], c["task"], c["variant"], c["family"], str(c["n"]),
+             f"{c['effect']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]", c["verdict"]] for c in results]
+    sections = [Section("Verdicts", tables=[(["A", "B", "task", "formulation", "family", "pairs",
+                                              "A gap - B gap [95% CI]", "verdict"], rows)])]
+    write_text(out / "compare.md", markdown("Audit comparison: is model A's benchmark-twin gap larger than model B's?",
+                                            sections))

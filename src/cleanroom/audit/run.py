@@ -28,7 +28,8 @@ import pyarrow as pa
 
 from cleanroom.audit.errors import AuditError, AuditInputError
 from cleanroom.audit.items import AuditItem, AuditTask, TaskOptions
-from cleanroom.audit.longtail import LongtailTask, knowledge_summary
+from cleanroom.audit.knowledge import knowledge_metrics
+from cleanroom.audit.longtail import LongtailTask
 from cleanroom.audit.report import write_report
 from cleanroom.audit.summary import AuditSummary, summarize_rows
 from cleanroom.audit.tasks import BUILTIN_TASKS, GSM_STOP, letter_question, parse_letter
@@ -261,7 +262,7 @@ def run_audit(cfg: AuditConfig) -> AuditSummary:
     timings["model_load_s"] = getattr(backend, "load_seconds", 0.0)
     t0 = time.perf_counter()
     task_summaries, results = summarize_rows(all_rows, cfg.n_boot)
-    knowledge = knowledge_summary(all_rows, cfg.n_boot)
+    knowledge = knowledge_metrics(all_rows, cfg.n_boot)
     timings["statistics_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - t_start
     opts = asdict(cfg.options)

@@ -64,6 +64,15 @@ class AuditSummary(BaseModel):
     knowledge: dict[str, Any] = Field(default_factory=dict)
 
 
+def benchmark_accuracy(s: AuditSummary) -> FamilyResult | None:
+    """The model's MMLU accuracy for the benchmarks-vs-reality comparison: the originals of the formulation
+    that carries signal (the option-text `cloze` before `letter` when both do), else of any formulation."""
+    rows = [r for r in s.results if r.task == "mmlu" and r.family == ORIGINAL]
+    signal = {(t.task, t.variant) for t in s.tasks if t.signal}
+    rank = sorted(rows, key=lambda r: (("mmlu", r.variant) not in signal, r.variant != "cloze"))
+    return rank[0] if rank else None
+
+
 def _chance(rows: list[dict]) -> float:
     n_opts = [len(r["options"]) for r in rows if r["kind"] == "choice" and r["options"]]
     return float(np.mean([1.0 / k for k in n_opts])) if n_opts else 0.0

@@ -1,4 +1,10 @@
-"""The report card's figures (matplotlib, Agg), written to `figures/*.png`."""
+"""Every figure of the project's reports (matplotlib, Agg), in one style, written to `figures/*.png`: the
+run's report card (`make_figures`) and the audit's (`audit_families`, `audit_reality`).
+
+One style: each model's colour is its recipe's (`COLORS`); in the audit, benchmark items are the textbook
+blue and their fresh twins the filtered-web orange; chance is a grey dashed line, "benchmark = reality" a
+grey dotted diagonal; every file is saved by `_save` (PNG, 110 dpi, no timestamp).
+"""
 
 from __future__ import annotations
 
@@ -11,12 +17,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from cleanroom.audit.items import ORIGINAL  # noqa: E402
+from cleanroom.audit.summary import AuditSummary, benchmark_accuracy  # noqa: E402
 from cleanroom.config import base_recipe  # noqa: E402
 from cleanroom.report.summary import Summary  # noqa: E402
 from cleanroom.store import RunStore, write_bytes  # noqa: E402
 
 COLORS = {"web": "#d62728", "textbook": "#1f77b4", "filtered_web": "#ff7f0e", "mix": "#2ca02c",
           "leaky": "#9467bd", "diverse": "#17becf"}
+BENCHMARK, TWIN = COLORS["textbook"], COLORS["filtered_web"]  # the audit's originals and their fresh twins
 
 
 def _color(recipe: str) -> str:
@@ -44,6 +53,14 @@ def _err(r) -> list[list[float]]:
     return [[max(r.acc - r.ci_low, 0)], [max(r.ci_high - r.acc, 0)]]
 
 
+def _chance_line(ax, chance: float, label: str = "chance") -> None:
+    ax.axhline(chance, color="grey", ls="--", lw=0.8, label=label)
+
+
+def _diagonal(ax, lo: float, label: str) -> None:
+    ax.plot([lo, 1], [lo, 1], ls=":", color="grey", lw=1, label=label)
+
+
 def bench_vs_reality(s: Summary, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(5.2, 4.4))
     for recipe in s.recipes:
@@ -51,8 +68,8 @@ def bench_vs_reality(s: Summary, path: Path) -> None:
         ax.errorbar(b.acc, lt.acc, xerr=_err(b), yerr=_err(lt), fmt="o", ms=8, capsize=3, color=_color(recipe),
                     label=recipe)
     lo = min(0.0, *(s.results[r][t].chance for r in s.recipes for t in ("bench", "longtail")))
-    ax.plot([lo, 1], [lo, 1], ls=":", color="grey", lw=1, label="benchmark = long tail")
-    ax.axhline(s.results[s.recipes[0]]["longtail"].chance, color="grey", lw=0.8, ls="--", label="chance (long tail)")
+    _diagonal(ax, lo, "benchmark = long tail")
+    _chance_line(ax, s.results[s.recipes[0]]["longtail"].chance, "chance (long tail)")
     ax.set_xlabel("benchmark accuracy")
     ax.set_ylabel("long-tail accuracy")
     ax.set_title("Benchmarks vs reality")
@@ -70,7 +87,7 @@ def _curves(s: Summary, curves: dict[str, list[tuple]], chance_task: str):
             x, acc, lo, hi = zip(*pts, strict=True)
             ax.plot(x, acc, marker="o", ls=_style(recipe), color=_color(recipe), label=recipe)
             ax.fill_between(x, lo, hi, color=_color(recipe), alpha=0.12)
-    ax.axhline(s.results[s.recipes[0]][chance_task].chance, color="grey", ls="--", lw=0.8, label="chance")
+    _chance_line(ax, s.results[s.recipes[0]][chance_task].chance)
     return fig, ax
 
 
@@ -98,7 +115,7 @@ def bench_twin_bars(s: Summary, path: Path) -> None:
     ax.set_xticks(range(len(s.recipes)), s.recipes, fontsize=8)
     ax.set_ylabel("accuracy")
     ax.set_title("Benchmark (solid), fresh twin, format shift (lightest)")
-    ax.axhline(s.results[s.recipes[0]]["bench"].chance, color="grey", ls="--", lw=0.8, label="chance (bench)")
+    _chance_line(ax, s.results[s.recipes[0]]["bench"].chance, "chance (bench)")
     ax.legend(fontsize=8)
     _save(fig, path)
 
@@ -165,3 +182,57 @@ def make_figures(store: RunStore, s: Summary) -> dict[str, str]:
     if coverage(s, store.path("figures/coverage.png")):
         out["coverage"] = "figures/coverage.png"
     return out
+
+
+# ------------------------------------------------------------------------------------------ the audit
+
+
+def audit_families(s: AuditSummary, task: str, variant: str, path: Path) -> None:
+    """Accuracy per family of one task formulation (benchmark items first) with 95% CIs and chance."""
+    rs = [r for r in s.results if r.task == task and r.variant == variant]
+    ts = next(t for t in s.tasks if t.task == task and t.variant == variant)
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(rs) + 1.5), 3.2))
+    xs = range(len(rs))
+    ax.bar(xs, [r.acc for r in rs], color=[BENCHMARK if r.family == ORIGINAL else TWIN for r in rs],
+           yerr=[[r.acc - r.ci_low for r in rs], [r.ci_high - r.acc for r in rs]], capsize=3, edgecolor="black",
+           lw=0.5)
+    if ts.chance:
+        _chance_line(ax, ts.chance, f"chance {ts.chance:.2f}")
+        ax.legend(loc="upper right", fontsize=8)
+    ax.set_xticks(list(xs), [r.family.replace("_", "\n") for r in rs], fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy (95% CI)")
+    ax.set_title(f"{task} · {variant}: benchmark (blue) vs fresh twins (orange)", fontsize=9)
+    _save(fig, path)
+
+
+def audit_reality(audits: list[AuditSummary], path: Path) -> None:
+    """Benchmark accuracy (x) against long-tail accuracy per popularity bucket (y), one colour per model."""
+    fig, ax = plt.subplots(figsize=(5.6, 4.4))
+    markers = {"head": "o", "torso": "s", "tail": "^"}
+    for k, s in enumerate(audits):
+        bench = benchmark_accuracy(s)
+        fmt = s.knowledge.get("formats", {}).get("mc")
+        if bench is None or not fmt:
+            continue
+        color = f"C{k}"
+        ys = []
+        for b in markers:
+            acc = fmt["buckets"].get(b, {}).get("acc")
+            if acc is None:
+                continue
+            y, lo, hi = acc["value"], acc["ci_low"], acc["ci_high"]
+            ys.append(y)
+            ax.errorbar(bench.acc, y, xerr=[[bench.acc - bench.ci_low], [bench.ci_high - bench.acc]],
+                        yerr=[[y - lo], [hi - y]], fmt=markers[b], color=color, capsize=3, ms=7,
+                        label=f"{s.model}: {b}" if k == 0 or b == "head" else None)
+        ax.plot([bench.acc] * len(ys), ys, color=color, lw=1, alpha=0.5)
+    _diagonal(ax, 0.0, "benchmark = real-world knowledge")
+    _chance_line(ax, 0.25, "chance (4 options)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("MMLU accuracy (95% CI)")
+    ax.set_ylabel("long-tail accuracy, 4 options (head o, torso s, tail ^)")
+    ax.set_title("Benchmarks vs reality")
+    ax.legend(fontsize=7, loc="upper left")
+    _save(fig, path)

@@ -1,14 +1,18 @@
-"""Render the report card as Markdown and as one self-contained HTML file (figures embedded).
+"""Render a report as Markdown and as one self-contained HTML file (figures embedded).
 
-Both are rendered from the same list of blocks (`markdown`, `html_page`), so they always say the same
-thing; the seed sweep's report (`report/sweep.py`) is rendered by the same two functions.
+Both are rendered from the same list of blocks (`Section`s, by `markdown` and `html_page`), so they always
+say the same thing. Every report of the project is rendered by these two functions: the run's report card
+(here), the seed sweep's (`report/sweep.py`) and the audit's (`audit/report.py`). Text may use three inline
+Markdown marks, **bold**, *italic* and `code`; `inline_html` is the one place they become HTML.
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from cleanroom.report.summary import Summary
 from cleanroom.store import RunStore
@@ -29,10 +33,15 @@ VERDICT_CSS = {"supported": "sup", "not supported": "nsup", "inconclusive": "inc
 
 @dataclass
 class Section:
+    """A heading (`level` 2 or 3) and what follows it, in this order: paragraphs, bullet points, tables
+    (header, rows), figures (names: the page's `figures` maps each to its file, `captions` to its caption)."""
+
     title: str
     paragraphs: list[str] = field(default_factory=list)
     tables: list[tuple[list[str], list[list[str]]]] = field(default_factory=list)
     figures: list[str] = field(default_factory=list)
+    bullets: list[str] = field(default_factory=list)
+    level: int = 2
 
 
 def _ci(acc: float | None, lo: float | None, hi: float | None) -> str:
@@ -248,31 +257,52 @@ def to_markdown(s: Summary, figures: dict[str, str]) -> str:
     return markdown(headline(s), build_sections(s, figures), figures)
 
 
-def markdown(title: str, sections: list[Section], figures: dict[str, str] | None = None) -> str:
+def markdown(title: str, sections: list[Section], figures: dict[str, str] | None = None,
+             captions: dict[str, str] | None = None) -> str:
     """A page of sections as Markdown (`figures`: name -> path relative to the page)."""
+    captions = FIGURE_TEXT if captions is None else captions
     out = [f"# {title}", ""]
     for sec in sections:
-        out += [f"## {sec.title}", ""]
+        out += [f"{'#' * sec.level} {sec.title}", ""]
         for p in sec.paragraphs:
             out += [p, ""]
+        if sec.bullets:
+            out += [f"- {b}" for b in sec.bullets] + [""]
         for header, rows in sec.tables:
             out.append("| " + " | ".join(header) + " |")
             out.append("|" + "|".join(" --- " for _ in header) + "|")
             out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
             out.append("")
         for f in sec.figures:
-            out += [f"![{FIGURE_TEXT.get(f, f)}]({figures[f]})", "", f"*{FIGURE_TEXT.get(f, f)}*", ""]
+            cap = captions.get(f, f)
+            out += [f"![{plain_text(cap)}]({figures[f]})", "", f"*{cap}*", ""]
     return "\n".join(out)
 
 
-def _md_inline(text: str) -> str:
-    """The few inline Markdown marks we use (**bold**, *italic*, `code`) as HTML, after escaping."""
-    import re
+_CODE = r"`([^`]+)`"
+_BOLD = r"\*\*(.+?)\*\*"
+_ITALIC = r"(?<![\w*])\*(?![\s*])(.+?)(?<![\s*])\*(?![\w*])"
 
-    t = html.escape(text)
-    t = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", t)
-    t = re.sub(r"\*(.+?)\*", r"<em>\1</em>", t)
-    return re.sub(r"`(.+?)`", r"<code>\1</code>", t)
+
+def inline_html(text: str) -> str:
+    """Text with the inline Markdown marks we use (**bold**, *italic*, `code`) as HTML, after escaping.
+    Code spans are taken first, so a `*` inside one stays literal."""
+    out = []
+    for k, part in enumerate(re.split(_CODE, text)):
+        t = html.escape(part)
+        if k % 2:
+            out.append(f"<code>{t}</code>")
+        else:
+            out.append(re.sub(_ITALIC, r"<em>\1</em>", re.sub(_BOLD, r"<strong>\1</strong>", t)))
+    return "".join(out)
+
+
+def plain_text(text: str) -> str:
+    """Text without its inline marks (for `<title>` and `alt`, which show no HTML)."""
+    for pattern in (_CODE, _BOLD, _ITALIC):
+        text = re.sub(pattern, r"\1", text)
+    return text
+
 
 
 CSS = """
@@ -289,30 +319,35 @@ code{background:#f2f2f2;padding:0 .2em}
 
 def to_html(s: Summary, figures: dict[str, str], store: RunStore) -> str:
     verdicts = {f"**{k} — {c.claim}": c.verdict for k, c in s.claims.items()}
-    return html_page(headline(s), build_sections(s, figures), verdicts, figures, store)
+    return html_page(headline(s), build_sections(s, figures), verdicts, figures, store.root)
 
 
-def html_page(title: str, sections: list[Section], verdicts: dict[str, str],
-              figures: dict[str, str] | None = None, store: RunStore | None = None) -> str:
+def html_page(title: str, sections: list[Section], verdicts: dict[str, str] | None = None,
+              figures: dict[str, str] | None = None, root: Path | None = None,
+              captions: dict[str, str] | None = None) -> str:
     """A page of sections as one self-contained HTML file: a paragraph that starts with a key of `verdicts`
-    is boxed in that verdict's colour; figures are read from `store` and embedded."""
+    is boxed in that verdict's colour; figures (paths relative to `root`) are read and embedded."""
+    verdicts = verdicts or {}
+    captions = FIGURE_TEXT if captions is None else captions
     parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>",
-             f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
-             f"<h1>{_md_inline(title)}</h1>"]
+             f"<title>{html.escape(plain_text(title))}</title><style>{CSS}</style></head><body>",
+             f"<h1>{inline_html(title)}</h1>"]
     for sec in sections:
-        parts.append(f"<h2>{html.escape(sec.title)}</h2>")
+        parts.append(f"<h{sec.level}>{inline_html(sec.title)}</h{sec.level}>")
         for p in sec.paragraphs:
             cls = next((VERDICT_CSS[v] for prefix, v in verdicts.items() if p.startswith(prefix)), None)
-            parts.append(f"<div class='verdict {cls}'>{_md_inline(p)}</div>" if cls else f"<p>{_md_inline(p)}</p>")
+            parts.append(f"<div class='verdict {cls}'>{inline_html(p)}</div>" if cls else f"<p>{inline_html(p)}</p>")
+        if sec.bullets:
+            parts.append("<ul>" + "".join(f"<li>{inline_html(b)}</li>" for b in sec.bullets) + "</ul>")
         for header, rows in sec.tables:
-            head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+            head = "".join(f"<th>{inline_html(h)}</th>" for h in header)
             parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>")
-            parts += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows]
+            parts += ["<tr>" + "".join(f"<td>{inline_html(c)}</td>" for c in row) + "</tr>" for row in rows]
             parts.append("</tbody></table>")
         for f in sec.figures:
-            data = base64.b64encode(store.path(figures[f]).read_bytes()).decode()
-            cap = html.escape(FIGURE_TEXT.get(f, f))
-            parts.append(f"<figure><img alt='{cap}' src='data:image/png;base64,{data}'>"
-                         f"<figcaption>{cap}</figcaption></figure>")
+            data = base64.b64encode((Path(root or ".") / figures[f]).read_bytes()).decode()
+            cap = captions.get(f, f)
+            parts.append(f"<figure><img alt='{html.escape(plain_text(cap), quote=True)}' "
+                         f"src='data:image/png;base64,{data}'><figcaption>{inline_html(cap)}</figcaption></figure>")
     parts.append("</body></html>")
     return "\n".join(parts)

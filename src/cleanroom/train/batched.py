@@ -35,9 +35,10 @@ import torch.nn.functional as F
 from cleanroom.config import ExperimentConfig, ModelConfig, base_recipe, train_seed
 from cleanroom.contract import check_cancelled
 from cleanroom.runtime import autocast, pick_device, resolve_dtype
-from cleanroom.store import RunStore, StoreError, write_text
+from cleanroom.store import RunStore, StoreError
 from cleanroom.train.data import TrainBatches, open_tokens, val_batches
 from cleanroom.train.export import export_hf
+from cleanroom.train.log import TrainLog
 from cleanroom.train.model import IGNORE_INDEX, Transformer, apply_rope, rope_cache
 from cleanroom.train.trainer import (
     checkpoint_key,
@@ -48,7 +49,6 @@ from cleanroom.train.trainer import (
     optimizer_for,
     save_state,
     set_lr,
-    tail_log,
     train_optimizer,
 )
 from cleanroom.ui import progress, say
@@ -294,7 +294,7 @@ class _Run:
     key: str
     state: dict | None
     start: int
-    log: object = None
+    log: TrainLog | None = None
     recent: list[float] = field(default_factory=list)
     last_val: float = float("nan")
 
@@ -383,11 +383,6 @@ def _train_group(cfg: ExperimentConfig, store: RunStore, runs: list[_Run], start
         say(f"  resuming {', '.join(f'`{r.member.name}`' for r in runs)} from step {start}")
     for r in runs:
         r.state = None  # free the loaded tensors
-        log_path = store.path(f"logs/train/{r.member.name}.jsonl")
-        if start:
-            tail_log(log_path, start)
-        else:
-            write_text(log_path, "")
     net: torch.nn.Module = torch.compile(model) if cfg.runtime.compile else model
     B, T = tcfg.batch_size, mcfg.seq_len
     tokens_per_step = B * T
@@ -395,7 +390,7 @@ def _train_group(cfg: ExperimentConfig, store: RunStore, runs: list[_Run], start
     label = "+".join(r.member.name for r in runs)
     try:
         for r in runs:
-            r.log = open(store.path(f"logs/train/{r.member.name}.jsonl"), "a")  # noqa: SIM115 (closed below)
+            r.log = TrainLog(store, r.member.name, start, cfg.runtime.tensorboard)
         with progress(f"train {label}", total=tcfg.steps) as task:
             task.set(completed=start)
             for step in range(start, tcfg.steps):
@@ -415,8 +410,7 @@ def _train_group(cfg: ExperimentConfig, store: RunStore, runs: list[_Run], start
                     if evaluating:
                         r.last_val = evaluate(model.single(i), r.val, device, dtype)
                         row["val_loss"] = round(r.last_val, 5)
-                    r.log.write(json.dumps(row) + "\n")
-                    r.log.flush()
+                    r.log.write(row)
                 if done % tcfg.ckpt_every == 0 and done < tcfg.steps:
                     opt_states = split_optimizer_state(opt.state_dict(), n)
                     for i, r in enumerate(runs):

@@ -18,7 +18,8 @@ What each piece is for:
   They carry a key (config + token files) and are ignored if the run's config changed. They are
   deleted once the model is exported.
 - Outputs: `models/<recipe>/` (Hugging Face format, see export.py) and `logs/train/<recipe>.jsonl`
-  (one line per step: step, loss, lr, tokens/s, and val_loss at evaluation steps).
+  (one line per step: step, loss, lr, tokens/s, and val_loss at evaluation steps), with TensorBoard event
+  files beside it in `logs/train/<recipe>/` unless `runtime.tensorboard` is off (log.py).
 """
 
 from __future__ import annotations
@@ -39,9 +40,10 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from cleanroom.config import ExperimentConfig, RuntimeConfig, TrainConfig, base_recipe, train_seed
 from cleanroom.contract import check_cancelled
 from cleanroom.runtime import autocast, pick_device, resolve_dtype
-from cleanroom.store import RunStore, StoreError, atomic_path, write_text
+from cleanroom.store import RunStore, StoreError, atomic_path
 from cleanroom.train.data import TrainBatches, open_tokens, val_batches
 from cleanroom.train.export import export_hf
+from cleanroom.train.log import TrainLog
 from cleanroom.train.model import Transformer
 from cleanroom.train.muon import Muon, is_hidden_matrix
 from cleanroom.ui import console, progress, say
@@ -197,20 +199,6 @@ def evaluate(model: Transformer, batches, device: torch.device, dtype: str) -> f
     return total / n
 
 
-def tail_log(path: Path, upto_step: int) -> None:
-    """Keep log lines of steps <= upto_step (a resumed run rewrites what the killed run logged after)."""
-    if not path.exists():
-        return
-    keep = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line)["step"] <= upto_step:
-                keep.append(line)
-        except (ValueError, KeyError):
-            break  # a torn last line from a kill
-    write_text(path, "".join(k + "\n" for k in keep))
-
-
 def train_model(cfg: ExperimentConfig, store: RunStore, recipe: str, stop_after: int | None = None) -> dict:
     """Train (or resume) `recipe`'s model; export it; return stats. `stop_after` (tests) stops early."""
     tcfg = cfg.train
@@ -245,7 +233,6 @@ def _train(cfg: ExperimentConfig, store: RunStore, recipe: str, stop_after: int 
     opt = train_optimizer(model, tcfg)
 
     ckpt_path = store.path(f"checkpoints/{recipe}/last.pt")
-    log_path = store.path(f"logs/train/{recipe}.jsonl")
     key = checkpoint_key(cfg, meta)
     start = 0
     state = load_checkpoint(ckpt_path, key, device)
@@ -257,11 +244,6 @@ def _train(cfg: ExperimentConfig, store: RunStore, recipe: str, stop_after: int 
             torch.cuda.set_rng_state_all([s.cpu() for s in state["rng_cuda"]])
         start = int(state["step"])
         say(f"  resuming `{recipe}` from step {start} ({ckpt_path})")
-    if rank == 0:
-        if start:
-            tail_log(log_path, start)
-        else:
-            write_text(log_path, "")
 
     net: torch.nn.Module = model
     if cfg.runtime.compile:
@@ -274,7 +256,7 @@ def _train(cfg: ExperimentConfig, store: RunStore, recipe: str, stop_after: int 
     last_val = float("nan")
     recent: list[float] = []
     train_seconds, t_start, done = 0.0, time.perf_counter(), start
-    log = open(log_path, "a") if rank == 0 else None  # noqa: SIM115 (closed in finally)
+    log = TrainLog(store, recipe, start, cfg.runtime.tensorboard) if rank == 0 else None
     quiet = rank != 0
     try:
         with progress(f"train {recipe}", total=tcfg.steps) as task, _quiet(quiet):
@@ -307,8 +289,7 @@ def _train(cfg: ExperimentConfig, store: RunStore, recipe: str, stop_after: int 
                     last_val = evaluate(model, val, device, dtype)
                     row["val_loss"] = round(last_val, 5)
                 if log is not None:
-                    log.write(json.dumps(row) + "\n")
-                    log.flush()
+                    log.write(row)
                 if done % tcfg.ckpt_every == 0 and done < tcfg.steps and rank == 0:
                     save_checkpoint(ckpt_path, model, opt, done, key, {"recipe": recipe})
                 tps = (done - start) * tokens_per_step / train_seconds

@@ -21,7 +21,7 @@ word outside a small stop list and the question's subject ("I'm not sure, but I 
 is an incorrect attempt).
 
 An optional LLM grader (`LLMGrader`: question, gold, aliases, answer -> grade) can replace the rules;
-`score_items` keeps both grades.
+the caller keeps both grades.
 """
 
 from __future__ import annotations

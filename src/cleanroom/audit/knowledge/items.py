@@ -12,20 +12,22 @@ bucket) stratum where the data allows, and makes up to two items per fact:
   values fill in (recorded in meta as `filled`).
 Every relation has several question templates; each item draws one, so nobody can tune to a fixed list.
 
-The item record is the audit's contract: id, task="longtail", family ("short" | "mc"), source_id (the
-fact id: pairing and bootstrap cluster key), kind ("generate" | "choice"), prompt, options (empty for
-generate), gold (-1 for generate), target, aliases, meta (a JSON string: source, relation, subject,
-bucket, buckets per signal, popularity, the answer kind, and for short items the competitors that the
-grader treats as other candidates).
+Items are the audit's one item shape, `AuditItem` (audit/items.py): task "longtail", variant (the format,
+"short" | "mc"), family "original" (no twins), source_id the fact id (pairing and bootstrap cluster key),
+kind ("generate" | "choice"), prompt, options (" " + each option text, the continuations scored; empty for
+generate), gold (-1 for generate), target, aliases, chat_prompt, and meta: source, relation, subject, bucket,
+buckets per signal, popularity, the answer kind; for mc items `question`, `choices` (the option texts) and
+`alt_norm` (also score per length, acc_norm); for short items the competitors that the grader treats as
+other candidates.
 """
 
 from __future__ import annotations
 
-import json
 import random
 from collections import defaultdict
 from collections.abc import Sequence
 
+from cleanroom.audit.items import ORIGINAL, AuditItem
 from cleanroom.audit.knowledge.facts import BUCKETS, Fact, assign_buckets, load_facts
 from cleanroom.audit.knowledge.grading import LLMGrader, alias_set, grade_answer
 
@@ -53,6 +55,10 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
 
 def prompt_for(question: str) -> str:
     return f"Question: {question}\nAnswer:"
+
+
+def chat_prompt_for(question: str) -> str:
+    return f"{question} Answer with the name, place or year only."
 
 
 def question(fact: Fact, template: int) -> str:
@@ -139,16 +145,21 @@ def kind_vocabulary(facts: Sequence[Fact]) -> dict[str, list[str]]:
 # ------------------------------------------------------------------------------------------ items
 
 
-def _meta(fact: Fact, **extra) -> str:
-    return json.dumps({"source": fact.source, "relation": fact.relation, "subject": fact.subject,
-                       "bucket": fact.bucket, "buckets": fact.buckets, "popularity": fact.popularity,
-                       "primary": fact.primary, "answer_kind": fact.kind, "group": fact.group, "key": fact.key,
-                       **extra}, ensure_ascii=False, sort_keys=True)
+def _meta(fact: Fact, **extra) -> dict:
+    return {"source": fact.source, "relation": fact.relation, "subject": fact.subject, "bucket": fact.bucket,
+            "buckets": fact.buckets, "popularity": fact.popularity, "primary": fact.primary, "answer_kind": fact.kind,
+            "group": fact.group, "key": fact.key, **extra}
+
+
+def _item(fact: Fact, variant: str, q: str, **kw) -> AuditItem:
+    return AuditItem(id=f"{TASK}/{variant}/{fact.id}", task=TASK, variant=variant, family=ORIGINAL,
+                     source_id=fact.id, prompt=prompt_for(q), target=fact.answer,
+                     aliases=tuple(dict.fromkeys([fact.answer, *fact.aliases])), chat_prompt=chat_prompt_for(q), **kw)
 
 
 def build_items(seed: int = 0, limit: int = 300, sources: Sequence[str] | None = None,
-                formats: Sequence[str] = ("short", "mc"), facts: Sequence[Fact] | None = None) -> list[dict]:
-    """Item records (module doc) for `limit` facts sampled with `seed` from the installed sources.
+                formats: Sequence[str] = ("short", "mc"), facts: Sequence[Fact] | None = None) -> list[AuditItem]:
+    """Items (module doc) for `limit` facts sampled with `seed` from the installed sources.
 
     `facts` replaces the installed sources (tests, or a caller that loaded them once); buckets are
     computed over all of them before sampling, so a fact's bucket does not depend on the sample.
@@ -163,18 +174,15 @@ def build_items(seed: int = 0, limit: int = 300, sources: Sequence[str] | None =
     rng = random.Random(seed)
     chosen = sample_facts(facts, limit, rng)
     pools, vocab = value_pools(facts), kind_vocabulary(facts)
-    items: list[dict] = []
+    items: list[AuditItem] = []
     for f in chosen:
         n_templates = len(TEMPLATES[f.relation])
-        aliases = list(dict.fromkeys([f.answer, *f.aliases]))
         if "short" in formats:
             t = rng.randrange(n_templates)
-            gold = set(alias_set(aliases))
+            gold = set(alias_set([f.answer, *f.aliases]))
             competitors = [c for c in vocab.get(f.kind, []) if c not in gold]
-            items.append({"id": f"{TASK}/short/{f.id}", "task": TASK, "family": "short", "source_id": f.id,
-                          "kind": "generate", "prompt": prompt_for(question(f, t)), "options": [], "gold": -1,
-                          "target": f.answer, "aliases": aliases,
-                          "meta": _meta(f, template=t, competitors=competitors)})
+            items.append(_item(f, "short", question(f, t), kind="generate",
+                               meta=_meta(f, template=t, competitors=competitors)))
         if "mc" in formats:
             t = rng.randrange(n_templates)
             wrong, filled = distractors(f, pools[(f.source, f.relation)], rng)
@@ -182,22 +190,22 @@ def build_items(seed: int = 0, limit: int = 300, sources: Sequence[str] | None =
                 continue  # too few values of this kind for a 4-way choice
             options = [f.answer, *wrong]
             rng.shuffle(options)
-            items.append({"id": f"{TASK}/mc/{f.id}", "task": TASK, "family": "mc", "source_id": f.id,
-                          "kind": "choice", "prompt": prompt_for(question(f, t)), "options": options,
-                          "gold": options.index(f.answer), "target": f.answer, "aliases": aliases,
-                          "meta": _meta(f, template=t, filled=filled)})
+            q = question(f, t)
+            items.append(_item(f, "mc", q, kind="choice", options=tuple(" " + o for o in options),
+                               gold=options.index(f.answer),
+                               meta=_meta(f, template=t, filled=filled, question=q, choices=options, alt_norm=True)))
     return items
 
 
-def grade_item(item: dict, answer: str, grader: LLMGrader | None = None) -> dict[str, str | None]:
+def grade_item(item: AuditItem, answer: str, grader: LLMGrader | None = None) -> dict[str, str | None]:
     """Grades of a generated answer to a short item: rule grade, LLM grade (if a grader is given), final."""
-    meta = json.loads(item["meta"])
-    rule = grade_answer(answer, item["aliases"], meta.get("answer_kind", ""), meta.get("competitors", ()),
+    meta = item.meta
+    rule = grade_answer(answer, item.aliases, meta.get("answer_kind", ""), meta.get("competitors", ()),
                         meta.get("subject", ""))
     llm = None
     if grader is not None:
-        q = item["prompt"].removeprefix("Question: ").removesuffix("\nAnswer:")
-        llm = grader(q, item["target"], list(item["aliases"]), answer)
+        q = item.prompt.removeprefix("Question: ").removesuffix("\nAnswer:")
+        llm = grader(q, item.target, list(item.aliases), answer)
         if llm not in ("correct", "incorrect", "not_attempted"):
             raise ValueError(f"the LLM grader returned {llm!r}; expected correct, incorrect or not_attempted")
     return {"grade_rule": rule, "grade_llm": llm, "grade": llm or rule}

@@ -1,10 +1,11 @@
-"""Scoring `longtail` items with any `LM`, and the knowledge metrics by popularity bucket.
+"""The knowledge metrics of `longtail` answers by popularity bucket.
 
-`score_items` sends one `LoglikelihoodRequest(prompt, " " + option)` per option of a choice item and
-one `GenerateRequest(prompt, until=("\\n",), max_tokens)` per generate item, in chunks (one progress
-bar per format). A choice item is right when the gold has the highest summed log-probability (`correct`)
-and, lm-evaluation-harness's acc_norm, the highest log-probability per byte of the option
-(`correct_norm`). A generate item gets SimpleQA's grade (`grade_item`).
+The audit answers the items (`cleanroom.audit.run.answer_items`: log-likelihood of " " + each option of an
+`mc` item, greedy generation of a `short` one graded by `LongtailTask.grade`) and writes one row per item
+(`items/longtail.parquet`, the audit's row shape). A choice row is right when the gold has the highest summed
+log-probability (`correct`) and, lm-evaluation-harness's acc_norm, the highest log-probability per character
+of the option (`correct_alt`). A generated answer's SimpleQA grade is `correct`, `not_attempted` (an
+abstention: `parsed = False`) or `incorrect`.
 
 `knowledge_metrics` gives, per format, overall and per bucket (and per bucket of every popularity
 signal, and per relation): accuracy with 95% bootstrap CIs; for short answers also the SimpleQA
@@ -27,59 +28,20 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from cleanroom.audit.knowledge.facts import BUCKETS
-from cleanroom.audit.knowledge.grading import LLMGrader
-from cleanroom.audit.knowledge.items import grade_item
+from cleanroom.audit.knowledge.items import TASK
 from cleanroom.evals.stats import LEVEL, cluster_bootstrap, verdict
-from cleanroom.lm.api import LM, GenerateRequest, LoglikelihoodRequest
-from cleanroom.ui import progress
 
 MAX_TOKENS = 24
 
 
-def score_items(model: LM, items: Sequence[dict], *, grader: LLMGrader | None = None,
-                max_tokens: int = MAX_TOKENS, chunk: int = 64) -> list[dict]:
-    """One row per item: the item's fields plus the model's answer and its grade (see the module doc)."""
-    rows: dict[int, dict] = {}
-    choice = [i for i, it in enumerate(items) if it["kind"] == "choice"]
-    generate = [i for i, it in enumerate(items) if it["kind"] == "generate"]
-    if choice:
-        with progress("longtail mc", total=len(choice)) as bar:
-            for s in range(0, len(choice), chunk):
-                part = choice[s:s + chunk]
-                reqs = [LoglikelihoodRequest(items[i]["prompt"], " " + o) for i in part for o in items[i]["options"]]
-                answers = iter(model.loglikelihood(reqs))
-                for i in part:
-                    it = items[i]
-                    lps = [next(answers).logprob for _ in it["options"]]
-                    per_byte = [lp / max(1, len((" " + o).encode())) for lp, o in zip(lps, it["options"], strict=True)]
-                    pred, pred_norm = int(np.argmax(lps)), int(np.argmax(per_byte))
-                    rows[i] = {**it, "answer": None, "pred": pred, "pred_norm": pred_norm, "logprobs": lps,
-                               "correct": pred == it["gold"], "correct_norm": pred_norm == it["gold"],
-                               "grade": None, "grade_rule": None, "grade_llm": None}
-                bar.advance(len(part))
-    if generate:
-        with progress("longtail short", total=len(generate)) as bar:
-            for s in range(0, len(generate), chunk):
-                part = generate[s:s + chunk]
-                outs = model.generate_until([GenerateRequest(items[i]["prompt"], ("\n",), max_tokens) for i in part])
-                for i, out in zip(part, outs, strict=True):
-                    answer = out.strip()
-                    g = grade_item(items[i], answer, grader)
-                    rows[i] = {**items[i], "answer": answer, "pred": -1, "pred_norm": -1, "logprobs": [],
-                               "correct": g["grade"] == "correct", "correct_norm": None, **g}
-                bar.advance(len(part))
-    return [rows[i] for i in range(len(items))]
+def grade_of(row: dict) -> str:
+    """The SimpleQA grade of a generated answer's row."""
+    return "correct" if row["correct"] else "incorrect" if row["parsed"] else "not_attempted"
 
 
-def regrade(rows: Sequence[dict], grader: LLMGrader | None = None) -> list[dict]:
-    """The rows with their short answers graded again (current rules, or a new LLM grader); no model needed."""
-    out = []
-    for r in rows:
-        if r["kind"] == "generate":
-            g = grade_item(r, r["answer"] or "", grader)
-            r = {**r, **g, "correct": g["grade"] == "correct"}
-        out.append(r)
-    return out
+def correct_norm(row: dict) -> bool:
+    """acc_norm's verdict on a choice row (the primary verdict where the protocol gave no other, e.g. chat)."""
+    return bool(row["correct"] if row.get("correct_alt") is None else row["correct_alt"])
 
 
 # ------------------------------------------------------------------------------------------ bootstrap
@@ -119,16 +81,16 @@ def _summarise(rows: list[dict], family: str, n_boot: int, seed: int) -> dict:
     if not rows:
         return out
     if family == "mc":
-        cn = np.array([bool(r["correct_norm"]) for r in rows], dtype=float)
+        cn = np.array([correct_norm(r) for r in rows], dtype=float)
         out["acc"] = _triple(cluster_bootstrap(clusters, {"c": c, "n": n}, _ratio("c", "n"), n_boot, seed))
         out["acc_norm"] = _triple(cluster_bootstrap(clusters, {"c": cn, "n": n}, _ratio("c", "n"), n_boot, seed))
         out["chance"] = float(np.mean([1 / len(r["options"]) for r in rows]))
     else:
-        grades = [r["grade"] for r in rows]
+        grades = [grade_of(r) for r in rows]
         a = np.array([g != "not_attempted" for g in grades], dtype=float)
         cols = {"c": c, "n": n, "a": a}
         out["grades"] = {g: int(sum(x == g for x in grades)) for g in ("correct", "incorrect", "not_attempted")}
-        out["empty_answers"] = int(sum(not (r.get("answer") or "").strip() for r in rows))
+        out["empty_answers"] = int(sum(not (r.get("response") or "").strip() for r in rows))
         out["acc"] = _triple(cluster_bootstrap(clusters, cols, _ratio("c", "n"), n_boot, seed))
         out["attempted"] = _triple(cluster_bootstrap(clusters, cols, _ratio("a", "n"), n_boot, seed))
         out["acc_given_attempted"] = _triple(cluster_bootstrap(clusters, cols, _ratio("c", "a"), n_boot, seed))
@@ -137,24 +99,24 @@ def _summarise(rows: list[dict], family: str, n_boot: int, seed: int) -> dict:
 
 
 def head_to_tail_slope(rows: Sequence[dict], n_boot: int = 2000, seed: int = 0, bucket_of: str | None = None,
-                       field: str = "correct") -> dict:
-    """Slope of `field` (0/1) on the bucket index (head 0, torso 1, tail 2), within relations and pooled,
-    with fact-clustered CIs; the pooled head-minus-tail difference; and the lab's verdict on "accuracy
-    falls from head to tail" (from the within-relation slope). `bucket_of` picks a popularity signal's
-    buckets instead of the primary ones."""
+                       norm: bool = False) -> dict:
+    """Slope of correctness (0/1; acc_norm's with `norm`) on the bucket index (head 0, torso 1, tail 2),
+    within relations and pooled, with fact-clustered CIs; the pooled head-minus-tail difference; and the
+    lab's verdict on "accuracy falls from head to tail" (from the within-relation slope). `bucket_of` picks
+    a popularity signal's buckets instead of the primary ones."""
     nan3 = (float("nan"),) * 3
     keep = []
     for r in rows:
         meta = json.loads(r["meta"])
         b = meta["bucket"] if bucket_of is None else meta.get("buckets", {}).get(bucket_of)
-        if b in BUCKETS and r.get(field) is not None:
+        if b in BUCKETS and r.get("correct") is not None:
             keep.append((r, BUCKETS.index(b), f"{meta['source']}/{meta['relation']}"))
     x = np.array([b for _, b, _ in keep], dtype=float)
     if len(set(x.tolist())) < 2:
         return {"slope": _triple(nan3), "slope_pooled": _triple(nan3), "head_minus_tail": _triple(nan3),
                 "verdict": "inconclusive", "n": len(keep)}
     clusters = [r["source_id"] for r, _, _ in keep]
-    y = np.array([bool(r[field]) for r, _, _ in keep], dtype=float)
+    y = np.array([correct_norm(r) if norm else bool(r["correct"]) for r, _, _ in keep], dtype=float)
     groups = sorted({g for _, _, g in keep})
     cols = {"n": np.ones_like(x), "x": x, "y": y, "xy": x * y, "xx": x * x}
     for j, g in enumerate(groups):  # per-relation sums: the within-relation slope centres each relation
@@ -182,13 +144,17 @@ def head_to_tail_slope(rows: Sequence[dict], n_boot: int = 2000, seed: int = 0, 
 
 
 def knowledge_metrics(rows: Sequence[dict], n_boot: int = 2000, seed: int = 0) -> dict:
-    """Per format ("short", "mc"): overall, per bucket, per signal's buckets, per relation, and the
-    head-to-tail slope (module doc). Sources and relations present are listed too."""
+    """Per format ("short", "mc") of the audit's `longtail` rows (the other tasks' rows are passed over):
+    overall, per bucket, per signal's buckets, per relation, and the head-to-tail slope (module doc). Sources
+    and relations present are listed too. {} when there is no `longtail` row."""
+    rows = [r for r in rows if r["task"] == TASK]
+    if not rows:
+        return {}
     out: dict = {"n_boot": n_boot, "seed": seed, "level": LEVEL, "formats": {}}
     metas = [json.loads(r["meta"]) for r in rows]
     out["sources"] = sorted({m["source"] for m in metas})
     for family in ("short", "mc"):
-        fam = [(r, m) for r, m in zip(rows, metas, strict=True) if r["family"] == family]
+        fam = [(r, m) for r, m in zip(rows, metas, strict=True) if r["variant"] == family]
         if not fam:
             continue
         items = [r for r, _ in fam]
@@ -214,6 +180,6 @@ def knowledge_metrics(rows: Sequence[dict], n_boot: int = 2000, seed: int = 0) -
             for k, v in sorted(relations.items())}
         res["slope"] = head_to_tail_slope(items, n_boot, seed)
         if family == "mc":
-            res["slope_norm"] = head_to_tail_slope(items, n_boot, seed, field="correct_norm")
+            res["slope_norm"] = head_to_tail_slope(items, n_boot, seed, norm=True)
         out["formats"][family] = res
     return out
