@@ -145,14 +145,20 @@ def _note_lines(note: dict) -> list[str]:
 def write_report(out: Path, summary: AuditSummary) -> None:
     """`report.md`, `report.html` and `figures/*.png` of an audit directory."""
     paths = {}
-    if summary.knowledge and benchmark_accuracy(summary) is not None:
+    bench, fmt = benchmark_accuracy(summary), (summary.knowledge or {}).get("formats", {}).get("mc")
+    if bench is not None and fmt:
+        buckets = {b: (a["value"], a["ci_low"], a["ci_high"]) for b, r in fmt["buckets"].items()
+                   if (a := r.get("acc")) is not None}
         paths[REALITY] = f"figures/{REALITY}.png"
-        figures.audit_reality([summary], out / paths[REALITY])
+        figures.audit_reality([(summary.model, (bench.acc, bench.ci_low, bench.ci_high), buckets)],
+                              out / paths[REALITY])
     for t in summary.tasks:
         if t.task != "longtail":
             name = _figure_name(t.task, t.variant)
             paths[name] = f"figures/{name}.png"
-            figures.audit_families(summary, t.task, t.variant, out / paths[name])
+            bars = [(r.family, (r.acc, r.ci_low, r.ci_high), r.family == ORIGINAL) for r in summary.results
+                    if r.task == t.task and r.variant == t.variant]
+            figures.audit_families(bars, t.chance, f"{t.task} · {t.variant}", out / paths[name])
     sections, captions = build_sections(summary), _captions(summary)
     write_text(out / "report.md", markdown(title(summary), sections, paths, captions))
     write_text(out / "report.html", html_page(title(summary), sections, figures=paths, root=out, captions=captions))

@@ -17,8 +17,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from cleanroom.audit.items import ORIGINAL  # noqa: E402
-from cleanroom.audit.summary import AuditSummary, benchmark_accuracy  # noqa: E402
 from cleanroom.config import base_recipe  # noqa: E402
 from cleanroom.report.summary import Summary  # noqa: E402
 from cleanroom.store import RunStore, write_bytes  # noqa: E402
@@ -187,46 +185,43 @@ def make_figures(store: RunStore, s: Summary) -> dict[str, str]:
 # ------------------------------------------------------------------------------------------ the audit
 
 
-def audit_families(s: AuditSummary, task: str, variant: str, path: Path) -> None:
-    """Accuracy per family of one task formulation (benchmark items first) with 95% CIs and chance."""
-    rs = [r for r in s.results if r.task == task and r.variant == variant]
-    ts = next(t for t in s.tasks if t.task == task and t.variant == variant)
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(rs) + 1.5), 3.2))
-    xs = range(len(rs))
-    ax.bar(xs, [r.acc for r in rs], color=[BENCHMARK if r.family == ORIGINAL else TWIN for r in rs],
-           yerr=[[r.acc - r.ci_low for r in rs], [r.ci_high - r.acc for r in rs]], capsize=3, edgecolor="black",
-           lw=0.5)
-    if ts.chance:
-        _chance_line(ax, ts.chance, f"chance {ts.chance:.2f}")
+Interval = tuple[float, float, float]  # value, 95% CI low, high
+
+
+def audit_families(bars: list[tuple[str, Interval, bool]], chance: float | None, title: str, path: Path) -> None:
+    """Accuracy per twin family of one task formulation: (family, interval, is the benchmark itself) per
+    bar, benchmark blue and twins orange, with 95% CIs and chance."""
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(bars) + 1.5), 3.2))
+    xs = range(len(bars))
+    ax.bar(xs, [v for _, (v, _, _), _ in bars], color=[BENCHMARK if bench else TWIN for *_, bench in bars],
+           yerr=[[v - lo for _, (v, lo, _), _ in bars], [hi - v for _, (v, _, hi), _ in bars]], capsize=3,
+           edgecolor="black", lw=0.5)
+    if chance:
+        _chance_line(ax, chance, f"chance {chance:.2f}")
         ax.legend(loc="upper right", fontsize=8)
-    ax.set_xticks(list(xs), [r.family.replace("_", "\n") for r in rs], fontsize=8)
+    ax.set_xticks(list(xs), [name.replace("_", "\n") for name, *_ in bars], fontsize=8)
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy (95% CI)")
-    ax.set_title(f"{task} · {variant}: benchmark (blue) vs fresh twins (orange)", fontsize=9)
+    ax.set_title(f"{title}: benchmark (blue) vs fresh twins (orange)", fontsize=9)
     _save(fig, path)
 
 
-def audit_reality(audits: list[AuditSummary], path: Path) -> None:
-    """Benchmark accuracy (x) against long-tail accuracy per popularity bucket (y), one colour per model."""
+def audit_reality(models: list[tuple[str, Interval, dict[str, Interval]]], path: Path) -> None:
+    """Benchmark accuracy (x) against long-tail accuracy per popularity bucket (y), one colour per model:
+    (model, benchmark interval, {"head" | "torso" | "tail": long-tail interval}) per model."""
     fig, ax = plt.subplots(figsize=(5.6, 4.4))
     markers = {"head": "o", "torso": "s", "tail": "^"}
-    for k, s in enumerate(audits):
-        bench = benchmark_accuracy(s)
-        fmt = s.knowledge.get("formats", {}).get("mc")
-        if bench is None or not fmt:
-            continue
+    for k, (model, (x, xlo, xhi), buckets) in enumerate(models):
         color = f"C{k}"
         ys = []
         for b in markers:
-            acc = fmt["buckets"].get(b, {}).get("acc")
-            if acc is None:
+            if b not in buckets:
                 continue
-            y, lo, hi = acc["value"], acc["ci_low"], acc["ci_high"]
+            y, lo, hi = buckets[b]
             ys.append(y)
-            ax.errorbar(bench.acc, y, xerr=[[bench.acc - bench.ci_low], [bench.ci_high - bench.acc]],
-                        yerr=[[y - lo], [hi - y]], fmt=markers[b], color=color, capsize=3, ms=7,
-                        label=f"{s.model}: {b}" if k == 0 or b == "head" else None)
-        ax.plot([bench.acc] * len(ys), ys, color=color, lw=1, alpha=0.5)
+            ax.errorbar(x, y, xerr=[[x - xlo], [xhi - x]], yerr=[[y - lo], [hi - y]], fmt=markers[b], color=color,
+                        capsize=3, ms=7, label=f"{model}: {b}" if k == 0 or b == "head" else None)
+        ax.plot([x] * len(ys), ys, color=color, lw=1, alpha=0.5)
     _diagonal(ax, 0.0, "benchmark = real-world knowledge")
     _chance_line(ax, 0.25, "chance (4 options)")
     ax.set_xlim(0, 1)
