@@ -24,9 +24,10 @@ def test_presets_load_and_round_trip(preset):
 
 
 def test_presets_differ_in_size():
-    smoke, default, validate, gpu = (load_config(p) for p in ("smoke", "default", "validate", "gpu"))
-    assert smoke.recipes.token_budget < default.recipes.token_budget < gpu.recipes.token_budget
-    assert smoke.model.d_model <= default.model.d_model <= gpu.model.d_model
+    smoke, default, large, validate, gpu = (load_config(p) for p in ("smoke", "default", "large", "validate", "gpu"))
+    assert smoke.recipes.token_budget < default.recipes.token_budget < large.recipes.token_budget
+    assert large.recipes.token_budget < gpu.recipes.token_budget
+    assert smoke.model.d_model <= default.model.d_model < large.model.d_model <= gpu.model.d_model
     # validate = default + controls: the main recipes are computed exactly as in `default`
     assert set(default.recipes.names) < set(validate.recipes.names)
     for section in ("world", "items", "tokenizer", "model", "train", "eval", "tamper"):
@@ -74,7 +75,7 @@ def test_cli_bad_config_exit_code_2_no_traceback(tmp_path):
 
 def test_cli_unknown_preset():
     r = runner.invoke(app, ["config", "show", "--preset", "nope"])
-    assert r.exit_code == 2 and "unknown preset `nope` (allowed: smoke, default, validate, gpu)" in r.output
+    assert r.exit_code == 2 and "unknown preset `nope` (allowed: smoke, default, large, validate, gpu)" in r.output
 
 
 def test_config_show_prints_resolved_toml():

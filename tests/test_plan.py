@@ -15,7 +15,7 @@ from cleanroom.train.plan import GIB, param_count, parse_memory, plan, saved_byt
 from cleanroom.train.plan import flops_per_token as planned_flops
 
 
-@pytest.mark.parametrize("preset", ["smoke", "default", "validate", "gpu"])
+@pytest.mark.parametrize("preset", ["smoke", "default", "large", "validate", "gpu"])
 def test_parameter_and_flop_counts_are_the_models(preset):
     cfg = load_config(preset)
     vocab = cfg.tokenizer.vocab_size
