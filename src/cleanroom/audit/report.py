@@ -14,7 +14,7 @@ import numpy as np
 from cleanroom.audit.items import ORIGINAL
 from cleanroom.audit.stats import compare_gaps, difference_of_means, verdict
 from cleanroom.audit.summary import AuditSummary, FamilyResult, cluster_gaps, load_rows
-from cleanroom.evals.stats import paired_diff
+from cleanroom.stats import paired_diff
 from cleanroom.store import write_bytes, write_json, write_text
 
 

@@ -29,8 +29,8 @@ import numpy as np
 from cleanroom.audit.knowledge.facts import BUCKETS
 from cleanroom.audit.knowledge.grading import LLMGrader
 from cleanroom.audit.knowledge.items import grade_item
-from cleanroom.evals.stats import LEVEL, cluster_bootstrap, verdict
 from cleanroom.lm.api import LM, GenerateRequest, LoglikelihoodRequest
+from cleanroom.stats import LEVEL, cluster_bootstrap, verdict
 from cleanroom.ui import progress
 
 MAX_TOKENS = 24
