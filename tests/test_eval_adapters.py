@@ -13,7 +13,7 @@ from cleanroom.lm.api import GenerateRequest, LMError, LoglikelihoodRequest, cut
 from cleanroom.lm.causal import Codec
 from cleanroom.lm.hf import HFLM
 from cleanroom.lm.native import NativeLM
-from cleanroom.world.stage import load_items
+from cleanroom.world_store import load_items
 
 ITEMS = [
     {"id": f"q{i}", "task": "t", "kind": "choice", "prompt": f"Question: What colour is item {i}?\nAnswer:",

@@ -10,7 +10,7 @@ from cleanroom.evals.stage import run_eval
 from cleanroom.evals.tasks import ROW_SCHEMA
 from cleanroom.lm.api import LMError
 from cleanroom.world.schema import TASKS
-from cleanroom.world.stage import load_items
+from cleanroom.world_store import load_items
 
 
 @pytest.fixture(scope="module")

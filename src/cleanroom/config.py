@@ -468,6 +468,11 @@ class ExperimentConfig(Section):
         """Every recipe a model is trained on: the world lab's (`recipes.names`), then the `corpora`."""
         return [*self.recipes.names, *self.corpora]
 
+    def budget(self, recipe: str) -> int:
+        """Word units recipe `recipe` is filled to: a `[corpora.NAME]` table's `tokens`, else `recipes.token_budget`."""
+        spec = self.corpora.get(base_recipe(recipe))
+        return (spec.tokens if spec is not None else 0) or self.recipes.token_budget
+
     def replicates(self, group: str) -> list[str]:
         """The models of a recipe or a safeguarded group (`web+unlearn`): R, R~1, ... (`train.replicates`)."""
         return [replicate_name(group, k) for k in range(self.train.replicates)]

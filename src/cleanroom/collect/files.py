@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cleanroom.config import FilesCorpus
-from cleanroom.generate.corpus import corpus_rows, take_budget
+from cleanroom.corpus import corpus_rows, take_budget
 from cleanroom.generate.teacher import diversity_stats
 from cleanroom.store import StoreError
 from cleanroom.text_stats import count_tokens

@@ -22,14 +22,9 @@ from typing import Any
 
 from cleanroom.config import ExperimentConfig, FilesCorpus, TeacherCorpus
 from cleanroom.contract import StageResult
-from cleanroom.generate.corpus import CORPUS_SCHEMA, write_shards
+from cleanroom.corpus import CORPUS_SCHEMA, write_shards
 from cleanroom.store import RunStore
 from cleanroom.ui import say
-
-
-def budget_of(cfg: ExperimentConfig, name: str) -> int:
-    """Word units corpus `name` is filled to."""
-    return cfg.corpora[name].tokens or cfg.recipes.token_budget
 
 
 def external_digest(cfg: ExperimentConfig, name: str) -> str:
@@ -45,7 +40,7 @@ def external_digest(cfg: ExperimentConfig, name: str) -> str:
 
 def run_collect(cfg: ExperimentConfig, store: RunStore, name: str) -> StageResult:
     spec = cfg.corpora[name]
-    budget = budget_of(cfg, name)
+    budget = cfg.budget(name)
     if isinstance(spec, FilesCorpus):
         from cleanroom.collect.files import file_documents
 

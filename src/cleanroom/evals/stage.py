@@ -21,7 +21,7 @@ from cleanroom.runtime import pick_device, set_threads
 from cleanroom.store import RunStore
 from cleanroom.ui import progress, say
 from cleanroom.world.schema import TASKS
-from cleanroom.world.stage import load_items
+from cleanroom.world_store import load_items
 
 
 def load_model(cfg: ExperimentConfig, store: RunStore, recipe: str) -> NativeLM:

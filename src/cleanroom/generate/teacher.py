@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cleanroom.generate.corpus import CORPUS_SCHEMA, write_shards
+from cleanroom.corpus import CORPUS_SCHEMA, write_shards
 from cleanroom.generate.prompts import RECIPES, PromptBuilder, PromptSpec
 from cleanroom.sources import load_seeds
 from cleanroom.store import RunStore

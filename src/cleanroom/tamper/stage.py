@@ -42,7 +42,7 @@ from cleanroom.tokenize.tokenizer import encode_documents, load_tokenizer
 from cleanroom.train import finetune
 from cleanroom.train.model import Transformer
 from cleanroom.ui import progress, say
-from cleanroom.world.stage import load_items
+from cleanroom.world_store import load_items, load_table
 
 TAMPER_SCHEMA = pa.schema([
     ("recipe", pa.string()), ("attack", pa.string()), ("steps", pa.int32()), ("lr", pa.float64()),
@@ -126,7 +126,7 @@ def run_tamper(cfg: ExperimentConfig, store: RunStore, model: str) -> StageResul
     device = str(pick_device(cfg.runtime))
     base = load_attacked(cfg, store, model, device)
     tok = load_tokenizer(store.path("tokenizer.json"))
-    facts = store.read_parquet("world/facts.parquet").to_pylist()
+    facts = load_table(store, "facts")
     corpora = {a: [d[: base.max_len + 1] for d in encode_documents(tok, attack_corpus(a, facts, cfg))]
                for a in cfg.tamper.attacks}
     taught = taught_facts(facts, cfg) if "literature" in cfg.tamper.attacks else set()
