@@ -21,10 +21,10 @@ import pyarrow.parquet as pq
 import pytest
 from teacher_helpers import FakeEndpoint
 
+from cleanroom.collect.prompts import RECIPES as PROMPT_BUILDERS
 from cleanroom.collect.stage import run_collect
 from cleanroom.config import PROMPT_RECIPES, ConfigError, load_config, resolve
 from cleanroom.corpus import CORPUS_SCHEMA
-from cleanroom.generate.prompts import RECIPES as PROMPT_BUILDERS
 from cleanroom.pipeline import Pipeline
 from cleanroom.report.summary import Summary
 from cleanroom.store import RunStore, StoreError

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cleanroom.generate.prompts import AUDIENCES, FORMATS, PromptBuilder
+from cleanroom.collect.prompts import AUDIENCES, FORMATS, PromptBuilder
 from cleanroom.sources import Seed, SourceMissingError, load_seeds
 from cleanroom.sources.wordnet import parse_data_line
 

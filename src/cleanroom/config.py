@@ -324,13 +324,13 @@ class SafeguardConfig(Section):
 # ---------------------------------------------------------------- recipes without a world
 
 
-# the prompt recipes of `generate/prompts.py` (tests/test_collect.py keeps the two lists equal)
+# the prompt recipes of `collect/prompts.py` (tests/test_collect.py keeps the two lists equal)
 PROMPT_RECIPES = ("textbook", "tinystories", "cosmopedia")
 CORPUS_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 
 
 class TeacherCorpus(Section):
-    """A recipe whose documents a teacher LLM writes (`generate/teacher.py`): Phi/Cosmopedia-style prompts
+    """A recipe whose documents a teacher LLM writes (`collect/teacher.py`): Phi/Cosmopedia-style prompts
     (topic x audience x format x persona, grounded on seed passages), completions kept in the request cache.
 
     The fields under "how" say where and how fast the requests go, never what comes back; they are left

@@ -17,9 +17,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cleanroom.collect.teacher import diversity_stats
 from cleanroom.config import FilesCorpus
 from cleanroom.corpus import corpus_rows, take_budget
-from cleanroom.generate.teacher import diversity_stats
 from cleanroom.store import StoreError
 from cleanroom.text_stats import count_tokens
 

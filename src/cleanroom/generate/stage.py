@@ -33,7 +33,7 @@ from cleanroom.corpus import (
 from cleanroom.generate.render import Renderer
 from cleanroom.store import RunStore
 from cleanroom.text_stats import TOKEN_UNIT, count_tokens
-from cleanroom.ui import console, progress
+from cleanroom.ui import progress
 from cleanroom.world.schema import RESTRICTED_KEYWORDS
 from cleanroom.world_store import load_items, load_world
 
@@ -98,24 +98,3 @@ def _filter_stats(docs: list[dict]) -> dict:
     false = sum(not keyword_filter(d) for d in other)
     return {"filter": "keyword placeholder", "recall": round(caught / max(len(restricted), 1), 4),
             "fpr": round(false / max(len(other), 1), 4), "n_restricted": len(restricted), "n_other": len(other)}
-
-
-def print_generate_table(store: RunStore) -> None:
-    """The per-recipe table `cleanroom generate` prints (from the stage manifest: no recomputation)."""
-    from rich.table import Table
-
-    m = store.manifest("generate")
-    if m is None:
-        return
-    t = Table(title=f"corpora at a budget of {m.stats['token_budget']:,} word units")
-    for col in ("recipe", "docs", "tokens", "distinct-3", "long-tail covered", "restricted docs"):
-        t.add_column(col, justify="left" if col == "recipe" else "right")
-    for recipe, s in m.stats["recipes"].items():
-        t.add_row(recipe, f"{s['docs']:,}", f"{s['tokens']:,}", f"{s['distinct_3']:.3f}",
-                  f"{s['longtail_covered']:,}", f"{s['domains'].get('restricted', 0):,}")
-    console.print(t)
-    pf = m.stats.get("placeholder_filter")
-    if pf:
-        console.print(f"  placeholder keyword filter on web: recall {pf['recall']:.2f}, "
-                      f"false-positive rate {pf['fpr']:.3f} (the curate stage brings the real filter)")
-

@@ -2,7 +2,7 @@
 
 `TeacherPool(members)` answers `generate(prompts, params, on_result)` like a single teacher. Every member
 pulls the next chunk of prompts from a shared queue as soon as it is free, so a slow endpoint takes fewer
-and a fast one more. Completions reach `on_result` (the driver's request cache, `generate/teacher.py`) the
+and a fast one more. Completions reach `on_result` (the driver's request cache, `collect/teacher.py`) the
 moment they exist, whichever member wrote them; the cache key does not name the endpoint or worker
 (`request_key`: teacher kind, model, prompt, params), so a rerun with other endpoints or more workers finds
 every finished request and a killed job repeats none. A member that fails (an endpoint still down after
