@@ -21,7 +21,6 @@ from cleanroom.curate import (
     Document,
     ExactDedup,
     LocalExecutor,
-    MissingDependencyError,
     NearDedup,
     QualityFilter,
     SafetyFilter,
@@ -29,6 +28,7 @@ from cleanroom.curate import (
 )
 from cleanroom.curate.base import require
 from cleanroom.curate.decontam import items_from_rows
+from cleanroom.errors import MissingDependencyError
 from cleanroom.pipeline import Pipeline
 from cleanroom.store import RunStore
 from cleanroom.world.schema import TASKS

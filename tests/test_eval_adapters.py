@@ -8,8 +8,9 @@ import pytest
 import torch
 from doubles import hf_tokenizer, tiny_llama, tiny_run, tiny_tokenizer
 
+from cleanroom.errors import InputError
 from cleanroom.evals.tasks import chance_level, evaluate_items
-from cleanroom.lm.api import GenerateRequest, LMError, LoglikelihoodRequest, cut_at_stop
+from cleanroom.lm.api import GenerateRequest, LoglikelihoodRequest, cut_at_stop
 from cleanroom.lm.causal import Codec
 from cleanroom.lm.hf import HFLM
 from cleanroom.lm.native import NativeLM
@@ -81,7 +82,7 @@ def test_context_longer_than_the_window_is_cut_from_the_left(tiny_hf):
     long_ctx = "Question: What colour is item 1? " * 10 + "\nAnswer:"
     (res,) = a.loglikelihood([LoglikelihoodRequest(long_ctx, " jade")])
     assert np.isfinite(res.logprob)
-    with pytest.raises(LMError):
+    with pytest.raises(InputError, match="does not fit the model window"):
         HFLM(model, hf_tokenizer(tok), max_len=2).loglikelihood([LoglikelihoodRequest("x", " deep azure blue")])
 
 

@@ -10,11 +10,12 @@ import pytest
 
 from cleanroom.collect.teacher import RealGenConfig, generate_corpus
 from cleanroom.config import TeacherCorpus
+from cleanroom.errors import ConfigError, ModelError
 from cleanroom.store import RunStore
 from cleanroom.teachers import GenParams, Teacher, make_teacher, request_key
 from cleanroom.teachers.cache import RequestCache
 from cleanroom.teachers.procedural import ProceduralTeacher
-from cleanroom.teachers.protocol import Completion, TeacherError
+from cleanroom.teachers.protocol import Completion
 from cleanroom.text_stats import count_tokens
 
 
@@ -130,9 +131,9 @@ def test_identical_prompts_are_sent_once(tmp_path):
 
 
 def test_make_teacher_errors():
-    with pytest.raises(TeacherError, match="--base-url"):
+    with pytest.raises(ConfigError, match="--base-url"):
         make_teacher("openai", None)
-    with pytest.raises(TeacherError, match="unknown teacher"):
+    with pytest.raises(ConfigError, match="unknown teacher"):
         make_teacher("gpt5", "x")
-    with pytest.raises(TeacherError, match="not found"):
+    with pytest.raises(ModelError, match="not found"):
         make_teacher("transformers", "/no/such/model")

@@ -173,7 +173,7 @@ def generate_cmd(
             _print_generate_table(pipe.store)
         return
     from cleanroom.collect.teacher import run_teacher_generate
-    from cleanroom.teachers import TeacherError
+    from cleanroom.errors import ModelError
 
     try:
         with _writing(out):
@@ -182,8 +182,8 @@ def generate_cmd(
                                  batch_size=batch_size, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
                                  timeout=timeout, retries=retries, mode=mode, api_key_env=api_key_env, cache=cache,
                                  repetition_penalty=repetition_penalty)
-    except TeacherError as e:
-        raise TeacherError(f"{e} — finished requests are cached; rerun the same command to resume") from None
+    except ModelError as e:
+        raise ModelError(f"{e} — finished requests are cached; rerun the same command to resume") from None
 
 
 def _print_generate_table(store: RunStore) -> None:
@@ -436,7 +436,7 @@ def run_cmd(preset: PresetOpt = None, out: OutOpt = Path("runs/default"), config
             peak_tflops: Annotated[float | None, typer.Option(
                 help="dry run: the GPU's dense peak (default H100 SXM: 989 bf16, 67 fp32)")] = None):
     """Run the whole experiment: world, generate, curate, tokenize, train, safeguard, eval, tamper, report."""
-    from cleanroom.pipeline import ORDER
+    from cleanroom.stages import ORDER
 
     set_ = _runtime_sets(set_, executor, ray_address)
     if dry_run:
@@ -471,8 +471,8 @@ def sweep_cmd(seeds: Annotated[list[int] | None, typer.Option("--seeds", help="s
                        "validate: the default sweep), so only what they add is computed")] = None):
     """Run or reuse one run per seed (OUT/seed-<s>), pool each claim over the seeds, and write OUT/summary.json,
     report.md and report.html with the controls' record over every run."""
-    from cleanroom.pipeline import ORDER
     from cleanroom.report.sweep import print_sweep, sweep
+    from cleanroom.stages import ORDER
 
     def run(run_dir: Path, sets: list[str]) -> None:
         _run_stages(ORDER, preset, run_dir, None, sets, False, overall=True)

@@ -18,7 +18,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from cleanroom.errors import CleanroomError
+from cleanroom.errors import ConfigError
 
 PRESETS = ("smoke", "default", "validate", "gpu")
 RECIPES = ("web", "textbook", "filtered_web", "mix")  # the experiment's recipes: the claims compare these
@@ -62,10 +62,6 @@ def base_recipe(model: str) -> str:
 def train_seed(seed: int, model: str) -> int:
     """The seed of a model's init and data order: replicate k gets seed + k * REPLICATE_SEED_STRIDE."""
     return seed + split_model(model)[1] * REPLICATE_SEED_STRIDE
-
-
-class ConfigError(CleanroomError, ValueError):
-    """A configuration problem, phrased for the user (one line)."""
 
 
 class Section(BaseModel):

@@ -23,9 +23,9 @@ from typing import Any, TypeVar
 import pyarrow as pa
 
 from cleanroom.config import ExperimentConfig, base_recipe
+from cleanroom.rng import rng_for
 from cleanroom.store import RunStore, replace_dir, write_parquet
 from cleanroom.text_stats import count_tokens, distinct_ngram_ratio
-from cleanroom.world.names import rng_for
 
 CORPUS_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("recipe", pa.string()),
                            ("source", pa.string()), ("meta", pa.string())])

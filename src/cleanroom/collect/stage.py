@@ -62,7 +62,7 @@ def teacher_documents(cfg: ExperimentConfig, store: RunStore, name: str, spec: T
                       budget: int) -> tuple[list[dict], dict[str, Any]]:
     """Rows in the corpus contract written by the teacher the table names, and the driver's stats."""
     from cleanroom.collect.teacher import RealGenConfig, generate_documents
-    from cleanroom.teachers import TeacherError
+    from cleanroom.errors import ModelError
     from cleanroom.teachers.cache import RequestCache
     from cleanroom.teachers.pool import capacity
 
@@ -73,8 +73,8 @@ def teacher_documents(cfg: ExperimentConfig, store: RunStore, name: str, spec: T
         stack.callback(cache.close)
         try:
             docs, stats = generate_documents(teacher, cache, gen, name)
-        except TeacherError as e:
-            raise TeacherError(f"corpus `{name}`: {e} — finished requests are cached; rerun to resume") from None
+        except ModelError as e:
+            raise ModelError(f"corpus `{name}`: {e} — finished requests are cached; rerun to resume") from None
     return docs, stats
 
 

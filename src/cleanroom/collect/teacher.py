@@ -291,7 +291,7 @@ def run_teacher_generate(out: Path, *, teacher: str, model: str | None, base_url
                          repetition_penalty: float | None = None) -> dict:
     """`cleanroom generate --teacher openai|transformers ...`: build the teacher, generate, print a summary.
 
-    Raises TeacherError / SourceMissingError / StoreError / ValueError with user-facing messages.
+    Raises ModelError / SourceMissingError / StoreError / ValueError with user-facing messages.
     """
     from cleanroom.teachers import make_teacher
     from cleanroom.teachers.pool import TeacherPool

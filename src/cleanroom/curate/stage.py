@@ -52,6 +52,7 @@ from cleanroom.corpus import (
 from cleanroom.curate.base import Document, Removal, Step
 from cleanroom.curate.decontam import EvalItem, Leak, items_from_rows
 from cleanroom.curate.executor import Executor, LocalExecutor, RunResult, build_steps
+from cleanroom.errors import InputError
 from cleanroom.store import RunStore, StoreError, write_json, write_parquet
 from cleanroom.text_stats import TOKEN_UNIT
 from cleanroom.ui import progress, say
@@ -310,15 +311,15 @@ def _read_any(path: Path, what: str) -> pa.Table:
     if path.is_dir():
         files = sorted(path.glob("*.parquet"))
         if not files:
-            raise StoreError(f"{what} {path}: no Parquet files in this directory")
+            raise InputError(f"{what} {path}: no Parquet files in this directory")
     elif path.is_file():
         files = [path]
     else:
-        raise StoreError(f"{what} {path} does not exist")
+        raise InputError(f"{what} {path} does not exist")
     try:
         return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
     except (pa.ArrowInvalid, OSError) as e:
-        raise StoreError(f"{what} {path}: not readable as Parquet ({e})") from None
+        raise InputError(f"{what} {path}: not readable as Parquet ({e})") from None
 
 
 def read_eval_items(path: Path) -> list[EvalItem]:
@@ -327,7 +328,7 @@ def read_eval_items(path: Path) -> list[EvalItem]:
     rows = table.to_pylist()
     cols = set(table.column_names)
     if "prompt" not in cols and "text" not in cols:
-        raise StoreError(f"--eval-items {path} needs a `prompt` or `text` column (has: {', '.join(sorted(cols))})")
+        raise InputError(f"--eval-items {path} needs a `prompt` or `text` column (has: {', '.join(sorted(cols))})")
     out = []
     for i, r in enumerate(rows):
         r = {**r, "id": r.get("id", f"item-{i:06d}"), "task": r.get("task", Path(path).stem)}
@@ -352,7 +353,7 @@ def _curate_parquet(cfg: ExperimentConfig, input_path: Path, output: Path, items
     docs = read_documents(_read_any(input_path, "--input"), str(input_path))
     ids = [d.id for d in docs]
     if len(set(ids)) != len(ids):
-        raise StoreError(f"--input {input_path}: the `id` column has duplicate values")
+        raise InputError(f"--input {input_path}: the `id` column has duplicate values")
     items = read_eval_items(items_path) if items_path is not None else []
     names = list(cfg.curate.steps)
     if "decontaminate" in names and not items:

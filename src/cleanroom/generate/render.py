@@ -28,8 +28,8 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from cleanroom.config import ExperimentConfig
+from cleanroom.rng import rng_for
 from cleanroom.world.items import OPTION_LETTERS, arithmetic_stem, exercise_prompt, options_for
-from cleanroom.world.names import rng_for
 from cleanroom.world.schema import (
     ARITH_EXERCISE,
     EXERCISE_HEADER,

@@ -30,9 +30,10 @@ import torch
 from cleanroom.config import ExperimentConfig, train_seed
 from cleanroom.contract import StageResult, check_cancelled
 from cleanroom.corpus import corpus_dir, lineage_path
+from cleanroom.errors import InputError, StoreError
 from cleanroom.evals.tasks import chance_level, evaluate_items
-from cleanroom.lm.api import LMError
 from cleanroom.lm.native import NativeLM
+from cleanroom.rng import rng_for
 from cleanroom.runtime import pick_device, set_threads
 from cleanroom.store import RunStore
 from cleanroom.tokenize.tokenizer import encode_documents
@@ -40,7 +41,6 @@ from cleanroom.train import finetune
 from cleanroom.train.export import export_hf
 from cleanroom.ui import progress, say
 from cleanroom.world.items import qa_items
-from cleanroom.world.names import rng_for
 from cleanroom.world.schema import RELATIONS, fill
 from cleanroom.world_store import load_pools, load_table
 
@@ -51,15 +51,15 @@ def split_corpus(cfg: ExperimentConfig, store: RunStore, base: str) -> tuple[lis
     """(forget, retain) texts of the base recipe's corpus, by the curate stage's safety-filter verdicts."""
     removed = lineage_path("filtered_web")
     if not store.path(removed).exists():
-        raise LMError(f"safeguards need the safety filter's verdicts ({removed}): "
-                        "keep `filtered_web` in recipes.names")
+        raise StoreError(f"safeguards need the safety filter's verdicts ({removed}): "
+                         "keep `filtered_web` in recipes.names")
     flagged = {r["id"] for r in store.read_parquet(removed).to_pylist()
                if r["step"] == "safety"}
     docs = store.read_parquet(corpus_dir(cfg, store, base), columns=["id", "text"]).to_pylist()
     forget = [d["text"] for d in docs if d["id"] in flagged]
     retain = [d["text"] for d in docs if d["id"] not in flagged]
     if not forget:
-        raise LMError(f"the safety filter flagged none of `{base}`'s documents: nothing to unlearn")
+        raise InputError(f"the safety filter flagged none of `{base}`'s documents: nothing to unlearn")
     return forget, retain
 
 

@@ -30,8 +30,8 @@ import torch
 
 from cleanroom.config import SCRATCH, ExperimentConfig, train_seed
 from cleanroom.contract import StageResult, check_cancelled
+from cleanroom.errors import StoreError
 from cleanroom.evals.tasks import evaluate_items, task_metrics
-from cleanroom.lm.api import LMError
 from cleanroom.lm.causal import Codec
 from cleanroom.lm.native import NativeLM
 from cleanroom.runtime import pick_device, set_threads
@@ -115,7 +115,7 @@ def load_attacked(cfg: ExperimentConfig, store: RunStore, model: str, device: st
                              batch_size=cfg.eval.batch_size)
     model_dir = store.path(f"models/{model}")
     if not (model_dir / "config.json").exists():
-        raise LMError(f"no trained model `{model}` at {model_dir} (run `cleanroom train` first)")
+        raise StoreError(f"no trained model `{model}` at {model_dir} (run `cleanroom train` first)")
     return NativeLM.load(model_dir, device=device, dtype=cfg.eval.dtype, batch_size=cfg.eval.batch_size)
 
 

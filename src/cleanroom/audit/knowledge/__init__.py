@@ -12,11 +12,11 @@ For the audit: `build_items(seed, limit)` -> item records, `score_items(model, i
 `knowledge_metrics(rows, n_boot, seed)` -> the summary. docs/knowledge.md has sources, rules and figures.
 """
 
-from cleanroom.audit.knowledge.facts import BUCKETS, Fact, SourceMissingError, load_facts, popularity_buckets
+from cleanroom.audit.knowledge.facts import BUCKETS, Fact, load_facts, popularity_buckets
 from cleanroom.audit.knowledge.grading import GRADES, LLMGrader, grade_answer, is_abstention, normalize
 from cleanroom.audit.knowledge.items import TASK, build_items, grade_item
 from cleanroom.audit.knowledge.scoring import head_to_tail_slope, knowledge_metrics, regrade, score_items
 
-__all__ = ["BUCKETS", "GRADES", "TASK", "Fact", "LLMGrader", "SourceMissingError", "build_items", "grade_answer",
+__all__ = ["BUCKETS", "GRADES", "TASK", "Fact", "LLMGrader", "build_items", "grade_answer",
            "grade_item", "head_to_tail_slope", "is_abstention", "knowledge_metrics", "load_facts", "normalize",
            "popularity_buckets", "regrade", "score_items"]

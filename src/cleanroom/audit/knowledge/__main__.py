@@ -23,13 +23,13 @@ import pyarrow as pa
 from cleanroom.audit.knowledge.facts import BUCKETS, load_facts
 from cleanroom.audit.knowledge.items import build_items
 from cleanroom.audit.knowledge.scoring import MAX_TOKENS, knowledge_metrics, regrade, score_items
-from cleanroom.store import StoreError, write_json, write_parquet
-from cleanroom.teachers.protocol import TeacherError
+from cleanroom.errors import CleanroomError
+from cleanroom.store import write_json, write_parquet
 from cleanroom.ui import console, say
 
 
 def load_adapter(model: str, batch_size: int, threads: int):
-    """`HFLM` over a model `resolve_model` understands (TeacherError when it is missing)."""
+    """`HFLM` over a model `resolve_model` understands (ModelError when it is missing)."""
     from cleanroom.lm.hf import HFLM, load_model, resolve_model
 
     spec = resolve_model(model)
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         t2 = time.perf_counter()
         rows = score_items(model, items, max_tokens=args.max_tokens)
         t_score = time.perf_counter() - t2
-    except (StoreError, TeacherError) as e:  # said to the user in one line, no traceback
+    except CleanroomError as e:  # said to the user in one line, no traceback
         console.print(f"[red]error:[/] {e}")
         return 2
     metrics = knowledge_metrics(rows, args.n_boot, args.seed)
