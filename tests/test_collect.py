@@ -25,10 +25,10 @@ from cleanroom.collect.prompts import RECIPES as PROMPT_BUILDERS
 from cleanroom.collect.stage import run_collect
 from cleanroom.config import PROMPT_RECIPES, ConfigError, load_config, resolve
 from cleanroom.corpus import CORPUS_SCHEMA
-from cleanroom.errors import ModelError
+from cleanroom.errors import InputError, ModelError
 from cleanroom.pipeline import Pipeline
 from cleanroom.report.summary import Summary
-from cleanroom.store import RunStore, StoreError
+from cleanroom.store import RunStore
 from cleanroom.teachers import Completion, GenParams
 from cleanroom.teachers.pool import TeacherPool
 
@@ -123,10 +123,10 @@ def test_files_corpus_errors_are_one_line(tmp_path):
     for path, message in [(tmp_path / "nope.jsonl", "does not exist"), (bad, "line 2: not JSON"),
                           (dup, "the id `1` occurs twice")]:
         cfg = load_config("smoke", None, ["corpora.c.kind=files", f"corpora.c.path={path}"])
-        with pytest.raises(StoreError, match=message):
+        with pytest.raises(InputError, match=message):
             run_collect(cfg, store, "c")
     cfg = load_config("smoke", None, ["corpora.c.kind=files", f"corpora.c.path={dup}", "corpora.c.text_field=body"])
-    with pytest.raises(StoreError, match="no `body` field"):
+    with pytest.raises(InputError, match="no `body` field"):
         run_collect(cfg, store, "c")
 
 
