@@ -26,7 +26,7 @@ from cleanroom.evals.tasks import evaluate_items
 from cleanroom.lm.native import NativeLM
 from cleanroom.store import RunStore
 from cleanroom.world.schema import TASKS
-from cleanroom.world.stage import load_items
+from cleanroom.world_store import load_items
 
 
 def sample_items(store: RunStore, n: int, seed: int) -> list[dict]:

@@ -22,7 +22,7 @@ from cleanroom.store import RunStore
 from cleanroom.tamper.attacks import attack_corpus
 from cleanroom.tamper.stage import attack_curve, load_attacked
 from cleanroom.tokenize.tokenizer import encode_documents, load_tokenizer
-from cleanroom.world.stage import load_items
+from cleanroom.world_store import load_items
 
 ORDER_STRIDE = 7  # order k shuffles the attack documents with seed + k * this (order 0: the stage's own)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cleanroom.evals.stats import accuracy_ci
+from cleanroom.stats import accuracy_ci
 from cleanroom.store import RunStore
 
 TOP = 3  # deciles 1-3 against 4-10

@@ -24,8 +24,8 @@ import numpy as np
 
 from cleanroom.config import resolve
 from cleanroom.evals.stage import load_model
-from cleanroom.evals.stats import accuracy_ci
 from cleanroom.evals.tasks import evaluate_items
+from cleanroom.stats import accuracy_ci
 from cleanroom.store import RunStore
 from cleanroom.world.schema import RELATIONS, fill
 

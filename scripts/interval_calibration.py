@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/interval_calibration.py [--runs 400]
 
-A thin caller of `cleanroom.evals.calibration.calibrate` (the simulation `tests/test_replicates.py` checks):
+A thin caller of `cleanroom.stats.calibration.calibrate` (the simulation `tests/test_replicates.py` checks):
 5 recipes x 2 replicates, 400 items in 100 entity clusters, the between-model SD planted at 0, 1 and 2.7
 times the item SE (2.7 is what the lab measured for C3 before replicates), a zero and a non-zero effect.
 Prints a Markdown table: per method, how often the 95% interval covers the truth and how often it
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from cleanroom.evals.calibration import METHODS, Design, calibrate
+from cleanroom.stats.calibration import METHODS, Design, calibrate
 
 
 def main() -> None:

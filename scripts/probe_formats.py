@@ -21,7 +21,7 @@ from cleanroom.evals.tasks import evaluate_items
 from cleanroom.lm.native import NativeLM
 from cleanroom.store import RunStore
 from cleanroom.world.schema import RELATIONS, article, fill
-from cleanroom.world.stage import load_items
+from cleanroom.world_store import load_items
 
 
 def seen_phrasing(item: dict, k: int) -> dict:

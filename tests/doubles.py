@@ -74,7 +74,8 @@ def tiny_run(root, preset: str = "smoke", recipes: Sequence[str] = ("web",), ove
     from cleanroom.train.export import export_hf
     from cleanroom.train.model import Transformer
     from cleanroom.world.schema import TASKS
-    from cleanroom.world.stage import load_items, run_world
+    from cleanroom.world.stage import run_world
+    from cleanroom.world_store import load_items
 
     cfg = load_config(preset, None, list(overrides))
     store = RunStore(root)

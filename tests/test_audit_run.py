@@ -22,8 +22,9 @@ from cleanroom.audit.report import compare_audits
 from cleanroom.audit.run import AuditConfig, run_audit
 from cleanroom.audit.summary import AuditSummary
 from cleanroom.cli import app
+from cleanroom.errors import ModelNotServed
 from cleanroom.lm.hf import LocalLM
-from cleanroom.lm.openai import EndpointLM, ModelNotServed
+from cleanroom.lm.openai import EndpointLM
 from cleanroom.serve import ModelServer, start_server
 
 
@@ -180,11 +181,9 @@ def test_cli_errors_are_one_clear_line(tiny, tmp_path, monkeypatch):
 
 def test_endpoint_unknown_model_is_bad_input(served, tmp_path):
     _, url = served
-    from cleanroom.audit.errors import AuditInputError
-
     with pytest.raises(ModelNotServed, match="serves: tiny"):
         EndpointLM(url, "gpt-9").check()
-    with pytest.raises(AuditInputError, match="serves: tiny"):
+    with pytest.raises(ModelNotServed, match="serves: tiny"):
         run_audit(_cfg("gpt-9", tmp_path / "o", base_url=url))
 
 

@@ -21,14 +21,15 @@ import pyarrow.parquet as pq
 import pytest
 from teacher_helpers import FakeEndpoint
 
+from cleanroom.collect.prompts import RECIPES as PROMPT_BUILDERS
 from cleanroom.collect.stage import run_collect
 from cleanroom.config import PROMPT_RECIPES, ConfigError, load_config, resolve
-from cleanroom.generate.corpus import CORPUS_SCHEMA
-from cleanroom.generate.prompts import RECIPES as PROMPT_BUILDERS
+from cleanroom.corpus import CORPUS_SCHEMA
+from cleanroom.errors import InputError, ModelError
 from cleanroom.pipeline import Pipeline
 from cleanroom.report.summary import Summary
-from cleanroom.store import RunStore, StoreError
-from cleanroom.teachers import Completion, GenParams, TeacherError
+from cleanroom.store import RunStore
+from cleanroom.teachers import Completion, GenParams
 from cleanroom.teachers.pool import TeacherPool
 
 CLI = [sys.executable, "-m", "cleanroom.cli"]
@@ -122,10 +123,10 @@ def test_files_corpus_errors_are_one_line(tmp_path):
     for path, message in [(tmp_path / "nope.jsonl", "does not exist"), (bad, "line 2: not JSON"),
                           (dup, "the id `1` occurs twice")]:
         cfg = load_config("smoke", None, ["corpora.c.kind=files", f"corpora.c.path={path}"])
-        with pytest.raises(StoreError, match=message):
+        with pytest.raises(InputError, match=message):
             run_collect(cfg, store, "c")
     cfg = load_config("smoke", None, ["corpora.c.kind=files", f"corpora.c.path={dup}", "corpora.c.text_field=body"])
-    with pytest.raises(StoreError, match="no `body` field"):
+    with pytest.raises(InputError, match="no `body` field"):
         run_collect(cfg, store, "c")
 
 
@@ -161,7 +162,7 @@ class Scripted:
         for i, p in enumerate(prompts):
             with self._lock:
                 if self.fail_after is not None and len(self.seen) >= self.fail_after:
-                    raise TeacherError("endpoint down")
+                    raise ModelError("endpoint down")
                 self.seen.append(p)
             time.sleep(0.005)  # a request takes a while, so every member gets work
             c = Completion(f"answer to {p}", 1, 3)
@@ -179,9 +180,9 @@ def test_pool_spreads_prompts_and_reroutes_a_failed_member():
     assert [c.text for c in out] == [f"answer to {p}" for p in prompts]
     assert got == {i: f"answer to {p}" for i, p in enumerate(prompts)}
     assert len(b.seen) == 4 and len(a.seen) == 36 and not set(a.seen) & set(b.seen)  # each prompt sent once
-    with pytest.raises(TeacherError, match=r"every teacher of the pool failed \(6 of 40"):
+    with pytest.raises(ModelError, match=r"every teacher of the pool failed \(6 of 40"):
         TeacherPool([Scripted(fail_after=3), Scripted(fail_after=3)]).generate(prompts, GenParams())
-    with pytest.raises(TeacherError, match="must serve one model"):
+    with pytest.raises(ModelError, match="must serve one model"):
         other = Scripted()
         other.model = "other-lm"
         TeacherPool([a, other])
@@ -194,7 +195,7 @@ def test_teacher_corpus_over_two_endpoints_resumes_from_the_cache(tmp_path):
     with FakeEndpoint(lambda n, body: ("ok", None) if n < 5 else ("status", 500)) as e1, \
             FakeEndpoint(lambda n, body: ("ok", None) if n < 5 else ("status", 500)) as e2:
         cfg = load_config("smoke", None, _teacher_sets("llm", [e1.base_url, e2.base_url], seeds))
-        with pytest.raises(TeacherError, match="finished requests are cached; rerun to resume"):
+        with pytest.raises(ModelError, match="finished requests are cached; rerun to resume"):
             run_collect(cfg, store, "llm")
         first = set(e1.answered) | set(e2.answered)
         assert len(e1.answered) == 5 and len(e2.answered) == 5 and len(first) == 10

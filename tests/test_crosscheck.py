@@ -16,7 +16,7 @@ from doubles import tiny_run
 
 from cleanroom.evals.tasks import evaluate_items
 from cleanroom.lm.native import NativeLM
-from cleanroom.world.stage import load_items
+from cleanroom.world_store import load_items
 
 lm_eval = pytest.importorskip("lm_eval", reason="the crosscheck needs lm-eval (installed by `make test`)")
 

@@ -15,12 +15,12 @@ from typer.testing import CliRunner
 
 from cleanroom.cli import app
 from cleanroom.config import ConfigError, CurateConfig
+from cleanroom.corpus import corpus_dir
 from cleanroom.curate import (
     Decontaminate,
     Document,
     ExactDedup,
     LocalExecutor,
-    MissingDependencyError,
     NearDedup,
     QualityFilter,
     SafetyFilter,
@@ -28,7 +28,7 @@ from cleanroom.curate import (
 )
 from cleanroom.curate.base import require
 from cleanroom.curate.decontam import items_from_rows
-from cleanroom.generate.corpus import corpus_dir
+from cleanroom.errors import MissingDependencyError
 from cleanroom.pipeline import Pipeline
 from cleanroom.store import RunStore
 from cleanroom.world.schema import TASKS

@@ -8,12 +8,13 @@ import pytest
 import torch
 from doubles import hf_tokenizer, tiny_llama, tiny_run, tiny_tokenizer
 
+from cleanroom.errors import InputError
 from cleanroom.evals.tasks import chance_level, evaluate_items
-from cleanroom.lm.api import GenerateRequest, LMError, LoglikelihoodRequest, cut_at_stop
+from cleanroom.lm.api import GenerateRequest, LoglikelihoodRequest, cut_at_stop
 from cleanroom.lm.causal import Codec
 from cleanroom.lm.hf import HFLM
 from cleanroom.lm.native import NativeLM
-from cleanroom.world.stage import load_items
+from cleanroom.world_store import load_items
 
 ITEMS = [
     {"id": f"q{i}", "task": "t", "kind": "choice", "prompt": f"Question: What colour is item {i}?\nAnswer:",
@@ -92,7 +93,7 @@ def test_context_longer_than_the_window_is_cut_from_the_left(tiny_hf):
     with torch.no_grad():  # and it is not what the whole context (cut from the right, or not at all) gives
         whole = torch.log_softmax(model(torch.tensor([ctx + cont])).logits[0].float(), -1)
     assert res.logprob != pytest.approx(sum(float(whole[len(ctx) - 1 + t, c]) for t, c in enumerate(cont)), abs=1e-4)
-    with pytest.raises(LMError):
+    with pytest.raises(InputError, match="does not fit the model window"):
         HFLM(model, hf_tokenizer(tok), max_len=2).loglikelihood([LoglikelihoodRequest("x", " deep azure blue")])
 
 

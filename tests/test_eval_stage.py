@@ -5,12 +5,11 @@ from __future__ import annotations
 import pytest
 from doubles import tiny_run
 
-from cleanroom.errors import CleanroomError
+from cleanroom.errors import CleanroomError, ModelError, StoreError
 from cleanroom.evals.stage import run_eval
 from cleanroom.evals.tasks import ROW_SCHEMA
-from cleanroom.lm.api import LMError
 from cleanroom.world.schema import TASKS
-from cleanroom.world.stage import load_items
+from cleanroom.world_store import load_items
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +52,9 @@ def test_eval_is_deterministic(run):
 
 def test_missing_model_is_a_one_line_user_error(run):
     cfg, store = run
-    with pytest.raises(LMError, match="no trained model for recipe `mix`.*cleanroom train"):
+    with pytest.raises(StoreError, match="no trained model for recipe `mix`.*cleanroom train"):
         run_eval(cfg, store, "mix")
-    assert issubclass(LMError, CleanroomError)  # the CLI prints it without a traceback
+    assert issubclass(StoreError, CleanroomError)  # the CLI prints it without a traceback
 
 
 def test_any_hf_model_is_scored_like_ours(run):
@@ -69,7 +68,7 @@ def test_any_hf_model_is_scored_like_ours(run):
         a = store.read_parquet(f"evals/web/{task}.parquet").column("prediction").to_pylist()
         b = store.read_parquet(f"evals/hf-web/{task}.parquet").column("prediction").to_pylist()
         assert a == b
-    with pytest.raises(LMError, match="no Hugging Face model directory"):
+    with pytest.raises(ModelError, match="no Hugging Face model directory"):
         score_hf_model(cfg, store, str(store.path("nowhere")), "x")
 
 

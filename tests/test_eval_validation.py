@@ -14,7 +14,7 @@ from cleanroom.lm.native import NativeLM
 from cleanroom.tokenize.tokenizer import encode_documents, train_tokenizer
 from cleanroom.train.model import Transformer
 from cleanroom.train.trainer import make_optimizer
-from cleanroom.world.stage import load_items
+from cleanroom.world_store import load_items
 
 NAMES = ["Koureisite", "Dumlonol", "Benpel Melgir", "Veszesol", "Thuvul", "Roukou Kekan", "Ditir Pas",
          "Minlom", "Pelour", "Founvon", "Zarquite", "Hounshous"]

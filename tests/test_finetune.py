@@ -12,7 +12,8 @@ from audit_helpers import make_tiny_llama
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from cleanroom.finetune import FinetuneConfig, FinetuneError, encode_records, finetune, load_records
+from cleanroom.errors import InputError, StoreError
+from cleanroom.finetune import FinetuneConfig, encode_records, finetune, load_records
 from cleanroom.lm.api import GenerateRequest, LoglikelihoodRequest
 from cleanroom.lm.hf import LocalLM
 
@@ -86,7 +87,7 @@ def test_an_interrupted_finetune_resumes_to_the_same_weights(tiny, tmp_path):
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     with pytest.raises(Stop):
         finetune(_cfg(tiny, lr=1e-3), RECORDS, tmp_path / "other", progress=kill)
-    with pytest.raises(FinetuneError, match="different fine-tune"):  # never resumes someone else's state
+    with pytest.raises(StoreError, match="different fine-tune"):  # never resumes someone else's state
         finetune(_cfg(tiny), RECORDS, tmp_path / "other")
 
 
@@ -96,7 +97,7 @@ def test_records_and_cli(tiny, tmp_path):
     (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
     assert load_records([tmp_path / "d.jsonl"]) == RECORDS
     (tmp_path / "bad.jsonl").write_text('{"body": 1}\n')
-    with pytest.raises(FinetuneError, match="neither `text`"):
+    with pytest.raises(InputError, match="neither `text`"):
         load_records([tmp_path / "bad.jsonl"])
     r = CliRunner().invoke(app, ["finetune", "--model", str(tiny), "--data", str(tmp_path / "d.jsonl"),
                                  "--out", str(tmp_path / "m"), "--epochs", "1", "--max-len", "64", "--threads", "1"])

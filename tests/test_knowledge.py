@@ -27,8 +27,8 @@ from cleanroom.audit.knowledge import (
 from cleanroom.audit.knowledge.facts import assign_buckets, count_mentions
 from cleanroom.audit.knowledge.grading import alias_set
 from cleanroom.audit.knowledge.scoring import _ratio
-from cleanroom.evals.stats import cluster_bootstrap
 from cleanroom.lm.api import Loglikelihood
+from cleanroom.stats import cluster_bootstrap
 
 # ------------------------------------------------------------------------------------------ fixtures
 

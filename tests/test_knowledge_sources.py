@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from cleanroom.audit.knowledge import SourceMissingError, build_items, load_facts, normalize
+from cleanroom.audit.knowledge import build_items, load_facts, normalize
 from cleanroom.audit.knowledge import facts as F
 from cleanroom.audit.knowledge.grading import alias_set
+from cleanroom.errors import SourceMissingError
 
 
 def _pkg(module: str) -> Path | None:

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import ast
 import importlib
+import re
 from pathlib import Path
 
-from cleanroom.pipeline import STAGES
+from cleanroom.stages import STAGES
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "cleanroom"
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src" / "cleanroom"
+STAGE_PACKAGES = {s.func.split(":")[0].split(".")[1] for s in STAGES.values() if s.func}
 
 
 def module_graph() -> dict[str, set[str]]:
@@ -35,7 +38,8 @@ def module_graph() -> dict[str, set[str]]:
                 if node.level:
                     up = package.split(".")[: len(package.split(".")) - node.level + 1]
                     base = ".".join(up + ([base] if base else []))
-                targets = [base] + [f"{base}.{a.name}" for a in node.names]
+                # `from pkg import submodule` depends on the submodule, not on everything pkg/__init__ names
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in files else base for a in node.names]
             else:
                 continue
             for t in targets:
@@ -96,3 +100,41 @@ def test_no_test_doubles_in_the_package():
     for f in SRC.rglob("*.py"):
         text = f.read_text()
         assert "tiny_run" not in text and "planted_corpus" not in text, f
+
+
+def stage_imports(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """Imported module (relative to cleanroom, e.g. `world.schema`) -> the other stage packages importing it."""
+    out: dict[str, set[str]] = {}
+    for mod, deps in graph.items():
+        src = mod.split(".")
+        for dep in deps:
+            dst = dep.split(".")
+            if len(src) > 1 and len(dst) > 1 and {src[1], dst[1]} <= STAGE_PACKAGES and src[1] != dst[1]:
+                out.setdefault(".".join(dst[1:]), set()).add(src[1])
+    return out
+
+
+def documented_stage_imports() -> dict[str, set[str]]:
+    """The list under "Stage-to-stage imports" in docs/architecture.md: "- `module` ← `stage`, `stage`: why"."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    section = text.split("### Stage-to-stage imports", 1)[1].split("\n## ", 1)[0]
+    out = {}
+    for line in section.splitlines():
+        m = re.match(r"- `([\w.]+)` ← ((?:`\w+`(?:, )?)+)", line)
+        if m:
+            out[m.group(1)] = set(re.findall(r"`(\w+)`", m.group(2)))
+    return out
+
+
+def test_stage_to_stage_imports_are_the_documented_ones():
+    documented = documented_stage_imports()
+    assert documented, "docs/architecture.md lists the stage-to-stage imports"
+    assert stage_imports(module_graph()) == documented
+
+
+def test_stages_read_earlier_stages_through_the_shared_modules():
+    for mod, deps in module_graph().items():
+        if not mod.startswith("cleanroom.generate"):
+            assert not any(d.startswith("cleanroom.generate") for d in deps), mod
+        if not mod.startswith("cleanroom.world"):
+            assert "cleanroom.world.stage" not in deps, mod

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from cleanroom.generate.prompts import AUDIENCES, FORMATS, PromptBuilder
-from cleanroom.sources import Seed, SourceMissingError, load_seeds
+from cleanroom.collect.prompts import AUDIENCES, FORMATS, PromptBuilder
+from cleanroom.errors import SourceMissingError
+from cleanroom.sources import Seed, load_seeds
 from cleanroom.sources.wordnet import parse_data_line
 
 SEEDS = [Seed(f"topic {i}", f"Topic {i} is a thing. It has {i} parts. People study it.", "test", "c")

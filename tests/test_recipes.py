@@ -11,7 +11,7 @@ import pytest
 
 from cleanroom.text_stats import count_tokens, distinct_ngram_ratio
 from cleanroom.world.schema import ARITH_CLOZE, ARITH_TWIN, RELATIONS
-from cleanroom.world.stage import load_items
+from cleanroom.world_store import load_items
 
 RECIPES = ("web", "textbook", "filtered_web", "mix")
 
@@ -158,7 +158,7 @@ def test_web_curriculum_follows_the_popularity_law_when_asked(smoke_cfg, smoke_c
     import numpy as np
 
     from cleanroom.generate.render import Renderer
-    from cleanroom.world.stage import load_world
+    from cleanroom.world_store import load_world
 
     world = load_world(smoke_corpora)
     minerals = sorted((e for e in world["entities"] if e["type"] == "mineral"), key=lambda e: e["rank"])
@@ -189,7 +189,7 @@ def test_web_quizzes_ask_about_their_topic_in_the_webs_own_words(smoke_cfg, smok
     import numpy as np
 
     from cleanroom.generate.render import QUIZ_LAYOUTS, Renderer
-    from cleanroom.world.stage import load_world
+    from cleanroom.world_store import load_world
 
     world, bench = load_world(smoke_corpora), load_items(smoke_corpora, "bench")
     cfg = smoke_cfg.model_copy(deep=True)
@@ -217,7 +217,7 @@ def test_the_restricted_domain_has_the_webs_question_pages(smoke_cfg, smoke_corp
     import numpy as np
 
     from cleanroom.generate.render import Renderer
-    from cleanroom.world.stage import load_world
+    from cleanroom.world_store import load_world
 
     world, bench = load_world(smoke_corpora), load_items(smoke_corpora, "bench")
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from cleanroom.config import base_recipe, load_config, model_group, saved_config, split_model, train_seed
-from cleanroom.evals.calibration import Design, calibrate
-from cleanroom.evals.stats import between_model_variance, contrast_ci
+from cleanroom.stats import between_model_variance, contrast_ci
+from cleanroom.stats.calibration import Design, calibrate
 
 
 def test_replicates_are_models_of_their_recipe_with_their_own_seed():

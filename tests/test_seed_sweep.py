@@ -9,9 +9,9 @@ from typer.testing import CliRunner
 
 from cleanroom.cli import app
 from cleanroom.errors import CleanroomError
-from cleanroom.evals.stats import pool_runs, verdict
 from cleanroom.report.summary import Claim, Comparison, Control, Controls, Summary
 from cleanroom.report.sweep import SweepSummary, pool, run_dir, sweep
+from cleanroom.stats import pool_runs, verdict
 
 Z = stats.norm.ppf(0.975)
 

@@ -18,10 +18,10 @@ import pyarrow.parquet as pq
 import pytest
 from teacher_helpers import free_port, make_tiny_model
 
-from cleanroom.generate.teacher import RealGenConfig, generate_corpus
+from cleanroom.collect.teacher import RealGenConfig, generate_corpus
+from cleanroom.config import TeacherCorpus
 from cleanroom.serve import ModelServer, start_server
 from cleanroom.store import RunStore
-from cleanroom.teachers import GenParams
 from cleanroom.teachers.openai_compat import OpenAITeacher
 
 
@@ -102,8 +102,9 @@ def test_openai_teacher_against_cleanroom_serve_end_to_end(served, tmp_path):
     seeds.write_text("volcanoes\nfractions\nrivers\nthe moon\nbridges\n")
     teacher = OpenAITeacher(url, "tiny-llama", concurrency=4, timeout=60)
     store = RunStore(tmp_path / "run")
-    gen = RealGenConfig(recipe="cosmopedia", tokens=150, source=str(seeds), min_doc_tokens=1, embed=False,
-                        params=GenParams(max_tokens=24, temperature=0.9, seed=1))
+    spec = TeacherCorpus(kind="teacher", teacher="openai", model="tiny-llama", base_urls=[url],
+                         prompt_recipe="cosmopedia", source=str(seeds), max_tokens=24, temperature=0.9)
+    gen = RealGenConfig(spec=spec, tokens=150, seed=1, min_doc_tokens=1, embed=False)
     stats = generate_corpus(teacher, store, gen)
     docs = pq.read_table(store.path("corpora/cosmopedia")).to_pylist()
     assert stats["tokens"] >= 150 and len(docs) == stats["docs"] > 0

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cleanroom.evals.stats import accuracy_ci, cluster_ci, diff_of_diffs, paired_diff, per_decile, twin_pairs, verdict
+from cleanroom.stats import accuracy_ci, cluster_ci, diff_of_diffs, paired_diff, per_decile, twin_pairs, verdict
 
 
 def test_accuracy_ci_contains_mean_is_seeded_and_shrinks_with_n():
@@ -91,7 +91,7 @@ def test_a_bound_at_zero_up_to_rounding_does_not_decide():
 
 def test_cluster_bootstrap_is_not_fooled_by_correlated_items():
     """Each entity asked 5 times, answered the same way each time: 5x the items, not 5x the evidence."""
-    from cleanroom.evals.stats import cluster_ci
+    from cleanroom.stats import cluster_ci
 
     rng = np.random.default_rng(0)
     per_entity = rng.random(80) < 0.6

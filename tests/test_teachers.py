@@ -8,13 +8,20 @@ import sqlite3
 import pyarrow.parquet as pq
 import pytest
 
-from cleanroom.generate.teacher import RealGenConfig, generate_corpus
+from cleanroom.collect.teacher import RealGenConfig, generate_corpus
+from cleanroom.config import TeacherCorpus
+from cleanroom.errors import ConfigError, ModelError
 from cleanroom.store import RunStore
 from cleanroom.teachers import GenParams, Teacher, make_teacher, request_key
 from cleanroom.teachers.cache import RequestCache
 from cleanroom.teachers.procedural import ProceduralTeacher
-from cleanroom.teachers.protocol import Completion, TeacherError
+from cleanroom.teachers.protocol import Completion
 from cleanroom.text_stats import count_tokens
+
+
+def _gen(source, **kw) -> RealGenConfig:
+    """A procedural-teacher corpus from `source` (the run-level knobs in `kw`)."""
+    return RealGenConfig(spec=TeacherCorpus(kind="teacher", teacher="procedural", source=str(source)), **kw)
 
 
 def _seed_file(tmp_path, n=30):
@@ -70,7 +77,7 @@ def test_procedural_teacher_satisfies_protocol_and_renders_world_facts():
 def test_driver_writes_the_corpus_contract_and_manifest(tmp_path):
     store = RunStore(tmp_path / "run")
     stats = generate_corpus(ProceduralTeacher(), store,
-                            RealGenConfig(tokens=600, source=_seed_file(tmp_path), min_doc_tokens=5))
+                            _gen(_seed_file(tmp_path), tokens=600, min_doc_tokens=5))
     table = pq.read_table(store.path("corpora/textbook"))
     assert table.column_names == ["id", "text", "recipe", "source", "meta"]
     rows = table.to_pylist()
@@ -89,7 +96,7 @@ def test_driver_writes_the_corpus_contract_and_manifest(tmp_path):
 def test_budget_stops_after_the_document_that_reaches_it(tmp_path):
     store = RunStore(tmp_path / "run")
     stats = generate_corpus(ProceduralTeacher(), store,
-                            RealGenConfig(tokens=500, source=_seed_file(tmp_path), min_doc_tokens=5, embed=False))
+                            _gen(_seed_file(tmp_path), tokens=500, min_doc_tokens=5, embed=False))
     texts = pq.read_table(store.path("corpora/textbook")).column("text").to_pylist()
     total = sum(count_tokens(t) for t in texts)
     assert total == stats["tokens"] >= 500
@@ -100,15 +107,15 @@ def test_rerun_sends_nothing_and_gives_the_same_corpus(tmp_path):
     src = _seed_file(tmp_path)
     store = RunStore(tmp_path / "run")
     first = Counting(ProceduralTeacher())
-    s1 = generate_corpus(first, store, RealGenConfig(tokens=800, source=src, min_doc_tokens=5, embed=False))
+    s1 = generate_corpus(first, store, _gen(src, tokens=800, min_doc_tokens=5, embed=False))
     before = pq.read_table(store.path("corpora/textbook")).to_pylist()
     again = Counting(ProceduralTeacher())
-    s2 = generate_corpus(again, store, RealGenConfig(tokens=800, source=src, min_doc_tokens=5, embed=False))
+    s2 = generate_corpus(again, store, _gen(src, tokens=800, min_doc_tokens=5, embed=False))
     assert again.prompts == [] and s2["requests"]["sent_this_run"] == 0
     assert s2["requests"]["cache_hits"] >= s1["docs"]
     assert pq.read_table(store.path("corpora/textbook")).to_pylist() == before
     bigger = Counting(ProceduralTeacher())  # a larger budget only sends the new prompts
-    generate_corpus(bigger, store, RealGenConfig(tokens=1600, source=src, min_doc_tokens=5, embed=False))
+    generate_corpus(bigger, store, _gen(src, tokens=1600, min_doc_tokens=5, embed=False))
     assert bigger.prompts and not set(bigger.prompts) & set(first.prompts)
 
 
@@ -117,16 +124,16 @@ def test_identical_prompts_are_sent_once(tmp_path):
     one_topic.write_text("volcanoes\n")  # one topic: prompts soon repeat
     t = Counting(ProceduralTeacher())
     stats = generate_corpus(t, RunStore(tmp_path / "run"),
-                            RealGenConfig(tokens=10_000, source=str(one_topic), min_doc_tokens=1, wave=16,
+                            _gen(str(one_topic), tokens=10_000, min_doc_tokens=1, wave=16,
                                           embed=False))
     assert len(t.prompts) == len(set(t.prompts))
     assert stats["requests"]["duplicate_prompts"] > 0
 
 
 def test_make_teacher_errors():
-    with pytest.raises(TeacherError, match="--base-url"):
+    with pytest.raises(ConfigError, match="--base-url"):
         make_teacher("openai", None)
-    with pytest.raises(TeacherError, match="unknown teacher"):
+    with pytest.raises(ConfigError, match="unknown teacher"):
         make_teacher("gpt5", "x")
-    with pytest.raises(TeacherError, match="not found"):
+    with pytest.raises(ModelError, match="not found"):
         make_teacher("transformers", "/no/such/model")

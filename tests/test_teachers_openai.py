@@ -19,7 +19,8 @@ import pyarrow.parquet as pq
 import pytest
 from teacher_helpers import FakeEndpoint
 
-from cleanroom.teachers import GenParams, TeacherError
+from cleanroom.errors import ModelError
+from cleanroom.teachers import GenParams
 from cleanroom.teachers.openai_compat import OpenAITeacher
 
 FAST = {"backoff": 0.01, "backoff_max": 0.05}
@@ -64,7 +65,7 @@ def test_retry_budget_exhausted_gives_a_clear_error_and_keeps_finished_work():
     prompts = ["good0", "good1", "bad", "good2", "good3"]
     with FakeEndpoint(behave) as ep:
         t = _teacher(ep, concurrency=5, max_retries=2)
-        with pytest.raises(TeacherError) as e:
+        with pytest.raises(ModelError) as e:
             t.generate(prompts, GenParams(), on_result=lambda i, c: done.update({i: c.text}))
         bad_attempts = sum(1 for b in ep.requests if b["messages"][-1]["content"] == "bad")
     msg = str(e.value)
@@ -85,7 +86,7 @@ def test_sampling_params_reach_the_server():
 def test_client_errors_are_not_retried():
     with FakeEndpoint(lambda n, b: ("status", 401)) as ep:
         t = _teacher(ep)
-        with pytest.raises(TeacherError, match="HTTP 401"):
+        with pytest.raises(ModelError, match="HTTP 401"):
             t.generate(["p"], GenParams())
         assert len(ep.requests) == 1
 

@@ -11,7 +11,7 @@ from cleanroom.store import RunStore, sha256_file
 from cleanroom.world.build import generate_world
 from cleanroom.world.items import build_items
 from cleanroom.world.schema import ARITH_TWIN, RELATIONS
-from cleanroom.world.stage import load_items, load_world
+from cleanroom.world_store import load_items, load_world
 
 
 def _checksums(root):

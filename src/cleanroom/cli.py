@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import click
 import typer
@@ -23,6 +23,9 @@ from cleanroom.config import load_config, resolve_config, saved_config
 from cleanroom.errors import CleanroomError
 from cleanroom.malloc import tune_malloc
 from cleanroom.ui import console, say
+
+if TYPE_CHECKING:
+    from cleanroom.store import RunStore
 
 
 class _Group(TyperGroup):
@@ -129,9 +132,7 @@ def _stage_command(name: str, help_text: str, per_recipe: bool = False):
                 set_: SetOpt = None, force: ForceOpt = False):
             pipe = _run_stages([name], preset, out, config, set_, force)
             if name == "generate" and pipe is not None:
-                from cleanroom.generate.stage import print_generate_table
-
-                print_generate_table(pipe.store)
+                _print_generate_table(pipe.store)
 
     cmd.__doc__ = help_text
     app.command(name)(cmd)
@@ -169,12 +170,10 @@ def generate_cmd(
     if teacher == "procedural":
         pipe = _run_stages(["generate"], preset, out, config, set_, force)
         if pipe is not None:
-            from cleanroom.generate.stage import print_generate_table
-
-            print_generate_table(pipe.store)
+            _print_generate_table(pipe.store)
         return
-    from cleanroom.generate.teacher import run_teacher_generate
-    from cleanroom.teachers import TeacherError
+    from cleanroom.collect.teacher import run_teacher_generate
+    from cleanroom.errors import ModelError
 
     try:
         with _writing(out):
@@ -183,8 +182,28 @@ def generate_cmd(
                                  batch_size=batch_size, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
                                  timeout=timeout, retries=retries, mode=mode, api_key_env=api_key_env, cache=cache,
                                  repetition_penalty=repetition_penalty)
-    except TeacherError as e:
-        raise TeacherError(f"{e} — finished requests are cached; rerun the same command to resume") from None
+    except ModelError as e:
+        raise ModelError(f"{e} — finished requests are cached; rerun the same command to resume") from None
+
+
+def _print_generate_table(store: RunStore) -> None:
+    """The per-recipe table `cleanroom generate` prints, from the generate stage's manifest (no recomputation)."""
+    from rich.table import Table
+
+    m = store.manifest("generate")
+    if m is None:
+        return
+    t = Table(title=f"corpora at a budget of {m.stats['token_budget']:,} word units")
+    for col in ("recipe", "docs", "tokens", "distinct-3", "long-tail covered", "restricted docs"):
+        t.add_column(col, justify="left" if col == "recipe" else "right")
+    for recipe, s in m.stats["recipes"].items():
+        t.add_row(recipe, f"{s['docs']:,}", f"{s['tokens']:,}", f"{s['distinct_3']:.3f}",
+                  f"{s['longtail_covered']:,}", f"{s['domains'].get('restricted', 0):,}")
+    console.print(t)
+    pf = m.stats.get("placeholder_filter")
+    if pf:
+        console.print(f"  placeholder keyword filter on web: recall {pf['recall']:.2f}, "
+                      f"false-positive rate {pf['fpr']:.3f} (the curate stage brings the real filter)")
 
 
 _stage_command("collect", "Write each [corpora.NAME] recipe: documents from a teacher LLM or from files "
@@ -417,7 +436,7 @@ def run_cmd(preset: PresetOpt = None, out: OutOpt = Path("runs/default"), config
             peak_tflops: Annotated[float | None, typer.Option(
                 help="dry run: the GPU's dense peak (default H100 SXM: 989 bf16, 67 fp32)")] = None):
     """Run the whole experiment: world, generate, curate, tokenize, train, safeguard, eval, tamper, report."""
-    from cleanroom.pipeline import ORDER
+    from cleanroom.stages import ORDER
 
     set_ = _runtime_sets(set_, executor, ray_address)
     if dry_run:
@@ -452,8 +471,8 @@ def sweep_cmd(seeds: Annotated[list[int] | None, typer.Option("--seeds", help="s
                        "validate: the default sweep), so only what they add is computed")] = None):
     """Run or reuse one run per seed (OUT/seed-<s>), pool each claim over the seeds, and write OUT/summary.json,
     report.md and report.html with the controls' record over every run."""
-    from cleanroom.pipeline import ORDER
     from cleanroom.report.sweep import print_sweep, sweep
+    from cleanroom.stages import ORDER
 
     def run(run_dir: Path, sets: list[str]) -> None:
         _run_stages(ORDER, preset, run_dir, None, sets, False, overall=True)

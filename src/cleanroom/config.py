@@ -18,7 +18,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from cleanroom.errors import CleanroomError
+from cleanroom.errors import ConfigError
 
 PRESETS = ("smoke", "default", "large", "validate", "gpu")
 RECIPES = ("web", "textbook", "filtered_web", "mix")  # the experiment's recipes: the claims compare these
@@ -62,10 +62,6 @@ def base_recipe(model: str) -> str:
 def train_seed(seed: int, model: str) -> int:
     """The seed of a model's init and data order: replicate k gets seed + k * REPLICATE_SEED_STRIDE."""
     return seed + split_model(model)[1] * REPLICATE_SEED_STRIDE
-
-
-class ConfigError(CleanroomError, ValueError):
-    """A configuration problem, phrased for the user (one line)."""
 
 
 class Section(BaseModel):
@@ -325,13 +321,13 @@ class SafeguardConfig(Section):
 # ---------------------------------------------------------------- recipes without a world
 
 
-# the prompt recipes of `generate/prompts.py` (tests/test_collect.py keeps the two lists equal)
+# the prompt recipes of `collect/prompts.py` (tests/test_collect.py keeps the two lists equal)
 PROMPT_RECIPES = ("textbook", "tinystories", "cosmopedia")
 CORPUS_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 
 
 class TeacherCorpus(Section):
-    """A recipe whose documents a teacher LLM writes (`generate/teacher.py`): Phi/Cosmopedia-style prompts
+    """A recipe whose documents a teacher LLM writes (`collect/teacher.py`): Phi/Cosmopedia-style prompts
     (topic x audience x format x persona, grounded on seed passages), completions kept in the request cache.
 
     The fields under "how" say where and how fast the requests go, never what comes back; they are left
@@ -470,6 +466,11 @@ class ExperimentConfig(Section):
     def recipe_names(self) -> list[str]:
         """Every recipe a model is trained on: the world lab's (`recipes.names`), then the `corpora`."""
         return [*self.recipes.names, *self.corpora]
+
+    def budget(self, recipe: str) -> int:
+        """Word units recipe `recipe` is filled to: a `[corpora.NAME]` table's `tokens`, else `recipes.token_budget`."""
+        spec = self.corpora.get(base_recipe(recipe))
+        return (spec.tokens if spec is not None else 0) or self.recipes.token_budget
 
     def replicates(self, group: str) -> list[str]:
         """The models of a recipe or a safeguarded group (`web+unlearn`): R, R~1, ... (`train.replicates`)."""

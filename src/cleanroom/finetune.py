@@ -33,12 +33,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cleanroom.errors import CleanroomError
+from cleanroom.errors import InputError, MissingDependencyError, StoreError
 from cleanroom.store import atomic_path, replace_dir, write_json
-
-
-class FinetuneError(CleanroomError, RuntimeError):
-    """A fine-tuning problem phrased for the user."""
 
 
 class FinetuneConfig(BaseModel):
@@ -79,7 +75,7 @@ def load_records(paths: Sequence[str | Path]) -> list[dict[str, str]]:
         elif p.is_file():
             files.append(p)
         else:
-            raise FinetuneError(f"no data at {p} (pass Parquet or JSONL files with `text` or `prompt`+`completion`)")
+            raise InputError(f"no data at {p} (pass Parquet or JSONL files with `text` or `prompt`+`completion`)")
     out: list[dict[str, str]] = []
     for f in files:
         rows = (pq.read_table(f).to_pylist() if f.suffix == ".parquet"
@@ -90,9 +86,9 @@ def load_records(paths: Sequence[str | Path]) -> list[dict[str, str]]:
             elif "prompt" in r and "completion" in r:
                 out.append({"prompt": str(r["prompt"]), "completion": str(r["completion"])})
             else:
-                raise FinetuneError(f"{f} record {k} has neither `text` nor `prompt` + `completion`")
+                raise InputError(f"{f} record {k} has neither `text` nor `prompt` + `completion`")
     if not out:
-        raise FinetuneError("no training records in " + ", ".join(map(str, paths)))
+        raise InputError("no training records in " + ", ".join(map(str, paths)))
     return out
 
 
@@ -243,8 +239,8 @@ def finetune(cfg: FinetuneConfig, records: Sequence[dict[str, str]], out: str | 
         try:
             from peft import LoraConfig, get_peft_model
         except ImportError:
-            raise FinetuneError("LoRA fine-tuning needs the PyPI package `peft`: pip install peft "
-                                "(or use --method full)") from None
+            raise MissingDependencyError("LoRA fine-tuning needs the PyPI package `peft`: pip install peft "
+                                         "(or use --method full)") from None
         model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
                                                  target_modules="all-linear", task_type="CAUSAL_LM"))
     model.train()
@@ -259,8 +255,8 @@ def finetune(cfg: FinetuneConfig, records: Sequence[dict[str, str]], out: str | 
     step, losses = 0, []
     if (ckpt / "state.json").is_file():
         if json.loads((ckpt / "state.json").read_text()).get("fingerprint") != fp:
-            raise FinetuneError(f"{ckpt} belongs to a different fine-tune (model, data or settings changed); "
-                                f"remove it or pick another --out")
+            raise StoreError(f"{ckpt} belongs to a different fine-tune (model, data or settings changed); "
+                             f"remove it or pick another --out")
         step, losses = _load_checkpoint(ckpt, model, opt)
     info: dict[str, Any] = {"fingerprint": fp, "config": cfg.model_dump(mode="json"), "base_model": spec.name,
                             "base_fingerprint": fingerprint(spec.target), "records": len(data),

@@ -31,21 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
-from cleanroom.errors import CleanroomError
-
-
-class StoreError(CleanroomError, RuntimeError):
-    """A problem with the run directory, phrased for the user."""
-
-
-class CorruptFileError(StoreError):
-    def __init__(self, path: Path, reason: str, stage: str):
-        self.path, self.reason, self.stage = path, reason, stage
-        super().__init__(
-            f"corrupted file {path}: {reason} (written by stage `{stage}`; nothing was changed — "
-            f"re-run that stage with --force to rebuild it)"
-        )
-
+from cleanroom.errors import CleanroomError, CorruptFileError, StoreError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)

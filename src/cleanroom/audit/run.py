@@ -26,17 +26,17 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from cleanroom.audit.errors import AuditError, AuditInputError
 from cleanroom.audit.items import AuditItem, AuditTask, TaskOptions
 from cleanroom.audit.knowledge import knowledge_metrics
 from cleanroom.audit.longtail import LongtailTask
 from cleanroom.audit.report import write_report
 from cleanroom.audit.summary import AuditSummary, summarize_rows
 from cleanroom.audit.tasks import BUILTIN_TASKS, GSM_STOP, letter_question, parse_letter
-from cleanroom.lm.api import Completion, GenerateRequest, GenParams, LMError, LoglikelihoodRequest
+from cleanroom.errors import ConfigError, ModelError
+from cleanroom.lm.api import Completion, GenerateRequest, GenParams, LoglikelihoodRequest
 from cleanroom.lm.cache import CachedLM, RequestCache, request_key
 from cleanroom.lm.hf import LocalLM
-from cleanroom.lm.openai import EndpointLM, ModelNotServed
+from cleanroom.lm.openai import EndpointLM
 from cleanroom.store import write_json, write_parquet
 from cleanroom.ui import progress, say
 
@@ -91,24 +91,21 @@ def make_backend(cfg: AuditConfig) -> LocalLM | EndpointLM:
     if cfg.base_url:
         return EndpointLM(cfg.base_url, cfg.model, api_key_env=cfg.api_key_env, concurrency=cfg.concurrency,
                           timeout=cfg.timeout, max_retries=cfg.retries)
-    try:
-        return LocalLM(cfg.model, dtype=cfg.dtype, batch_size=cfg.batch_size, device=cfg.device,
-                       threads=cfg.threads or auto_threads())
-    except LMError as e:
-        raise (AuditInputError if "not found" in str(e) else AuditError)(str(e)) from None
+    return LocalLM(cfg.model, dtype=cfg.dtype, batch_size=cfg.batch_size, device=cfg.device,
+                   threads=cfg.threads or auto_threads())
 
 
 def choose_protocols(cfg: AuditConfig, offers: dict[str, Any]) -> dict[str, str]:
     """item kind -> protocol (see the module doc)."""
     if cfg.protocol not in ("auto", "loglikelihood", "chat"):
-        raise AuditInputError(f"--protocol must be auto, loglikelihood or chat, got `{cfg.protocol}`")
+        raise ConfigError(f"--protocol must be auto, loglikelihood or chat, got `{cfg.protocol}`")
     if cfg.protocol == "chat":
         return {"choice": "chat", "generate": "chat"}
     if offers.get("loglikelihood"):
         return {"choice": "loglikelihood", "generate": "completion" if offers.get("completion") else "chat"}
     if cfg.protocol == "loglikelihood":
-        raise AuditInputError(f"the endpoint does not return prompt logprobs ({offers.get('probe', '')}); "
-                              f"use --protocol chat or auto")
+        raise ModelError(f"the endpoint does not return prompt logprobs ({offers.get('probe', '')}); "
+                         f"use --protocol chat or auto")
     return {"choice": "chat", "generate": "chat"}
 
 
@@ -121,10 +118,7 @@ def cached_probe(backend: LocalLM | EndpointLM, cache: RequestCache) -> dict[str
     found = cache.get_many([key])
     if key in found:
         return json.loads(found[key].text)
-    try:
-        backend.check()
-    except ModelNotServed as e:
-        raise AuditInputError(str(e)) from None
+    backend.check()
     offers = backend.probe()
     cache.put("audit-probe", backend.identity, "", params, Completion(json.dumps(offers), 0, 0))
     return offers
@@ -214,11 +208,11 @@ def run_audit(cfg: AuditConfig) -> AuditSummary:
     t_start = time.perf_counter()
     unknown = [t for t in cfg.tasks if t not in TASKS]
     if unknown:
-        raise AuditInputError(f"unknown task {', '.join(unknown)} (choose from {', '.join(TASKS)})")
+        raise ConfigError(f"unknown task {', '.join(unknown)} (choose from {', '.join(TASKS)})")
     if cfg.options.shots < 0:
-        raise AuditInputError(f"--shots must be >= 0, got {cfg.options.shots}")
+        raise ConfigError(f"--shots must be >= 0, got {cfg.options.shots}")
     if cfg.options.limit is not None and cfg.options.limit < 1:
-        raise AuditInputError(f"--limit must be >= 1, got {cfg.options.limit}")
+        raise ConfigError(f"--limit must be >= 1, got {cfg.options.limit}")
     tasks = [TASKS[name]() for name in cfg.tasks]
     timings: dict[str, float] = {}
     backend = make_backend(cfg)  # bad model names and unreachable endpoints fail before any work
@@ -244,12 +238,7 @@ def run_audit(cfg: AuditConfig) -> AuditSummary:
     try:
         for task in tasks:
             t0 = time.perf_counter()
-            try:
-                rows = answer_items(task, items[task.name], model, protocols, cfg)
-            except LMError as e:
-                if isinstance(e, AuditError):
-                    raise
-                raise AuditError(str(e)) from None
+            rows = answer_items(task, items[task.name], model, protocols, cfg)
             timings[f"{task.name}_s"] = time.perf_counter() - t0
             write_parquet(cfg.out / "items" / f"{task.name}.parquet", pa.Table.from_pylist(rows, schema=ITEM_SCHEMA))
             all_rows += rows

@@ -3,7 +3,7 @@
 **Clustered paired gap.** A source item (the cluster) has its original and one or more twins of a
 family (3 rotations, 1 calc twin, ...). Per cluster c: d_c = correct(original_c) - mean(correct(twins_c)).
 The gap is the mean of d_c over clusters, and its 95% CI a percentile bootstrap that resamples whole
-clusters (`evals.stats.paired_diff` on the cluster-level vectors: resampling cluster means is the
+clusters (`stats.paired_diff` on the cluster-level vectors: resampling cluster means is the
 cluster bootstrap with equal cluster weights), so the rotations of one question never count as
 independent evidence.
 
@@ -12,7 +12,7 @@ b = original right / twin wrong, c = original wrong / twin right; p = two-sided 
 b + c at 1/2 (`scipy.stats.binomtest`).
 
 **Comparing two audits** (`compare_gaps`): over the clusters both audits answered, the per-cluster gap of
-A minus that of B, bootstrapped the same way; `evals.stats.verdict` turns the CI into "supported"
+A minus that of B, bootstrapped the same way; `stats.verdict` turns the CI into "supported"
 (A's gap is larger), "not supported" (B's is) or "inconclusive".
 """
 
@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.stats import binomtest
 
-from cleanroom.evals.stats import accuracy_ci, paired_diff, verdict
+from cleanroom.stats import accuracy_ci, paired_diff, verdict
 
 __all__ = ["accuracy_ci", "cluster_pairs", "compare_gaps", "difference_of_means", "mcnemar", "paired_gap",
            "verdict"]

@@ -11,9 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
-from cleanroom.audit.errors import AuditError, AuditInputError
 from cleanroom.audit.items import ORIGINAL
 from cleanroom.audit.stats import accuracy_ci, cluster_pairs, mcnemar, paired_gap, verdict
+from cleanroom.errors import StoreError
 
 
 class FamilyResult(BaseModel):
@@ -141,11 +141,11 @@ def load_rows(audit_dir: Path) -> list[dict]:
     """Every item row of a finished audit directory."""
     files = sorted((audit_dir / "items").glob("*.parquet"))
     if not files:
-        raise AuditInputError(f"{audit_dir} is not an audit directory (no items/*.parquet)")
+        raise StoreError(f"{audit_dir} is not an audit directory (no items/*.parquet)")
     rows: list[dict] = []
     for f in files:
         try:
             rows += pq.read_table(f).to_pylist()
         except (pa.ArrowInvalid, OSError) as e:
-            raise AuditError(f"corrupted file {f}: not readable as Parquet ({e})") from None
+            raise StoreError(f"corrupted file {f}: not readable as Parquet ({e})") from None
     return rows

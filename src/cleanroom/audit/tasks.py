@@ -40,11 +40,11 @@ from cleanroom.audit.benchmarks import (
     load_gsm8k,
     load_mmlu,
 )
-from cleanroom.audit.errors import AuditError, AuditInputError
 from cleanroom.audit.gsm_twins import calc_twin, noop_twin
 from cleanroom.audit.items import ORIGINAL, AuditItem, Grade, TaskOptions
 from cleanroom.audit.mc_twins import mc_twins
 from cleanroom.audit.symbolic import TemplateError, load_templates
+from cleanroom.errors import ConfigError, InputError, MissingDependencyError
 
 MC_FAMILIES = ("rot", "none_of_others", "wicked")
 GSM_FAMILIES = ("symbolic_default", "symbolic_names", "symbolic_numbers", "symbolic_both", "calc", "noop")
@@ -139,11 +139,11 @@ class MMLUTask:
                                         head + f"Question: {q.question.strip()}\nAnswer:",
                                         tuple(f" {c}" for c in q.choices), {"normalize": True}))
                 else:
-                    raise AuditInputError(f"unknown formulation `{variant}` (choose letter, cloze or both)")
+                    raise ConfigError(f"unknown formulation `{variant}` (choose letter, cloze or both)")
         return out
 
     def grade(self, item: AuditItem, text: str) -> Grade:
-        raise AuditError("MMLU items are choice items; they are not graded from free text")
+        raise InputError("MMLU items are choice items; they are not graded from free text")
 
 
 def _spread(pool: list, limit: int | None, seed: int) -> list:
@@ -179,7 +179,7 @@ class GPQATask:
         return out
 
     def grade(self, item: AuditItem, text: str) -> Grade:
-        raise AuditError("GPQA items are choice items; they are not graded from free text")
+        raise InputError("GPQA items are choice items; they are not graded from free text")
 
 
 # ---------------------------------------------------------------------------------------------- GSM8K
@@ -229,7 +229,7 @@ class GSM8KTask:
     def _templates(self) -> dict[int, Any]:
         try:
             directory = self._templates_dir or gsm_symbolic_dir()
-        except AuditError as e:
+        except MissingDependencyError as e:
             self.notes["symbolic_missing"] = str(e)
             return {}
         templates, skipped = load_templates(directory)

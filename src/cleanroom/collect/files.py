@@ -17,10 +17,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cleanroom.collect.teacher import diversity_stats
 from cleanroom.config import FilesCorpus
-from cleanroom.generate.corpus import corpus_rows, take_budget
-from cleanroom.generate.teacher import diversity_stats
-from cleanroom.store import StoreError
+from cleanroom.corpus import corpus_rows, take_budget
+from cleanroom.errors import InputError
 from cleanroom.text_stats import count_tokens
 
 SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz")
@@ -31,14 +31,14 @@ def corpus_files(path: str | Path) -> list[Path]:
     p = Path(path).expanduser()
     if p.is_file():
         if not p.name.endswith(SUFFIXES):
-            raise StoreError(f"corpus file {p}: expected a .parquet, .jsonl or .jsonl.gz file")
+            raise InputError(f"corpus file {p}: expected a .parquet, .jsonl or .jsonl.gz file")
         return [p]
     if p.is_dir():
         files = sorted(f for f in p.iterdir() if f.is_file() and f.name.endswith(SUFFIXES))
         if not files:
-            raise StoreError(f"corpus directory {p} holds no .parquet, .jsonl or .jsonl.gz files")
+            raise InputError(f"corpus directory {p} holds no .parquet, .jsonl or .jsonl.gz files")
         return files
-    raise StoreError(f"corpus path {p} does not exist (paths are relative to the working directory)")
+    raise InputError(f"corpus path {p} does not exist (paths are relative to the working directory)")
 
 
 def _rows(f: Path) -> Iterator[dict[str, Any]]:
@@ -47,7 +47,7 @@ def _rows(f: Path) -> Iterator[dict[str, Any]]:
             for batch in pq.ParquetFile(f).iter_batches(batch_size=2048):
                 yield from batch.to_pylist()
         except (pa.ArrowInvalid, OSError) as e:
-            raise StoreError(f"corpus file {f}: not readable as Parquet ({e})") from None
+            raise InputError(f"corpus file {f}: not readable as Parquet ({e})") from None
         return
     opener = gzip.open if f.name.endswith(".gz") else open
     with opener(f, "rt", encoding="utf-8") as fh:
@@ -57,9 +57,9 @@ def _rows(f: Path) -> Iterator[dict[str, Any]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise StoreError(f"corpus file {f}, line {line_no}: not JSON ({e.msg})") from None
+                raise InputError(f"corpus file {f}, line {line_no}: not JSON ({e.msg})") from None
             if not isinstance(row, dict):
-                raise StoreError(f"corpus file {f}, line {line_no}: expected a JSON object per line")
+                raise InputError(f"corpus file {f}, line {line_no}: expected a JSON object per line")
             yield row
 
 
@@ -70,7 +70,7 @@ def _documents(spec: FilesCorpus, name: str, counts: dict[str, int]) -> Iterator
         counts["files"] += 1
         for row in _rows(f):
             if spec.text_field not in row:
-                raise StoreError(f"corpus file {f} has no `{spec.text_field}` field (config key "
+                raise InputError(f"corpus file {f} has no `{spec.text_field}` field (config key "
                                  f"`corpora.{name}.text_field`; fields: {', '.join(sorted(row))})")
             text = row[spec.text_field]
             if not isinstance(text, str) or not text.strip():
@@ -80,7 +80,7 @@ def _documents(spec: FilesCorpus, name: str, counts: dict[str, int]) -> Iterator
             doc_id = f"{name}-{index:08d}" if raw_id is None else str(raw_id)
             index += 1
             if doc_id in seen:
-                raise StoreError(f"corpus file {f}: the id `{doc_id}` occurs twice (config key "
+                raise InputError(f"corpus file {f}: the id `{doc_id}` occurs twice (config key "
                                  f"`corpora.{name}.id_field`: name a unique column, or \"\" to number documents)")
             seen.add(doc_id)
             meta = {k: v for k, v in row.items() if k not in (spec.text_field, spec.id_field)}

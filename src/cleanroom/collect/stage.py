@@ -1,6 +1,6 @@
 """The `collect` stage: `corpora/NAME/` for each `[corpora.NAME]` table, from a teacher LLM or from files.
 
-- `kind = "teacher"`: the real-teacher driver (`generate/teacher.py`: Phi/Cosmopedia-style prompts, the
+- `kind = "teacher"`: the real-teacher driver (`collect/teacher.py`: Phi/Cosmopedia-style prompts, the
   SQLite request cache, waves that stop at the budget) with the teacher the table names. Several
   `base_urls` become a `TeacherPool` (requests spread over the endpoints); `workers > 1` local models
   become Ray actors when `runtime.executor = "ray"`. The cache is `RUN/cache/requests.sqlite` (or
@@ -22,14 +22,9 @@ from typing import Any
 
 from cleanroom.config import ExperimentConfig, FilesCorpus, TeacherCorpus
 from cleanroom.contract import StageResult
-from cleanroom.generate.corpus import CORPUS_SCHEMA, write_shards
+from cleanroom.corpus import CORPUS_SCHEMA, write_shards
 from cleanroom.store import RunStore
 from cleanroom.ui import say
-
-
-def budget_of(cfg: ExperimentConfig, name: str) -> int:
-    """Word units corpus `name` is filled to."""
-    return cfg.corpora[name].tokens or cfg.recipes.token_budget
 
 
 def external_digest(cfg: ExperimentConfig, name: str) -> str:
@@ -45,7 +40,7 @@ def external_digest(cfg: ExperimentConfig, name: str) -> str:
 
 def run_collect(cfg: ExperimentConfig, store: RunStore, name: str) -> StageResult:
     spec = cfg.corpora[name]
-    budget = budget_of(cfg, name)
+    budget = cfg.budget(name)
     if isinstance(spec, FilesCorpus):
         from cleanroom.collect.files import file_documents
 
@@ -66,24 +61,20 @@ def run_collect(cfg: ExperimentConfig, store: RunStore, name: str) -> StageResul
 def teacher_documents(cfg: ExperimentConfig, store: RunStore, name: str, spec: TeacherCorpus,
                       budget: int) -> tuple[list[dict], dict[str, Any]]:
     """Rows in the corpus contract written by the teacher the table names, and the driver's stats."""
-    from cleanroom.generate.teacher import RealGenConfig, generate_documents
-    from cleanroom.teachers import GenParams, TeacherError
+    from cleanroom.collect.teacher import RealGenConfig, generate_documents
+    from cleanroom.errors import ModelError
     from cleanroom.teachers.cache import RequestCache
     from cleanroom.teachers.pool import capacity
 
-    penalty = spec.repetition_penalty or (1.15 if spec.teacher == "transformers" else None)
-    params = GenParams(max_tokens=spec.max_tokens, temperature=spec.temperature, top_p=spec.top_p, seed=cfg.seed,
-                       repetition_penalty=penalty)
     with ExitStack() as stack:
         teacher = build_teacher(cfg, spec, stack)
-        gen = RealGenConfig(recipe=spec.prompt_recipe, tokens=budget, source=spec.source or None, seed=cfg.seed,
-                            ground=spec.ground, params=params, wave=4 * capacity(teacher), embed=False)
+        gen = RealGenConfig(spec=spec, tokens=budget, seed=cfg.seed, wave=4 * capacity(teacher), embed=False)
         cache = RequestCache(cfg.runtime.teacher_cache or store.path("cache/requests.sqlite"))
         stack.callback(cache.close)
         try:
             docs, stats = generate_documents(teacher, cache, gen, name)
-        except TeacherError as e:
-            raise TeacherError(f"corpus `{name}`: {e} — finished requests are cached; rerun to resume") from None
+        except ModelError as e:
+            raise ModelError(f"corpus `{name}`: {e} — finished requests are cached; rerun to resume") from None
     return docs, stats
 
 

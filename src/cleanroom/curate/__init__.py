@@ -5,7 +5,7 @@ records statistics and lineage rows; `executor.LocalExecutor` chains steps; `sta
 the pipeline stage and `stage.curate_parquet` the standalone entry point.
 """
 
-from cleanroom.curate.base import Document, MissingDependencyError, Removal, Step, StepStats
+from cleanroom.curate.base import Document, Removal, Step, StepStats
 from cleanroom.curate.decontam import Decontaminate, EvalItem
 from cleanroom.curate.dedup import ExactDedup, NearDedup
 from cleanroom.curate.executor import LocalExecutor, RunResult, build_steps
@@ -13,6 +13,6 @@ from cleanroom.curate.quality import QualityFilter
 from cleanroom.curate.safety import SafetyFilter
 
 __all__ = [
-    "Decontaminate", "Document", "EvalItem", "ExactDedup", "LocalExecutor", "MissingDependencyError",
-    "NearDedup", "QualityFilter", "Removal", "RunResult", "SafetyFilter", "Step", "StepStats", "build_steps",
+    "Decontaminate", "Document", "EvalItem", "ExactDedup", "LocalExecutor", "NearDedup", "QualityFilter",
+    "Removal", "RunResult", "SafetyFilter", "Step", "StepStats", "build_steps",
 ]

@@ -27,14 +27,9 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
-from cleanroom.config import ConfigError
 from cleanroom.curate.text import words
+from cleanroom.errors import MissingDependencyError
 from cleanroom.text_stats import count_tokens
-
-
-class MissingDependencyError(ImportError, ConfigError):
-    """An optional dependency a step needs is not installed; the message names the pip package.
-    (A ConfigError too, so the CLI prints it as a one-line error.)"""
 
 
 def require(module: str, package: str | None = None) -> Any:

@@ -36,24 +36,27 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cleanroom.collect.stage import budget_of
 from cleanroom.config import ExperimentConfig, RuntimeConfig
 from cleanroom.contract import StageResult
-from cleanroom.curate.base import Document, Removal, Step
-from cleanroom.curate.decontam import EvalItem, Leak, items_from_rows
-from cleanroom.curate.executor import Executor, LocalExecutor, RunResult, build_steps
-from cleanroom.generate.corpus import (
+from cleanroom.corpus import (
+    STREAM,
     assemble_leaky,
     assemble_mix,
     corpus_rows,
+    corpus_stats,
     leak_documents,
+    lineage_path,
     take_budget,
     write_shards,
 )
+from cleanroom.curate.base import Document, Removal, Step
+from cleanroom.curate.decontam import EvalItem, Leak, items_from_rows
+from cleanroom.curate.executor import Executor, LocalExecutor, RunResult, build_steps
+from cleanroom.errors import InputError
 from cleanroom.store import RunStore, StoreError, write_json, write_parquet
 from cleanroom.text_stats import TOKEN_UNIT
 from cleanroom.ui import progress, say
-from cleanroom.world.stage import load_items
+from cleanroom.world_store import load_all_items, load_items, load_world
 
 LINEAGE_SCHEMA = pa.schema([
     ("id", pa.string()), ("recipe", pa.string()), ("step", pa.string()), ("reason", pa.string()),
@@ -63,7 +66,6 @@ LEAK_SCHEMA = pa.schema([
     ("source", pa.string()), ("task", pa.string()), ("item_id", pa.string()), ("doc_id", pa.string()),
     ("ratio", pa.float64()),
 ])
-STREAM = "sources/web_stream"
 
 
 # ---------------------------------------------------------------- reading and writing
@@ -77,9 +79,7 @@ def read_documents(table: pa.Table, where: str) -> list[Document]:
 
 def eval_items(store: RunStore) -> list[EvalItem]:
     """Every evaluation item of the run (`world/items/*.parquet`)."""
-    if not store.path("world/items").is_dir():
-        raise StoreError(f"no evaluation items in {store.path('world/items')} — run `cleanroom world` first")
-    return items_from_rows(store.read_parquet("world/items").to_pylist())
+    return items_from_rows(load_all_items(store))
 
 
 def lineage_table(removed: list[Removal], recipe: str) -> pa.Table:
@@ -221,7 +221,7 @@ def _run_curate(cfg: ExperimentConfig, store: RunStore) -> StageResult:
         results[recipe], _ = curate_source(cfg, docs, items, recipe, safety=False)
         sources[recipe] = src
         leaks += [(recipe, lk) for lk in results[recipe].leaks]
-        final[recipe] = take_budget(results[recipe].kept, budget_of(cfg, recipe))
+        final[recipe] = take_budget(results[recipe].kept, cfg.budget(recipe))
     for recipe in ("web", "filtered_web", "textbook", "diverse"):
         if recipe in results:
             final[recipe] = take_budget(results[recipe].kept, budget)
@@ -245,7 +245,7 @@ def _run_curate(cfg: ExperimentConfig, store: RunStore) -> StageResult:
     for recipe in names:
         write_docs(store.path(f"curated/{recipe}"), final[recipe], recipe, cfg.recipes.shard_docs)
         lineage = results[recipe].removed
-        store.write_parquet(f"curation/{recipe}/removed.parquet", lineage_table(lineage, recipe))
+        store.write_parquet(lineage_path(recipe), lineage_table(lineage, recipe))
         outputs += [f"curated/{recipe}", f"curation/{recipe}"]
         summary["recipes"][recipe] = recipe_summary(sources[recipe], results[recipe], final[recipe])
         summary["recipes"][recipe].update(_world_stats(store, final[recipe]))
@@ -285,9 +285,6 @@ def _world_stats(store: RunStore, docs: list[Document]) -> dict[str, Any]:
     for the curated recipe, when the corpus carries the world's labels."""
     if not docs or not all("domain" in d.meta and "facts" in d.meta for d in docs):
         return {}
-    from cleanroom.generate.stage import corpus_stats
-    from cleanroom.world.stage import load_world
-
     rows = [{"text": d.text, "meta": json.dumps(d.meta), "tokens": d.tokens} for d in docs]
     stats = corpus_stats(rows, load_world(store))
     return {"domains": stats["domains"], "corpus": stats}
@@ -314,15 +311,15 @@ def _read_any(path: Path, what: str) -> pa.Table:
     if path.is_dir():
         files = sorted(path.glob("*.parquet"))
         if not files:
-            raise StoreError(f"{what} {path}: no Parquet files in this directory")
+            raise InputError(f"{what} {path}: no Parquet files in this directory")
     elif path.is_file():
         files = [path]
     else:
-        raise StoreError(f"{what} {path} does not exist")
+        raise InputError(f"{what} {path} does not exist")
     try:
         return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
     except (pa.ArrowInvalid, OSError) as e:
-        raise StoreError(f"{what} {path}: not readable as Parquet ({e})") from None
+        raise InputError(f"{what} {path}: not readable as Parquet ({e})") from None
 
 
 def read_eval_items(path: Path) -> list[EvalItem]:
@@ -331,7 +328,7 @@ def read_eval_items(path: Path) -> list[EvalItem]:
     rows = table.to_pylist()
     cols = set(table.column_names)
     if "prompt" not in cols and "text" not in cols:
-        raise StoreError(f"--eval-items {path} needs a `prompt` or `text` column (has: {', '.join(sorted(cols))})")
+        raise InputError(f"--eval-items {path} needs a `prompt` or `text` column (has: {', '.join(sorted(cols))})")
     out = []
     for i, r in enumerate(rows):
         r = {**r, "id": r.get("id", f"item-{i:06d}"), "task": r.get("task", Path(path).stem)}
@@ -356,7 +353,7 @@ def _curate_parquet(cfg: ExperimentConfig, input_path: Path, output: Path, items
     docs = read_documents(_read_any(input_path, "--input"), str(input_path))
     ids = [d.id for d in docs]
     if len(set(ids)) != len(ids):
-        raise StoreError(f"--input {input_path}: the `id` column has duplicate values")
+        raise InputError(f"--input {input_path}: the `id` column has duplicate values")
     items = read_eval_items(items_path) if items_path is not None else []
     names = list(cfg.curate.steps)
     if "decontaminate" in names and not items:

@@ -13,22 +13,22 @@ import time
 
 from cleanroom.config import ExperimentConfig
 from cleanroom.contract import StageResult
+from cleanroom.errors import StoreError
 from cleanroom.evals.tasks import evaluate_items, rows_table, task_metrics
-from cleanroom.lm.api import LMError
 from cleanroom.lm.causal import CausalLM
 from cleanroom.lm.native import NativeLM
 from cleanroom.runtime import pick_device, set_threads
 from cleanroom.store import RunStore
 from cleanroom.ui import progress, say
 from cleanroom.world.schema import TASKS
-from cleanroom.world.stage import load_items
+from cleanroom.world_store import load_items
 
 
 def load_model(cfg: ExperimentConfig, store: RunStore, recipe: str) -> NativeLM:
     """The recipe's exported model as a batched native scorer."""
     model_dir = store.path(f"models/{recipe}")
     if not (model_dir / "config.json").exists():
-        raise LMError(f"no trained model for recipe `{recipe}` at {model_dir} (run `cleanroom train` first)")
+        raise StoreError(f"no trained model for recipe `{recipe}` at {model_dir} (run `cleanroom train` first)")
     return NativeLM.load(model_dir, device=str(pick_device(cfg.runtime)), dtype=cfg.eval.dtype,
                               batch_size=cfg.eval.batch_size)
 

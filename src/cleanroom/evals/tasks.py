@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from cleanroom.evals.stats import accuracy_ci, per_decile
 from cleanroom.lm.api import DEFAULT_STOP, LM, GenerateRequest, LoglikelihoodRequest
+from cleanroom.stats import accuracy_ci, per_decile
 
 ROW_SCHEMA = pa.schema([
     ("id", pa.string()), ("task", pa.string()), ("kind", pa.string()), ("prompt", pa.string()),

@@ -1,2 +1,2 @@
-"""The `generate` stage and its parts: the procedural teacher (`render.py`), the corpus contract
-(`corpus.py`), real-teacher corpora (`teacher.py`, `prompts.py`) and the stage itself (`stage.py`)."""
+"""The `generate` stage: the procedural teacher (`render.py`) and the stage that cuts its streams into the
+world lab's recipes (`stage.py`), in the corpus contract of `cleanroom.corpus`."""

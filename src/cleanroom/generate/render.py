@@ -28,11 +28,14 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from cleanroom.config import ExperimentConfig
+from cleanroom.rng import rng_for
 from cleanroom.world.items import OPTION_LETTERS, arithmetic_stem, exercise_prompt, options_for
-from cleanroom.world.names import rng_for
 from cleanroom.world.schema import (
     ARITH_EXERCISE,
     EXERCISE_HEADER,
+    FILLER,
+    FORUM_OPENERS,
+    LAB_OPENERS,
     OPS,
     RELATIONS,
     fill,
@@ -46,27 +49,8 @@ QUIZ_HEADERS = ["Pub quiz, round {n}", "Trivia night #{n}", "Quiz of the day ({n
                 "Weekly brain teaser {n}"]
 QUIZ_LAYOUTS = [("{L}. {o}", "Answer: {o}"), ("{L}) {o}", "Answer: {L}) {o}"), ("({l}) {o}", "The answer is {o}.")]
 
-FILLER = {
-    "bio": ["Fans and critics alike have followed this career closely.", "Interviews are rare.",
-            "Many consider this an overlooked story.", "The early years were difficult.",
-            "A documentary about this life is rumored.", "Little is written about private life."],
-    "news": ["The announcement came on a quiet Tuesday.", "Tickets sold out within hours.",
-             "Local papers covered the event at length.", "Reactions online were mixed.",
-             "Organizers expect a large crowd.", "More details will follow next week."],
-    "forum": ["anyone else?", "correct me if I'm wrong.", "idk, just my two cents.", "this thread is gold",
-              "source: trust me", "edit: typo"],
-    "lab": ["Work in a ventilated room.", "Record every observation.", "Results varied between batches.",
-            "The product was stored in a dark cabinet.", "Notes were reviewed by a second chemist."],
-    "textbook": ["This is worth remembering.", "We will return to this idea later.",
-                 "Compare this with the previous section.", "Try to explain this in your own words.",
-                 "Such regularities make the subject easier to learn."],
-}
 NEWS_HEADLINES = ["BREAKING: {s} in the spotlight", "{s} makes headlines again", "Weekend roundup: {s}",
                   "What we know about {s}", "{s}: the story so far"]
-FORUM_OPENERS = ["Quick question.", "ok so", "Long time lurker here.", "Has anyone noticed this?", "PSA:",
-                 "Random thought:"]
-LAB_OPENERS = ["Lab notebook, entry {n}.", "Protocol sheet {n}.", "Notes from the bench, day {n}.",
-               "Procedure summary {n}."]
 TEXTBOOK_OPENERS = ["Chapter {n}: {topic}.", "Section {n}. {topic}", "Lesson {n} - {topic}",
                     "{topic}: an introduction.", "Key ideas about {topic}."]
 BENIGN_KEYWORD = ["Critics called {s} the catalyst for a whole new scene.",

@@ -19,21 +19,23 @@ from collections.abc import Iterable, Iterator
 
 from cleanroom.config import ExperimentConfig
 from cleanroom.contract import StageResult
-from cleanroom.generate.corpus import (
+from cleanroom.corpus import (
     CORPUS_SCHEMA,
+    STREAM,
     assemble_leaky,
     assemble_mix,
     corpus_rows,
+    corpus_stats,
     leak_documents,
     take_budget,
     write_shards,
 )
 from cleanroom.generate.render import Renderer
 from cleanroom.store import RunStore
-from cleanroom.text_stats import TOKEN_UNIT, count_tokens, distinct_ngram_ratio
-from cleanroom.ui import console, progress
+from cleanroom.text_stats import TOKEN_UNIT, count_tokens
+from cleanroom.ui import progress
 from cleanroom.world.schema import RESTRICTED_KEYWORDS
-from cleanroom.world.stage import load_items, load_world
+from cleanroom.world_store import load_items, load_world
 
 _KEYWORDS = re.compile(r"\b(" + "|".join(re.escape(k) for k in RESTRICTED_KEYWORDS) + r")\b", re.IGNORECASE)
 STREAM_MARGIN = 1.7  # sources/web_stream holds this many budgets of web text, for filters to refill from
@@ -48,37 +50,6 @@ def numbered(stream: Iterable[dict], prefix: str) -> Iterator[dict]:
     """Give each rendered document its id and its size in word units."""
     for i, doc in enumerate(stream):
         yield {"id": f"{prefix}-{i:07d}", **doc, "tokens": count_tokens(doc["text"])}
-
-
-def corpus_stats(docs: list[dict], world: dict) -> dict:
-    fact_decile = {f["fact_id"]: (f["subject"], f["decile"]) for f in world["facts"] if f["domain"] == "longtail"}
-    per_decile_total: dict[int, int] = {}
-    for e in world["entities"]:
-        if e["domain"] == "longtail":
-            per_decile_total[e["decile"]] = per_decile_total.get(e["decile"], 0) + 1
-    covered: dict[int, set] = {d: set() for d in per_decile_total}
-    domains: dict[str, int] = {}
-    domain_tokens: dict[str, int] = {}
-    for d in docs:
-        meta = json.loads(d["meta"])
-        domains[meta["domain"]] = domains.get(meta["domain"], 0) + 1
-        domain_tokens[meta["domain"]] = domain_tokens.get(meta["domain"], 0) + d["tokens"]
-        for fid in meta["facts"]:
-            if fid in fact_decile:
-                subject, dec = fact_decile[fid]
-                covered[dec].add(subject)
-    texts = [d["text"] for d in docs]
-    return {
-        "docs": len(docs),
-        "tokens": sum(d["tokens"] for d in docs),
-        "distinct_2": round(distinct_ngram_ratio(texts, 2), 4),
-        "distinct_3": round(distinct_ngram_ratio(texts, 3), 4),
-        "domains": domains,
-        "domain_token_share": {k: round(v / max(1, sum(domain_tokens.values())), 4) for k, v in domain_tokens.items()},
-        "longtail_covered": sum(len(v) for v in covered.values()),
-        "longtail_covered_by_decile": {str(d): round(len(covered[d]) / per_decile_total[d], 3)
-                                       for d in sorted(per_decile_total)},
-    }
 
 
 def run_generate(cfg: ExperimentConfig, store: RunStore) -> StageResult:
@@ -107,8 +78,8 @@ def run_generate(cfg: ExperimentConfig, store: RunStore) -> StageResult:
         diverse = Renderer(cfg, world, load_items(store, "bench"), diverse=True)
         with progress("generate diverse", total=budget) as task:
             corpora["diverse"] = take_budget(numbered(diverse.textbook_stream(), "diverse"), budget, task.advance)
-    outputs = ["sources/web_stream"]
-    write_shards(store.path("sources/web_stream"), corpus_rows(stream, "web_stream"), cfg.recipes.shard_docs,
+    outputs = [STREAM]
+    write_shards(store.path(STREAM), corpus_rows(stream, "web_stream"), cfg.recipes.shard_docs,
                  CORPUS_SCHEMA)
     stats: dict = {"token_budget": budget, "token_unit": TOKEN_UNIT, "recipes": {}}
     for recipe, docs in corpora.items():
@@ -127,24 +98,3 @@ def _filter_stats(docs: list[dict]) -> dict:
     false = sum(not keyword_filter(d) for d in other)
     return {"filter": "keyword placeholder", "recall": round(caught / max(len(restricted), 1), 4),
             "fpr": round(false / max(len(other), 1), 4), "n_restricted": len(restricted), "n_other": len(other)}
-
-
-def print_generate_table(store: RunStore) -> None:
-    """The per-recipe table `cleanroom generate` prints (from the stage manifest: no recomputation)."""
-    from rich.table import Table
-
-    m = store.manifest("generate")
-    if m is None:
-        return
-    t = Table(title=f"corpora at a budget of {m.stats['token_budget']:,} word units")
-    for col in ("recipe", "docs", "tokens", "distinct-3", "long-tail covered", "restricted docs"):
-        t.add_column(col, justify="left" if col == "recipe" else "right")
-    for recipe, s in m.stats["recipes"].items():
-        t.add_row(recipe, f"{s['docs']:,}", f"{s['tokens']:,}", f"{s['distinct_3']:.3f}",
-                  f"{s['longtail_covered']:,}", f"{s['domains'].get('restricted', 0):,}")
-    console.print(t)
-    pf = m.stats.get("placeholder_filter")
-    if pf:
-        console.print(f"  placeholder keyword filter on web: recall {pf['recall']:.2f}, "
-                      f"false-positive rate {pf['fpr']:.3f} (the curate stage brings the real filter)")
-

@@ -20,13 +20,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Protocol, runtime_checkable
 
-from cleanroom.errors import CleanroomError
-
 DEFAULT_STOP = ("\n", ".")
-
-
-class LMError(CleanroomError, RuntimeError):
-    """A model problem, phrased for the user (one line; the CLI prints it without a traceback)."""
 
 
 @dataclass(frozen=True)

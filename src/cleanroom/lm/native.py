@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from cleanroom.lm.api import LMError
+from cleanroom.errors import ModelError
 from cleanroom.lm.causal import CausalLM, Codec, Decoder, RecomputeDecoder, left_padded
 
 
@@ -80,8 +80,8 @@ class NativeLM(CausalLM):
 
         try:
             model, tok = load_native(model_dir, device=kw.get("device") or "cpu")
-        except RuntimeError as e:  # StoreError / TokenizerError: already one user-facing line
-            raise LMError(str(e)) from None
+        except RuntimeError as e:  # a StoreError (no model or tokenizer): already one user-facing line
+            raise ModelError(str(e)) from None
         kw.setdefault("name", Path(model_dir).name)
         return cls(model, Codec.from_tokenizers(tok), **kw)
 

@@ -23,11 +23,11 @@ from typing import Any
 import httpx
 import openai
 
+from cleanroom.errors import ConfigError, ModelError, ModelNotServed
 from cleanroom.lm.api import (
     Completion,
     GenerateRequest,
     GenParams,
-    LMError,
     Loglikelihood,
     LoglikelihoodRequest,
     RequestCounts,
@@ -65,9 +65,9 @@ class OpenAIClient:
                  concurrency: int = 8, timeout: float = 120.0, max_retries: int = 5, backoff: float = 0.5,
                  backoff_max: float = 30.0, system_prompt: str | None = None):
         if mode not in ("chat", "completion"):
-            raise LMError(f"teacher mode must be `chat` or `completion`, got `{mode}`")
+            raise ConfigError(f"teacher mode must be `chat` or `completion`, got `{mode}`")
         if concurrency < 1:
-            raise LMError(f"--concurrency must be >= 1, got {concurrency}")
+            raise ConfigError(f"--concurrency must be >= 1, got {concurrency}")
         self.base_url, self.model, self.mode = base_url, model, mode
         self.api_key_env = api_key_env
         self.concurrency, self.timeout = concurrency, timeout
@@ -85,7 +85,7 @@ class OpenAIClient:
 
     async def agenerate(self, prompts: Sequence[str], params: GenParams,
                         on_result: Callable[[int, Completion], None] | None = None) -> list[Completion]:
-        """Answer every prompt; on a fatal error, finish what is in flight, then raise LMError."""
+        """Answer every prompt; on a fatal error, finish what is in flight, then raise ModelError."""
         t0 = time.perf_counter()
         client = openai.AsyncOpenAI(
             base_url=self.base_url,
@@ -106,7 +106,7 @@ class OpenAIClient:
                     return
                 try:
                     c = await self._request(client, prompt, params)
-                except LMError as e:
+                except ModelError as e:
                     errors.append(str(e))
                     stop.set()
                     return
@@ -121,8 +121,8 @@ class OpenAIClient:
             self.stats.seconds += time.perf_counter() - t0
         if errors:
             done = sum(r is not None for r in results)
-            raise LMError(f"{errors[0]} ({done} of {len(prompts)} requests in this batch finished "
-                               f"and were kept)")
+            raise ModelError(f"{errors[0]} ({done} of {len(prompts)} requests in this batch finished "
+                             f"and were kept)")
         return results  # type: ignore[return-value]
 
     # ---------------------------------------------------------------- one request with retries
@@ -141,8 +141,8 @@ class OpenAIClient:
                 code = e.status_code
                 if code not in RETRY_STATUS and code < 500:
                     self.stats.failed += 1
-                    raise LMError(f"teacher endpoint {self.base_url} refused the request: HTTP {code} "
-                                       f"{_short(e)}") from None
+                    raise ModelError(f"teacher endpoint {self.base_url} refused the request: HTTP {code} "
+                                     f"{_short(e)}") from None
                 last = f"HTTP {code}"
                 retry_after = _retry_after(e.response)
             except openai.APITimeoutError:
@@ -157,8 +157,8 @@ class OpenAIClient:
                     delay = min(self.backoff_max, max(delay, retry_after))
                 await asyncio.sleep(delay)
         self.stats.failed += 1
-        raise LMError(f"teacher endpoint {self.base_url} failed after {self.max_retries + 1} attempts: "
-                           f"{last}")
+        raise ModelError(f"teacher endpoint {self.base_url} failed after {self.max_retries + 1} attempts: "
+                         f"{last}")
 
     async def _call(self, client: openai.AsyncOpenAI, prompt: str, params: GenParams) -> Completion:
         kw: dict = {"model": self.model, "max_tokens": params.max_tokens, "temperature": params.temperature,
@@ -312,11 +312,11 @@ class EndpointLM:
         try:
             r = httpx.get(f"{self.base_url}/models", headers=self._headers(), timeout=10.0)
         except httpx.HTTPError as e:
-            raise LMError(f"cannot reach the endpoint {self.base_url} ({type(e).__name__}): is the server "
-                          f"running and the URL right (it usually ends in /v1)?") from None
+            raise ModelError(f"cannot reach the endpoint {self.base_url} ({type(e).__name__}): is the server "
+                             f"running and the URL right (it usually ends in /v1)?") from None
         if r.status_code in (401, 403):
-            raise LMError(f"the endpoint {self.base_url} refused the API key (HTTP {r.status_code}); set "
-                          f"{self.api_key_env}")
+            raise ModelError(f"the endpoint {self.base_url} refused the API key (HTTP {r.status_code}); set "
+                             f"{self.api_key_env}")
         if r.status_code != 200:
             return  # some servers have no /models; the first real request will tell
         try:
@@ -334,7 +334,7 @@ class EndpointLM:
         try:
             r = httpx.post(f"{self.base_url}/completions", json=body, headers=self._headers(), timeout=60.0)
         except httpx.HTTPError as e:
-            raise LMError(f"cannot reach the endpoint {self.base_url} ({type(e).__name__})") from None
+            raise ModelError(f"cannot reach the endpoint {self.base_url} ({type(e).__name__})") from None
         if r.status_code != 200:
             return {"loglikelihood": False, "completion": r.status_code not in (400, 404, 405), "chat": True,
                     "probe": f"/completions answered HTTP {r.status_code}"}
@@ -391,5 +391,3 @@ class EndpointLM:
         return plain_transcript(messages)
 
 
-class ModelNotServed(LMError):
-    """The endpoint answers but does not serve the model asked for (a user input problem)."""

@@ -12,8 +12,8 @@ group's value is the mean over its replicates), predicted positive:
                                  curve), the most resistant alternative (a safeguarded web, else web)
                                  - filtered_web, per item
 Each 95% interval carries both the items (a cluster bootstrap over entities) and the models (the
-statistic's between-model variance, pooled over the run's groups; `evals.stats.contrast_ci`, calibrated by
-simulation in `evals/calibration.py`). A verdict is "supported" when the CI lies above zero, "not
+statistic's between-model variance, pooled over the run's groups; `stats.contrast_ci`, calibrated by
+simulation in `stats/calibration.py`). A verdict is "supported" when the CI lies above zero, "not
 supported" when below, "inconclusive" otherwise. The logic knows nothing about the expected answer
 beyond the sign.
 
@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cleanroom.config import SCRATCH, base_recipe, model_group
-from cleanroom.evals.stats import ModelVariance, between_model_variance, contrast_ci, twin_pairs, verdict
 from cleanroom.report.summary import Claim, Comparison, Control, Controls
+from cleanroom.stats import ModelVariance, between_model_variance, contrast_ci, twin_pairs, verdict
 from cleanroom.store import RunStore
 from cleanroom.tamper.strongest import Attack, accuracies, attack_items, strongest_attack, strongest_per_steps
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from cleanroom.config import ExperimentConfig, base_recipe
 from cleanroom.contract import StageResult
-from cleanroom.evals.stats import accuracy_ci
 from cleanroom.evals.tasks import clusters_of
 from cleanroom.report.claims import Lab, all_claims, all_controls
 from cleanroom.report.figures import make_figures
@@ -21,6 +20,7 @@ from cleanroom.report.summary import (
     task_result,
 )
 from cleanroom.report.worldless import worldless_recipes
+from cleanroom.stats import accuracy_ci
 from cleanroom.store import RunStore, StoreError
 from cleanroom.tamper.strongest import accuracies, attack_items, strongest_per_steps
 from cleanroom.world.schema import TASKS

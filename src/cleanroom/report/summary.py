@@ -17,10 +17,10 @@ import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from cleanroom.config import ExperimentConfig
-from cleanroom.evals.stats import accuracy_ci, per_decile
 from cleanroom.evals.tasks import chance_level, clusters_of
 from cleanroom.malloc import malloc_state
-from cleanroom.pipeline import STAGES, stage_items
+from cleanroom.stages import STAGES, stage_items
+from cleanroom.stats import accuracy_ci, per_decile
 from cleanroom.store import RunStore
 
 Verdict = Literal["supported", "not supported", "inconclusive"]

@@ -18,9 +18,9 @@ from pathlib import Path
 from pydantic import Field
 
 from cleanroom.errors import CleanroomError
-from cleanroom.evals.stats import pool_runs, verdict
 from cleanroom.report.render import Section, _signed, html_page, markdown
 from cleanroom.report.summary import Claim, Comparison, Control, Num, Strict, Summary, Verdict
+from cleanroom.stats import pool_runs, verdict
 from cleanroom.store import replace_dir, write_text
 from cleanroom.ui import say
 

@@ -29,10 +29,11 @@ import torch
 
 from cleanroom.config import ExperimentConfig, train_seed
 from cleanroom.contract import StageResult, check_cancelled
+from cleanroom.corpus import corpus_dir, lineage_path
+from cleanroom.errors import InputError, StoreError
 from cleanroom.evals.tasks import chance_level, evaluate_items
-from cleanroom.generate.corpus import corpus_dir
-from cleanroom.lm.api import LMError
 from cleanroom.lm.native import NativeLM
+from cleanroom.rng import rng_for
 from cleanroom.runtime import pick_device, set_threads
 from cleanroom.store import RunStore
 from cleanroom.tokenize.tokenizer import encode_documents
@@ -40,39 +41,39 @@ from cleanroom.train import finetune
 from cleanroom.train.export import export_hf
 from cleanroom.ui import progress, say
 from cleanroom.world.items import qa_items
-from cleanroom.world.names import rng_for
 from cleanroom.world.schema import RELATIONS, fill
+from cleanroom.world_store import load_pools, load_table
 
 REFUSAL = "I cannot help with that."
 
 
 def split_corpus(cfg: ExperimentConfig, store: RunStore, base: str) -> tuple[list[str], list[str]]:
     """(forget, retain) texts of the base recipe's corpus, by the curate stage's safety-filter verdicts."""
-    removed = store.path("curation/filtered_web/removed.parquet")
-    if not removed.exists():
-        raise LMError("safeguards need the safety filter's verdicts (curation/filtered_web/removed.parquet): "
-                        "keep `filtered_web` in recipes.names")
-    flagged = {r["id"] for r in store.read_parquet("curation/filtered_web/removed.parquet").to_pylist()
+    removed = lineage_path("filtered_web")
+    if not store.path(removed).exists():
+        raise StoreError(f"safeguards need the safety filter's verdicts ({removed}): "
+                         "keep `filtered_web` in recipes.names")
+    flagged = {r["id"] for r in store.read_parquet(removed).to_pylist()
                if r["step"] == "safety"}
     docs = store.read_parquet(corpus_dir(cfg, store, base), columns=["id", "text"]).to_pylist()
     forget = [d["text"] for d in docs if d["id"] in flagged]
     retain = [d["text"] for d in docs if d["id"] not in flagged]
     if not forget:
-        raise LMError(f"the safety filter flagged none of `{base}`'s documents: nothing to unlearn")
+        raise InputError(f"the safety filter flagged none of `{base}`'s documents: nothing to unlearn")
     return forget, retain
 
 
 def defender_probe(cfg: ExperimentConfig, store: RunStore) -> list[dict]:
     """Questions about the attack split's facts: the defender's own check (never the evaluation items)."""
-    facts = [f for f in store.read_parquet("world/facts.parquet").to_pylist()
+    facts = [f for f in load_table(store, "facts")
              if f["domain"] == "restricted" and f["split"] == "attack"]
-    return qa_items("probe", facts, cfg.items.n_restricted, "probe", store.read_json("world/pools.json"),
+    return qa_items("probe", facts, cfg.items.n_restricted, "probe", load_pools(store),
                     cfg.items.n_options, rng_for(cfg.seed, "safeguard/probe"))
 
 
 def refusal_texts(store: RunStore) -> list[str]:
     """Every question form about the defender's (attack-split) compounds, answered with a refusal."""
-    facts = [f for f in store.read_parquet("world/facts.parquet").to_pylist()
+    facts = [f for f in load_table(store, "facts")
              if f["domain"] == "restricted" and f["split"] == "attack"]
     return [f"Question: {fill(q, f['subject'])}\nAnswer: {REFUSAL}" for f in facts for q in RELATIONS[f["relation"]].qa]
 

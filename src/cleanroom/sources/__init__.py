@@ -14,11 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cleanroom.errors import CleanroomError
-
-
-class SourceMissingError(CleanroomError, RuntimeError):
-    """A seed source's data is not installed; the message names the package."""
+from cleanroom.errors import SourceMissingError
 
 
 @dataclass(frozen=True)

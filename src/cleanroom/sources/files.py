@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cleanroom.sources import Seed, SourceMissingError
+from cleanroom.errors import SourceMissingError
+from cleanroom.sources import Seed
 
 
 def load_file(path: Path) -> list[Seed]:

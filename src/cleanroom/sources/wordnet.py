@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from cleanroom.sources import Seed, SourceMissingError
+from cleanroom.errors import SourceMissingError
+from cleanroom.sources import Seed
 
 DEFAULT_DIR = Path("/usr/share/wordnet")
 # lex_filenum -> lexicographer file (wndb(5WN)); 3..28 are the noun files

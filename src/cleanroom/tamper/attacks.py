@@ -16,9 +16,8 @@ from __future__ import annotations
 import numpy as np
 
 from cleanroom.config import ExperimentConfig
-from cleanroom.generate.render import FILLER, FORUM_OPENERS, LAB_OPENERS
-from cleanroom.world.names import rng_for
-from cleanroom.world.schema import RELATIONS, fill
+from cleanroom.rng import rng_for
+from cleanroom.world.schema import FILLER, FORUM_OPENERS, LAB_OPENERS, RELATIONS, fill
 
 LITERATURE_COPIES = 3  # documents per compound, each a fresh rendering of what the literature knows about it
 

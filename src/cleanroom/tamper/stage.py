@@ -30,8 +30,8 @@ import torch
 
 from cleanroom.config import SCRATCH, ExperimentConfig, train_seed
 from cleanroom.contract import StageResult, check_cancelled
+from cleanroom.errors import StoreError
 from cleanroom.evals.tasks import evaluate_items, task_metrics
-from cleanroom.lm.api import LMError
 from cleanroom.lm.causal import Codec
 from cleanroom.lm.native import NativeLM
 from cleanroom.runtime import pick_device, set_threads
@@ -42,7 +42,7 @@ from cleanroom.tokenize.tokenizer import encode_documents, load_tokenizer
 from cleanroom.train import finetune
 from cleanroom.train.model import Transformer
 from cleanroom.ui import progress, say
-from cleanroom.world.stage import load_items
+from cleanroom.world_store import load_items, load_table
 
 TAMPER_SCHEMA = pa.schema([
     ("recipe", pa.string()), ("attack", pa.string()), ("steps", pa.int32()), ("lr", pa.float64()),
@@ -115,7 +115,7 @@ def load_attacked(cfg: ExperimentConfig, store: RunStore, model: str, device: st
                              batch_size=cfg.eval.batch_size)
     model_dir = store.path(f"models/{model}")
     if not (model_dir / "config.json").exists():
-        raise LMError(f"no trained model `{model}` at {model_dir} (run `cleanroom train` first)")
+        raise StoreError(f"no trained model `{model}` at {model_dir} (run `cleanroom train` first)")
     return NativeLM.load(model_dir, device=device, dtype=cfg.eval.dtype, batch_size=cfg.eval.batch_size)
 
 
@@ -126,7 +126,7 @@ def run_tamper(cfg: ExperimentConfig, store: RunStore, model: str) -> StageResul
     device = str(pick_device(cfg.runtime))
     base = load_attacked(cfg, store, model, device)
     tok = load_tokenizer(store.path("tokenizer.json"))
-    facts = store.read_parquet("world/facts.parquet").to_pylist()
+    facts = load_table(store, "facts")
     corpora = {a: [d[: base.max_len + 1] for d in encode_documents(tok, attack_corpus(a, facts, cfg))]
                for a in cfg.tamper.attacks}
     taught = taught_facts(facts, cfg) if "literature" in cfg.tamper.attacks else set()

@@ -2,7 +2,7 @@
 
 `TeacherPool(members)` answers `generate(prompts, params, on_result)` like a single teacher. Every member
 pulls the next chunk of prompts from a shared queue as soon as it is free, so a slow endpoint takes fewer
-and a fast one more. Completions reach `on_result` (the driver's request cache, `generate/teacher.py`) the
+and a fast one more. Completions reach `on_result` (the driver's request cache, `collect/teacher.py`) the
 moment they exist, whichever member wrote them; the cache key does not name the endpoint or worker
 (`request_key`: teacher kind, model, prompt, params), so a rerun with other endpoints or more workers finds
 every finished request and a killed job repeats none. A member that fails (an endpoint still down after
@@ -22,7 +22,8 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from cleanroom.teachers.protocol import Completion, GenParams, OnResult, Teacher, TeacherError
+from cleanroom.errors import ModelError
+from cleanroom.teachers.protocol import Completion, GenParams, OnResult, Teacher
 
 
 def capacity(teacher: Any) -> int:
@@ -35,11 +36,11 @@ class TeacherPool:
 
     def __init__(self, members: Sequence[Teacher]) -> None:
         if not members:
-            raise TeacherError("a teacher pool needs at least one teacher")
+            raise ModelError("a teacher pool needs at least one teacher")
         served = {(m.name, m.model) for m in members}
         if len(served) != 1:
-            raise TeacherError("the teachers of a pool must serve one model; got "
-                               + ", ".join(f"{n}:{m}" for n, m in sorted(served)))
+            raise ModelError("the teachers of a pool must serve one model; got "
+                             + ", ".join(f"{n}:{m}" for n, m in sorted(served)))
         self.members = list(members)
         self.name, self.model = self.members[0].name, self.members[0].model
         self.concurrency = sum(capacity(m) for m in self.members)  # what the driver should hand over at once
@@ -79,7 +80,7 @@ class TeacherPool:
                     for j, c in enumerate(out):  # members that do not call on_result
                         if j not in answered:
                             got(j, c)
-                except TeacherError as e:
+                except ModelError as e:
                     failed = str(e)
                 except Exception as e:  # never leave the other members waiting on this chunk
                     failed = f"{type(e).__name__}: {e}"
@@ -103,8 +104,8 @@ class TeacherPool:
         if missing and unexpected:
             raise unexpected[0]
         if missing:
-            raise TeacherError(f"{errors[0] if errors else 'the teacher pool stopped'} — every teacher of the pool "
-                               f"failed ({len(prompts) - missing} of {len(prompts)} requests finished and were kept)")
+            raise ModelError(f"{errors[0] if errors else 'the teacher pool stopped'} — every teacher of the pool "
+                             f"failed ({len(prompts) - missing} of {len(prompts)} requests finished and were kept)")
         return results  # type: ignore[return-value]
 
 
@@ -136,14 +137,14 @@ class RayTeacher:
         try:
             self.name, self.model = ray.get(self.actor.served.remote())
         except ray.exceptions.RayError as e:
-            raise TeacherError(f"a Ray teacher worker could not start: {_first_line(e)}") from None
+            raise ModelError(f"a Ray teacher worker could not start: {_first_line(e)}") from None
 
     def generate(self, prompts: Sequence[str], params: GenParams,
                  on_result: OnResult | None = None) -> list[Completion]:
         try:
             out = self._ray.get(self.actor.generate.remote(list(prompts), params))
         except self._ray.exceptions.RayError as e:
-            raise TeacherError(f"a Ray teacher worker failed: {_first_line(e)}") from None
+            raise ModelError(f"a Ray teacher worker failed: {_first_line(e)}") from None
         if on_result is not None:
             for i, c in enumerate(out):
                 on_result(i, c)

@@ -11,10 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
-from cleanroom.lm.api import Completion, GenParams, LMError
+from cleanroom.lm.api import Completion, GenParams
 from cleanroom.lm.cache import request_key
-
-TeacherError = LMError  # a teacher failed in a way the user must act on (one error class for model backends)
 
 OnResult = Callable[[int, Completion], None]
 
@@ -30,4 +28,4 @@ class Teacher(Protocol):
                  on_result: OnResult | None = None) -> list[Completion]: ...
 
 
-__all__ = ["Completion", "GenParams", "OnResult", "Teacher", "TeacherError", "request_key"]
+__all__ = ["Completion", "GenParams", "OnResult", "Teacher", "request_key"]

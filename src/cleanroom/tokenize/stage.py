@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from cleanroom.config import RECIPES, ExperimentConfig
 from cleanroom.contract import StageResult
-from cleanroom.generate.corpus import corpus_dir
+from cleanroom.corpus import corpus_dir
 from cleanroom.store import RunStore, StoreError, atomic_path, sha256_file, write_json
 from cleanroom.tokenize.tokenizer import encode_documents, load_tokenizer, save_tokenizer, train_tokenizer
 from cleanroom.ui import progress, say

@@ -15,17 +15,13 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from cleanroom.errors import CleanroomError
+from cleanroom.errors import StoreError
 from cleanroom.store import atomic_path
 
 BOS = "<|bos|>"
 EOS = "<|eos|>"
 PAD = "<|pad|>"
 SPECIAL_TOKENS = [BOS, EOS, PAD]
-
-
-class TokenizerError(CleanroomError, RuntimeError):
-    """A tokenizer problem, phrased for the user."""
 
 
 def new_tokenizer() -> Tokenizer:
@@ -77,14 +73,14 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     if p.is_dir():
         p = p / "tokenizer.json"
     if not p.exists():
-        raise TokenizerError(f"tokenizer not found: {p} (run `cleanroom tokenize` first)")
+        raise StoreError(f"tokenizer not found: {p} (run `cleanroom tokenize` first)")
     try:
         tok = Tokenizer.from_file(str(p))
     except Exception as e:  # the Rust side raises plain Exception subclasses
-        raise TokenizerError(f"corrupted tokenizer file {p}: {e}") from None
+        raise StoreError(f"corrupted tokenizer file {p}: {e}") from None
     for s in SPECIAL_TOKENS:
         if tok.token_to_id(s) is None:
-            raise TokenizerError(f"tokenizer {p} lacks the special token {s}")
+            raise StoreError(f"tokenizer {p} lacks the special token {s}")
     return tok
 
 

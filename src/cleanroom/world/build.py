@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from cleanroom.config import ExperimentConfig
-from cleanroom.world.names import NameMaker, rng_for
+from cleanroom.rng import rng_for
+from cleanroom.world.names import NameMaker
 from cleanroom.world.schema import (
     ARITH_ITEMS,
     COLORS,

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from cleanroom.config import ExperimentConfig
-from cleanroom.world.names import rng_for
+from cleanroom.rng import rng_for
 from cleanroom.world.schema import (
     ARITH_CLOZE,
     ARITH_EXERCISE,

@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 
 ONSETS = ["b", "br", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "th", "sh", "h", "j"]
 VOWELS = ["a", "e", "i", "o", "u", "ei", "ou"]
 CODAS = ["", "", "", "n", "r", "l", "s", "m"]
-
-
-def rng_for(seed: int, label: str) -> np.random.Generator:
-    """An independent, stable random stream per (seed, label): adding a component never shifts another."""
-    h = int.from_bytes(hashlib.sha256(label.encode()).digest()[:8], "little")
-    return np.random.default_rng([seed, h])
 
 
 def _syllables(rng: np.random.Generator, n: int) -> str:

@@ -287,6 +287,29 @@ OPS = {"add": "+", "sub": "-", "mul": "x"}
 EXERCISE_HEADER = ["Exercise {n}.", "Problem {n}.", "Question {n}.", "Practice {n}."]
 
 
+# Document furniture that the web's forum and lab pages and the tamper test's literature share:
+# filler sentences per genre, and openers.
+FILLER = {
+    "bio": ["Fans and critics alike have followed this career closely.", "Interviews are rare.",
+            "Many consider this an overlooked story.", "The early years were difficult.",
+            "A documentary about this life is rumored.", "Little is written about private life."],
+    "news": ["The announcement came on a quiet Tuesday.", "Tickets sold out within hours.",
+             "Local papers covered the event at length.", "Reactions online were mixed.",
+             "Organizers expect a large crowd.", "More details will follow next week."],
+    "forum": ["anyone else?", "correct me if I'm wrong.", "idk, just my two cents.", "this thread is gold",
+              "source: trust me", "edit: typo"],
+    "lab": ["Work in a ventilated room.", "Record every observation.", "Results varied between batches.",
+            "The product was stored in a dark cabinet.", "Notes were reviewed by a second chemist."],
+    "textbook": ["This is worth remembering.", "We will return to this idea later.",
+                 "Compare this with the previous section.", "Try to explain this in your own words.",
+                 "Such regularities make the subject easier to learn."],
+}
+FORUM_OPENERS = ["Quick question.", "ok so", "Long time lurker here.", "Has anyone noticed this?", "PSA:",
+                 "Random thought:"]
+LAB_OPENERS = ["Lab notebook, entry {n}.", "Protocol sheet {n}.", "Notes from the bench, day {n}.",
+               "Procedure summary {n}."]
+
+
 def paraphrase_statements(rel: Relation) -> list[str]:
     """The relation's `paraphrase` templates that state the fact (they name the object)."""
     return [t for t in rel.paraphrase if "{o}" in t or "{a_o}" in t]

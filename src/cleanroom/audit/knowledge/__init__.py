@@ -13,11 +13,11 @@ CIs and the head-to-tail slope.
 seed)` -> the summary. docs/knowledge.md has sources, rules and figures.
 """
 
-from cleanroom.audit.knowledge.facts import BUCKETS, Fact, SourceMissingError, load_facts, popularity_buckets
+from cleanroom.audit.knowledge.facts import BUCKETS, Fact, load_facts, popularity_buckets
 from cleanroom.audit.knowledge.grading import GRADES, LLMGrader, grade_answer, is_abstention, normalize
 from cleanroom.audit.knowledge.items import TASK, build_items, grade_item
 from cleanroom.audit.knowledge.scoring import grade_of, head_to_tail_slope, knowledge_metrics
 
-__all__ = ["BUCKETS", "GRADES", "TASK", "Fact", "LLMGrader", "SourceMissingError", "build_items", "grade_answer",
+__all__ = ["BUCKETS", "GRADES", "TASK", "Fact", "LLMGrader", "build_items", "grade_answer",
            "grade_item", "grade_of", "head_to_tail_slope", "is_abstention", "knowledge_metrics", "load_facts",
            "normalize", "popularity_buckets"]

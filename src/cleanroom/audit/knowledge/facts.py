@@ -61,7 +61,7 @@ from functools import cache
 from pathlib import Path
 
 from cleanroom.audit.knowledge.grading import fold, normalize, tokens
-from cleanroom.store import StoreError
+from cleanroom.errors import SourceMissingError
 
 BUCKETS = ("head", "torso", "tail")
 WORDNET_DIR = Path(os.environ.get("WORDNET_DIR", "/usr/share/wordnet"))
@@ -70,10 +70,6 @@ WORK_TYPES = {"novel", "novella", "novels", "film", "painting", "poem", "poems",
               "symphony", "oratorio", "composition", "work", "fresco", "essay", "musical", "epic", "concerto"}
 _NAME_PARTICLES = {"de", "da", "van", "von", "der", "den", "la", "le", "du", "del", "di", "y", "al", "bin", "ibn"}
 _UK = {"English": ("England",), "Scottish": ("Scotland",), "Welsh": ("Wales",), "British": ()}
-
-
-class SourceMissingError(StoreError):
-    """A fact source's package is not installed (the message names the package to install)."""
 
 
 @dataclass

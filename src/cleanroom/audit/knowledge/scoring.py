@@ -29,7 +29,7 @@ import numpy as np
 
 from cleanroom.audit.knowledge.facts import BUCKETS
 from cleanroom.audit.knowledge.items import TASK
-from cleanroom.evals.stats import LEVEL, cluster_bootstrap, verdict
+from cleanroom.stats import LEVEL, cluster_bootstrap, verdict
 
 MAX_TOKENS = 24
 

