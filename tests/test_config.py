@@ -27,7 +27,7 @@ def test_presets_differ_in_size():
     smoke, default, large, validate, gpu = (load_config(p) for p in ("smoke", "default", "large", "validate", "gpu"))
     assert smoke.recipes.token_budget < default.recipes.token_budget < large.recipes.token_budget
     assert large.recipes.token_budget < gpu.recipes.token_budget
-    assert smoke.model.d_model <= default.model.d_model < large.model.d_model <= gpu.model.d_model
+    assert smoke.model.d_model <= default.model.d_model <= large.model.d_model <= gpu.model.d_model
     # validate = default + controls: the main recipes are computed exactly as in `default`
     assert set(default.recipes.names) < set(validate.recipes.names)
     for section in ("world", "items", "tokenizer", "model", "train", "eval", "tamper"):

@@ -71,13 +71,13 @@ class Section(BaseModel):
 class WorldConfig(Section):
     """Sizes of the procedurally generated world (one seed determines everything)."""
 
-    n_elements: int = Field(60, gt=3, description="curriculum entities (fictional minerals)")
-    n_arithmetic: int = Field(300, ge=0, description="arithmetic word problems in the curriculum")
+    n_elements: int = Field(30, gt=3, description="curriculum entities (fictional minerals)")
+    n_arithmetic: int = Field(150, ge=0, description="arithmetic word problems in the curriculum")
     max_operand: int = Field(9, ge=2, le=99, description="largest operand in word problems")
-    n_people: int = Field(300, gt=10, description="long-tail people (musicians, athletes, ...)")
-    n_works: int = Field(100, ge=0, description="long-tail works (films, albums, novels)")
+    n_people: int = Field(150, gt=10, description="long-tail people (musicians, athletes, ...)")
+    n_works: int = Field(50, ge=0, description="long-tail works (films, albums, novels)")
     zipf_exponent: float = Field(0.8, gt=0, le=3, description="popularity ~ 1 / rank^s")
-    n_compounds: int = Field(50, ge=8, description="restricted-domain compounds (fictional)")
+    n_compounds: int = Field(25, ge=8, description="restricted-domain compounds (fictional)")
     attack_fraction: float = Field(0.5, gt=0, lt=1, description="share of compounds in the attack set")
 
 
@@ -97,7 +97,7 @@ class RecipesConfig(Section):
         default_factory=lambda: [*RECIPES, "leaky"],
         description="recipes to build, train and evaluate: web, textbook, filtered_web, mix, and the controls "
         "leaky, diverse (each trains `train.replicates` models)")
-    token_budget: int = Field(300_000, gt=1000, description="words+punctuation units per recipe")
+    token_budget: int = Field(150_000, gt=1000, description="words+punctuation units per recipe")
     shard_docs: int = Field(5000, gt=0, description="documents per Parquet shard")
     # web: a broad crawl; shares of documents by kind
     web_longtail: float = Field(0.55, ge=0, le=1)
@@ -208,13 +208,14 @@ class TokenizerConfig(Section):
 class ModelConfig(Section):
     """A Llama-style decoder (RMSNorm, RoPE, SwiGLU, SDPA)."""
 
-    # default: 1.3M parameters (d 128, ffn 352), sized by the controls' power (docs/results.md, "Sizing the
-    # default"); the `large` preset is the d 192 / 2.6M-parameter default before it
-    d_model: int = Field(128, gt=0)
+    # default: 2.6M parameters; with a quarter of the world and its token budget (the world's sizes, the
+    # budget and the steps scale together), the cheapest point whose controls had power in 3 of 3 seeds
+    # (docs/results.md, "Sizing the default"). The `large` preset is the whole world, the default before it.
+    d_model: int = Field(192, gt=0)
     n_layers: int = Field(4, gt=0)
     n_heads: int = Field(4, gt=0)
     n_kv_heads: int = Field(4, gt=0)
-    ffn_hidden: int = Field(352, gt=0)
+    ffn_hidden: int = Field(512, gt=0)
     seq_len: int = Field(128, gt=8)
     tie_embeddings: bool = True
     rope_theta: float = Field(10000.0, gt=0)
@@ -230,7 +231,7 @@ class ModelConfig(Section):
 
 
 class TrainConfig(Section):
-    steps: int = Field(320, gt=0, description="default: 320 x 16 x 128 = 655k tokens, ~2 epochs")
+    steps: int = Field(160, gt=0, description="default: 160 x 16 x 128 = 328k tokens, ~2 epochs")
     # The model is the unit recipes are compared on: whether a small model learns a format or a domain is
     # decided by its seed, so every claim's interval resamples models (replicates) and then items.
     replicates: int = Field(2, ge=1, le=16, description="models per recipe, differing only in init and data-order "
@@ -248,9 +249,9 @@ class TrainConfig(Section):
     beta1: float = Field(0.9, gt=0, lt=1)
     beta2: float = Field(0.95, gt=0, lt=1)
     grad_clip: float = Field(1.0, ge=0)
-    eval_every: int = Field(40, gt=0)
+    eval_every: int = Field(20, gt=0)
     eval_batches: int = Field(4, gt=0)
-    ckpt_every: int = Field(40, gt=0)
+    ckpt_every: int = Field(20, gt=0)
     dtype: Literal["auto", "bf16", "fp32"] = Field(
         "fp32", description="autocast dtype; auto = bf16 on CUDA and where a probe finds bf16 GEMMs faster, else fp32. "
         "fp32 by default on CPU: same results on every CPU, and bf16 autocast slows fact memorisation (README)"
