@@ -62,7 +62,8 @@ app.add_typer(config_app, name="config")
 
 PresetOpt = Annotated[
     str | None,
-    typer.Option("--preset", "-p", help="smoke | default | gpu (default: the run's saved config, else default)"),
+    typer.Option("--preset", "-p",
+                 help="smoke | default | large | validate | gpu (default: the run's saved config, else default)"),
 ]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="run directory")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="override, e.g. --set train.steps=100")]
