@@ -227,7 +227,8 @@ def _torch_save_fails(monkeypatch, marker: str) -> None:
 WRITERS = {  # writer: (command, its stage key, how the disk fills, the path the error must name)
     "shard": (["generate"], "generate", lambda mp: _fsync_fails(mp, "/corpora/", "part-00001.parquet"),
               "/corpora/"),
-    "checkpoint": (["train", "--recipe", "web"], "train/web", lambda mp: _torch_save_fails(mp, "last.pt"),
+    # `train --recipe web` trains web and web~1 at once: only web's checkpoint fails (web~1's dir is "web~1/")
+    "checkpoint": (["train", "--recipe", "web"], "train/web", lambda mp: _torch_save_fails(mp, "/checkpoints/web/"),
                    "/checkpoints/web/last.pt"),
     "manifest": (["world"], "world", lambda mp: _fsync_fails(mp, "/manifests/.world.json."),
                  "/manifests/world.json"),
