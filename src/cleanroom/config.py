@@ -209,8 +209,9 @@ class ModelConfig(Section):
     """A Llama-style decoder (RMSNorm, RoPE, SwiGLU, SDPA)."""
 
     # default: 2.6M parameters; with a quarter of the world and its token budget (the world's sizes, the
-    # budget and the steps scale together), the cheapest point whose controls had power in 3 of 3 seeds
-    # (docs/results.md, "Sizing the default"). The `large` preset is the whole world, the default before it.
+    # budget and the steps scale together): of the points sized, the nearest to the controls having power
+    # in 3 of 3 seeds (it missed one criterion in one seed; docs/results.md, "Sizing the default"). The
+    # `large` preset is the whole world, the default before it.
     d_model: int = Field(192, gt=0)
     n_layers: int = Field(4, gt=0)
     n_heads: int = Field(4, gt=0)
