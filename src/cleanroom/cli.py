@@ -453,7 +453,7 @@ def run_cmd(preset: PresetOpt = None, out: OutOpt = Path("runs/default"), config
         from cleanroom.report.summary import Summary
 
         summary = Summary.model_validate_json((out / "summary.json").read_text())
-        say("[bold]verdicts[/] (95% paired-bootstrap CIs):")
+        say("[bold]verdicts[/] (95% CIs over items and replicate models):")
         print_verdicts(summary)
         say(f"[bold]report:[/] {out / 'report.html'}")
     else:
