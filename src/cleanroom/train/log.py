@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
+import traceback
 from pathlib import Path
 
 from cleanroom.store import RunStore, write_text
@@ -20,6 +22,26 @@ from cleanroom.ui import say
 # JSONL key -> TensorBoard tag
 SCALARS = {"loss": "loss/train", "val_loss": "loss/val", "lr": "lr", "tokens_per_s": "tokens_per_s"}
 _warned = False
+_hooked = False
+
+
+def _quiet_event_writer_disk_errors() -> None:
+    """TensorBoard writes its events from a thread of its own. On a full disk that thread would print a
+    traceback beside the one line the user is told (the training thread meets the same disk and reports it):
+    its events are a view, so an OS error in it is dropped (the JSONL log is the record)."""
+    global _hooked
+    if _hooked:
+        return
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        frames = traceback.extract_tb(args.exc_traceback) if args.exc_traceback else []
+        if issubclass(args.exc_type, OSError) and any("tensorboard" in f.filename for f in frames):
+            return
+        previous(args)
+
+    threading.excepthook = hook
+    _hooked = True
 
 
 def tail_log(path: Path, upto_step: int) -> None:
@@ -47,6 +69,7 @@ def _summary_writer(logdir: Path, start: int):
                 "tensorboard, or set runtime.tensorboard = false): training logs go to JSONL only")
             _warned = True
         return None
+    _quiet_event_writer_disk_errors()
     if not start:
         shutil.rmtree(logdir, ignore_errors=True)  # a fresh run: the events of an earlier one go
     # the rows of steps <= start stay (as in the JSONL file); TensorBoard hides the later ones of earlier runs
@@ -76,4 +99,7 @@ class TrainLog:
     def close(self) -> None:
         self._file.close()
         if self._tb is not None:
-            self._tb.close()
+            try:
+                self._tb.close()
+            except OSError:  # a full disk: the events are a view, the JSONL log is the record
+                pass
