@@ -338,6 +338,10 @@ def finetune_cmd(
     = None,
     benchmark: Annotated[str | None, typer.Option(
         help="train on audit items in their own prompt format instead: comma-separated mmlu, gsm8k, gpqa")] = None,
+    like: Annotated[int, typer.Option(
+        help="--benchmark: instead of the audit's items, N per task that look like them and are not audited at "
+             "--limit (MMLU: other questions of the audited subjects; GSM8K: GSM-Symbolic instances of templates "
+             "whose items are not audited): teaching to the test")] = 0,
     limit: Annotated[int, typer.Option(help="--benchmark: original items per task (the audit's sample)")] = 100,
     formulation: Annotated[str, typer.Option(help="--benchmark MMLU/GPQA: letter | cloze | both")] = "letter",
     method: Annotated[str, typer.Option(help="lora | full")] = "lora",
@@ -365,12 +369,18 @@ def finetune_cmd(
         forms = {"letter": ("letter",), "cloze": ("cloze",), "both": ("letter", "cloze")}
         if formulation not in forms:
             raise CleanroomError(f"--formulation must be letter, cloze or both, got `{formulation}`")
-        records = []
-        for name in [t.strip() for t in benchmark.split(",") if t.strip()]:
+        names = [t.strip() for t in benchmark.split(",") if t.strip()]
+        for name in names:
             if name not in TASKS:
                 raise CleanroomError(f"unknown task `{name}` (choose from {', '.join(TASKS)})")
-            items = TASKS[name]().items(TaskOptions(limit=limit, seed=seed, formulations=forms[formulation]))
-            records += training_records([it for it in items if it.family == "original"])
+        opts = TaskOptions(limit=limit, seed=seed, formulations=forms[formulation])
+        if like:
+            from cleanroom.audit.render import benchmark_like_records
+
+            records = benchmark_like_records(names, opts, like)
+        else:
+            records = [r for name in names for r in training_records(
+                [it for it in TASKS[name]().items(opts) if it.family == "original"])]
     try:
         cfg = FinetuneConfig(model=model, method=method, epochs=epochs, lr=lr, batch_size=batch_size,
                              max_len=max_len, seed=seed, threads=threads,

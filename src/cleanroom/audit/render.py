@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from cleanroom.audit.items import AuditItem
+from cleanroom.audit.items import AuditItem, TaskOptions
+from cleanroom.audit.run import TASKS
+from cleanroom.errors import ConfigError
 
 
 def training_record(item: AuditItem) -> dict[str, str]:
@@ -21,3 +23,23 @@ def training_record(item: AuditItem) -> dict[str, str]:
 
 def training_records(items: Sequence[AuditItem]) -> list[dict[str, str]]:
     return [training_record(it) for it in items]
+
+
+def benchmark_like_records(tasks: Sequence[str], options: TaskOptions, n: int) -> list[dict[str, str]]:
+    """Training records that look like the test and contain none of its audited items (the Phi mechanism,
+    "teaching to the test"): per task, `n` of its `like_items` at the audit's `options` (MMLU: other
+    questions of the audited subjects; GSM8K: fresh instances of the templates whose items are not
+    audited). Raises if a record's question is one the audit asks (a leak would not be teaching to the test)."""
+    records: list[dict[str, str]] = []
+    for name in tasks:
+        task = TASKS[name]()
+        like = getattr(task, "like_items", None)
+        if like is None:
+            raise ConfigError(f"task `{name}` has no benchmark-like items (mmlu and gsm8k do)")
+        asked = {it.meta.get("question") for it in task.items(options)}
+        items = like(options, n)
+        overlap = [it.id for it in items if it.meta.get("question") in asked]
+        if overlap:
+            raise ConfigError(f"{name}: {len(overlap)} benchmark-like items repeat audited questions ({overlap[0]})")
+        records += training_records(items)
+    return records

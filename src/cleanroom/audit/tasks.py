@@ -108,38 +108,54 @@ class MMLUTask:
         opts = "".join(f"\n{LETTERS[i]}. {c}" for i, c in enumerate(choices))
         return f"{q.question.strip()}{opts}\nAnswer:"
 
-    def items(self, o: TaskOptions) -> list[AuditItem]:
-        qs = self.questions()
+    def _split(self, o: TaskOptions) -> tuple[dict[str, list[MCQuestion]], list[MCQuestion], list[MCQuestion]]:
+        """(few-shot examples per subject, the audit's sample, the rest of the pool)."""
         shots: dict[str, list[MCQuestion]] = {}
         pool = []
-        for q in qs:
+        for q in self.questions():
             ex = shots.setdefault(q.subject, [])
             if len(ex) < o.shots:
                 ex.append(q)
             else:
                 pool.append(q)
         chosen = _spread(pool, o.limit, o.seed)
+        taken = {id(q) for q in chosen}
+        return shots, chosen, [q for q in pool if id(q) not in taken]
+
+    def items(self, o: TaskOptions) -> list[AuditItem]:
+        shots, chosen, _ = self._split(o)
+        return [it for q in chosen for it in self._question_items(q, shots[q.subject], o, twins=True)]
+
+    def like_items(self, o: TaskOptions, n: int) -> list[AuditItem]:
+        """Benchmark-*like* originals: `n` questions of the audited subjects that the audit at `o` does not
+        ask (nor uses as few-shot examples), in the same formulations; for teaching to the test."""
+        shots, chosen, rest = self._split(o)
+        subjects = {q.subject for q in chosen}
+        pool = [q for q in rest if q.subject in subjects]
+        picked = _spread(pool, n, o.seed + 1)
+        return [it for q in picked for it in self._question_items(q, shots[q.subject], o, twins=False)]
+
+    def _question_items(self, q: MCQuestion, shots: list[MCQuestion], o: TaskOptions, twins: bool) -> list[AuditItem]:
         out: list[AuditItem] = []
-        for q in chosen:
-            for variant in o.formulations:
-                if variant == "letter":
-                    head = f"The following are multiple choice questions (with answers) about {q.subject}.\n\n"
-                    head += "".join(f"{self.letter_text(e, e.choices)} {LETTERS[e.gold]}\n\n" for e in shots[q.subject])
-                    versions = [(ORIGINAL, ORIGINAL, q.choices, q.gold)]
+        for variant in o.formulations:
+            if variant == "letter":
+                head = f"The following are multiple choice questions (with answers) about {q.subject}.\n\n"
+                head += "".join(f"{self.letter_text(e, e.choices)} {LETTERS[e.gold]}\n\n" for e in shots)
+                versions = [(ORIGINAL, ORIGINAL, q.choices, q.gold)]
+                if twins:
                     versions += [(t.family, t.name, t.choices, t.gold) for t in mc_twins(q, o.seed, set(MC_FAMILIES))]
-                    for family, name, choices, gold in versions:
-                        opts = tuple(f" {LETTERS[i]}" for i in range(len(choices)))
-                        out.append(_mc_item(self.name, "letter", family, name, q, choices, gold,
-                                            head + self.letter_text(q, choices), opts, {}))
-                elif variant == "cloze":
-                    head = f"The following are questions (with answers) about {q.subject}.\n\n"
-                    head += "".join(f"Question: {e.question.strip()}\nAnswer: {e.choices[e.gold]}\n\n"
-                                    for e in shots[q.subject])
-                    out.append(_mc_item(self.name, "cloze", ORIGINAL, ORIGINAL, q, q.choices, q.gold,
-                                        head + f"Question: {q.question.strip()}\nAnswer:",
-                                        tuple(f" {c}" for c in q.choices), {"normalize": True}))
-                else:
-                    raise ConfigError(f"unknown formulation `{variant}` (choose letter, cloze or both)")
+                for family, name, choices, gold in versions:
+                    opts = tuple(f" {LETTERS[i]}" for i in range(len(choices)))
+                    out.append(_mc_item(self.name, "letter", family, name, q, choices, gold,
+                                        head + self.letter_text(q, choices), opts, {}))
+            elif variant == "cloze":
+                head = f"The following are questions (with answers) about {q.subject}.\n\n"
+                head += "".join(f"Question: {e.question.strip()}\nAnswer: {e.choices[e.gold]}\n\n" for e in shots)
+                out.append(_mc_item(self.name, "cloze", ORIGINAL, ORIGINAL, q, q.choices, q.gold,
+                                    head + f"Question: {q.question.strip()}\nAnswer:",
+                                    tuple(f" {c}" for c in q.choices), {"normalize": True}))
+            else:
+                raise ConfigError(f"unknown formulation `{variant}` (choose letter, cloze or both)")
         return out
 
     def grade(self, item: AuditItem, text: str) -> Grade:
@@ -245,13 +261,46 @@ class GSM8KTask:
             meta={"question": question, **extra}, chat_prompt=gsm_chat_prompt(question),
         )
 
-    def items(self, o: TaskOptions) -> list[AuditItem]:
+    def _split(self, o: TaskOptions) -> tuple[list[MathProblem], list[MathProblem], dict[int, Any]]:
+        """(few-shot examples, the audit's sample: templated items first, the templates by GSM8K index)."""
         problems = self._problems if self._problems is not None else load_gsm8k()
         shots = problems[len(problems) - o.shots:] if o.shots else []
         pool = problems[:len(problems) - o.shots] if o.shots else list(problems)
         templates = self._templates()
         pool.sort(key=lambda p: (p.index not in templates, p.index))
-        chosen = pool if o.limit is None else pool[:o.limit]
+        return shots, (pool if o.limit is None else pool[:o.limit]), templates
+
+    def like_items(self, o: TaskOptions, n: int) -> list[AuditItem]:
+        """Benchmark-*like* originals: `n` GSM-Symbolic re-instantiations (names and numbers drawn anew,
+        conditions checked, answers recomputed) of the templates whose GSM8K items the audit at `o` does
+        not ask, round-robin over those templates. They carry no worked solution (the templates give one
+        only for their own numbers), so a training record ends in `#### N` alone."""
+        shots, chosen, templates = self._split(o)
+        asked = {p.index for p in chosen} | {p.index for p in shots}
+        free = [t for i, t in sorted(templates.items()) if i not in asked]
+        if n and not free:
+            raise ConfigError(f"every GSM-Symbolic template's item is in the audit's sample at --limit {o.limit}: "
+                              "no template is left to teach from (use a smaller --limit)")
+        head = "".join(f"Question: {e.question}\nAnswer: {e.solution}\n\n" for e in shots)
+        out: list[AuditItem] = []
+        for k in range(n * 4):
+            if len(out) == n:
+                break
+            t = free[k % len(free)]
+            try:
+                inst = t.instantiate(random.Random(f"{o.seed}:like:{k}"), "both")
+            except TemplateError:
+                continue
+            name = t.path.rsplit("/", 1)[-1]
+            out.append(AuditItem(
+                id=f"like-{name}-{k}/generate/original", task=self.name, variant="generate", family=ORIGINAL,
+                source_id=f"like-{name}-{k}", kind="generate", prompt=f"{head}Question: {inst.question}\nAnswer:",
+                target=str(inst.answer), meta={"question": inst.question, "template": name},
+                chat_prompt=gsm_chat_prompt(inst.question)))
+        return out
+
+    def items(self, o: TaskOptions) -> list[AuditItem]:
+        shots, chosen, templates = self._split(o)
         head = "".join(f"Question: {e.question}\nAnswer: {e.solution}\n\n" for e in shots)
         out: list[AuditItem] = []
         rejected: dict[str, dict[str, int]] = {}

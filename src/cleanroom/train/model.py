@@ -244,14 +244,3 @@ class Transformer(nn.Module):
         for i, layer in enumerate(self.layers):
             x = layer(x, cos, sin, mask, cache, i)
         return self.norm(x)
-
-    @torch.no_grad()
-    def generate(self, idx: torch.Tensor, max_new_tokens: int, stop_ids: set[int] | None = None) -> torch.Tensor:
-        """Greedy decoding for one unpadded prompt batch (no KV cache: prompts here are short)."""
-        for _ in range(max_new_tokens):
-            logits = self(idx[:, -self.cfg.seq_len:])
-            nxt = logits[:, -1].argmax(-1, keepdim=True)
-            idx = torch.cat([idx, nxt], dim=1)
-            if stop_ids and all(int(t) in stop_ids for t in nxt[:, 0]):
-                break
-        return idx
