@@ -271,3 +271,17 @@ def test_audit_report_in_a_browser_shows_no_raw_markdown(tmp_path):
     assert "Audit: tiny*model*" in text and "no signal: the benchmark accuracy" in text
     assert "Real-world knowledge (longtail)" in text and "rot: 2 source items" in text
     assert not browser.RAW_MARKDOWN.findall(text.replace("tiny*model*", "")), browser.RAW_MARKDOWN.findall(text)
+
+
+def test_limit_per_task():
+    from cleanroom.cli import parse_limit
+    from cleanroom.errors import CleanroomError
+
+    assert parse_limit(None, 200) == (200, {})
+    assert parse_limit("0", 200) == (None, {})
+    assert parse_limit("100,gsm8k=50", 200) == (100, {"gsm8k": 50})
+    assert parse_limit("gsm8k=0", 200) == (200, {"gsm8k": None})
+    with pytest.raises(CleanroomError, match="task=N"):
+        parse_limit("gsm8k=many", 200)
+    o = TaskOptions(limit=100, task_limits={"gsm8k": 5})
+    assert o.for_task("gsm8k").limit == 5 and o.for_task("mmlu") is o

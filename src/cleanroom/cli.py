@@ -229,6 +229,25 @@ def serve_cmd(
         raise CleanroomError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
 
 
+def parse_limit(text: str | None, default: int | None) -> tuple[int | None, dict[str, int | None]]:
+    """`--limit`: `N` for every task, `task=N` for one (`200,gsm8k=50`); 0 = all items."""
+    n, per = default, {}
+    for part in (p.strip() for p in (text or "").split(",") if p.strip()):
+        name, _, value = part.rpartition("=")
+        try:
+            k = int(value)
+        except ValueError:
+            raise CleanroomError(f"--limit takes N or task=N, comma-separated (e.g. 200,gsm8k=50), got `{part}`"
+                                 ) from None
+        if k < 0:
+            raise CleanroomError(f"--limit must be >= 0, got `{part}`")
+        if name:
+            per[name.strip()] = k or None
+        else:
+            n = k or None
+    return n, per
+
+
 @app.command("audit")
 def audit_cmd(
     dirs: Annotated[list[Path] | None, typer.Argument(help="with --compare: audit directories (A first)")] = None,
@@ -238,8 +257,8 @@ def audit_cmd(
     = None,
     tasks: Annotated[str, typer.Option(help="comma-separated: mmlu, gsm8k, gpqa, longtail (real-world knowledge)")]
     = "mmlu,gsm8k",
-    limit: Annotated[int | None, typer.Option(help="original items per task (default 200 on CPU, all on a GPU; "
-                                                   "0 = all)")] = None,
+    limit: Annotated[str | None, typer.Option(help="original items per task (default 200 on CPU, all on a GPU; "
+                                                   "0 = all); per task: `200,gsm8k=50`")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="audit directory (default runs/audit-<model>)")]
     = None,
     formulation: Annotated[str, typer.Option(help="MMLU: letter | cloze | both")] = "both",
@@ -296,13 +315,13 @@ def audit_cmd(
     if formulation not in forms:
         raise CleanroomError(f"--formulation must be letter, cloze or both, got `{formulation}`")
     gpu = torch.cuda.is_available()
-    n = (None if gpu else 200) if limit is None else (None if limit == 0 else limit)
+    n, task_limits = parse_limit(limit, None if gpu else 200)
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in Path(model).name)
     cfg = AuditConfig(
         model=model, tasks=[t.strip() for t in tasks.split(",") if t.strip()],
         out=out or Path("runs") / f"audit-{safe}", base_url=base_url, protocol=protocol,
         options=TaskOptions(limit=n, seed=seed, shots=shots, formulations=forms[formulation],
-                            max_gen_tokens=gen_tokens),
+                            max_gen_tokens=gen_tokens, task_limits=task_limits),
         chat_max_tokens=max_tokens, concurrency=concurrency, timeout=timeout, retries=retries,
         api_key_env=api_key_env, dtype=dtype, batch_size=batch_size, device="cuda" if gpu else "cpu",
         threads=threads)
@@ -342,7 +361,8 @@ def finetune_cmd(
         help="--benchmark: instead of the audit's items, N per task that look like them and are not audited at "
              "--limit (MMLU: other questions of the audited subjects; GSM8K: GSM-Symbolic instances of templates "
              "whose items are not audited): teaching to the test")] = 0,
-    limit: Annotated[int, typer.Option(help="--benchmark: original items per task (the audit's sample)")] = 100,
+    limit: Annotated[str, typer.Option(help="--benchmark: original items per task (the audit's sample, as its "
+                                            "--limit: `100`, `200,gsm8k=50`)")] = "100",
     formulation: Annotated[str, typer.Option(help="--benchmark MMLU/GPQA: letter | cloze | both")] = "letter",
     method: Annotated[str, typer.Option(help="lora | full")] = "lora",
     epochs: Annotated[int, typer.Option(help="passes over the data")] = 1,
@@ -373,14 +393,15 @@ def finetune_cmd(
         for name in names:
             if name not in TASKS:
                 raise CleanroomError(f"unknown task `{name}` (choose from {', '.join(TASKS)})")
-        opts = TaskOptions(limit=limit, seed=seed, formulations=forms[formulation])
+        n, task_limits = parse_limit(limit, None)
+        opts = TaskOptions(limit=n, seed=seed, formulations=forms[formulation], task_limits=task_limits)
         if like:
             from cleanroom.audit.render import benchmark_like_records
 
             records = benchmark_like_records(names, opts, like)
         else:
             records = [r for name in names for r in training_records(
-                [it for it in TASKS[name]().items(opts) if it.family == "original"])]
+                [it for it in TASKS[name]().items(opts.for_task(name)) if it.family == "original"])]
     try:
         cfg = FinetuneConfig(model=model, method=method, epochs=epochs, lr=lr, batch_size=batch_size,
                              max_len=max_len, seed=seed, threads=threads,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 ORIGINAL = "original"
@@ -67,6 +67,13 @@ class TaskOptions:
     shots: int = 0
     formulations: tuple[str, ...] = ("letter", "cloze")
     max_gen_tokens: int = 256  # completion-style generation (GSM8K)
+    task_limits: dict[str, int | None] = field(default_factory=dict)  # per-task `limit` overrides
+
+    def for_task(self, name: str) -> TaskOptions:
+        """These options as task `name` sees them (its own limit, when one is given)."""
+        if name not in self.task_limits:
+            return self
+        return replace(self, limit=self.task_limits[name], task_limits={})
 
 
 class AuditTask(Protocol):

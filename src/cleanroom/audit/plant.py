@@ -129,7 +129,7 @@ def run_plant(cfg: AuditConfig, plant: PlantConfig) -> dict[str, Any]:
     records, leaked = [], {}
     for name in cfg.tasks:
         task = TASKS[name]()
-        items = task.items(cfg.options)
+        items = task.items(cfg.options.for_task(name))
         leaked[name] = leaked_sources([it.source_id for it in items if it.family == ORIGINAL], plant.fraction,
                                       plant.seed, name)
         records += training_records([it for it in items if it.family == ORIGINAL and it.source_id in leaked[name]])
@@ -152,7 +152,8 @@ def run_plant(cfg: AuditConfig, plant: PlantConfig) -> dict[str, Any]:
         timings[f"exposure_{e}_audit_s"] = s.timings.get("total_s", 0.0)
     result = analyse(rows, leaked, cfg.n_boot, plant.seed)
     result.update(config={**dataclasses.asdict(plant), "tasks": cfg.tasks, "model": cfg.model,
-                          "limit": cfg.options.limit, "formulations": list(cfg.options.formulations)},
+                          "limit": cfg.options.limit, "task_limits": cfg.options.task_limits,
+                          "formulations": list(cfg.options.formulations)},
                   leaked={k: sorted(v) for k, v in leaked.items()},
                   finetune={k: info[k] for k in ("records", "tokens_per_epoch", "trainable_params", "losses")
                             if k in info}, timings=timings)

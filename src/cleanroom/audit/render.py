@@ -36,8 +36,9 @@ def benchmark_like_records(tasks: Sequence[str], options: TaskOptions, n: int) -
         like = getattr(task, "like_items", None)
         if like is None:
             raise ConfigError(f"task `{name}` has no benchmark-like items (mmlu and gsm8k do)")
-        asked = {it.meta.get("question") for it in task.items(options)}
-        items = like(options, n)
+        o = options.for_task(name)
+        asked = {it.meta.get("question") for it in task.items(o)}
+        items = like(o, n)
         overlap = [it.id for it in items if it.meta.get("question") in asked]
         if overlap:
             raise ConfigError(f"{name}: {len(overlap)} benchmark-like items repeat audited questions ({overlap[0]})")

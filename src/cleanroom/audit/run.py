@@ -211,8 +211,9 @@ def run_audit(cfg: AuditConfig) -> AuditSummary:
         raise ConfigError(f"unknown task {', '.join(unknown)} (choose from {', '.join(TASKS)})")
     if cfg.options.shots < 0:
         raise ConfigError(f"--shots must be >= 0, got {cfg.options.shots}")
-    if cfg.options.limit is not None and cfg.options.limit < 1:
-        raise ConfigError(f"--limit must be >= 1, got {cfg.options.limit}")
+    for lim in (cfg.options.limit, *cfg.options.task_limits.values()):
+        if lim is not None and lim < 1:
+            raise ConfigError(f"--limit must be >= 1, got {lim}")
     tasks = [TASKS[name]() for name in cfg.tasks]
     timings: dict[str, float] = {}
     backend = make_backend(cfg)  # bad model names and unreachable endpoints fail before any work
@@ -221,7 +222,7 @@ def run_audit(cfg: AuditConfig) -> AuditSummary:
         offers = cached_probe(backend, cache)
         protocols = choose_protocols(cfg, offers)
         t0 = time.perf_counter()
-        items = {t.name: t.items(cfg.options) for t in tasks}
+        items = {t.name: t.items(cfg.options.for_task(t.name)) for t in tasks}
         timings["build_items_s"] = time.perf_counter() - t0
     except BaseException:
         cache.close()
