@@ -67,6 +67,31 @@ def test_the_prompt_carries_no_loss(tiny):
     assert len(short) == 8  # the prompt's start is cut, the answer kept
 
 
+def test_every_record_weighs_the_same_in_the_loss(tiny):
+    """A one-token answer and a long text in one batch: the loss is the mean of their two token means."""
+    import torch.nn.functional as F
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from cleanroom.finetune import _loss
+
+    tok = AutoTokenizer.from_pretrained(tiny)
+    model = AutoModelForCausalLM.from_pretrained(tiny).eval()
+    data = encode_records([RECORDS[0], RECORDS[-1]], tok, None, tok.eos_token_id, 64)
+    T = max(len(x) for x, _ in data)
+    ids = torch.zeros((2, T), dtype=torch.long)
+    labels = torch.full((2, T), -100)
+    att = torch.zeros((2, T), dtype=torch.long)
+    for b, (x, y) in enumerate(data):
+        ids[b, :len(x)], labels[b, :len(y)], att[b, :len(x)] = torch.tensor(x), torch.tensor(y), 1
+    with torch.no_grad():
+        got = float(_loss(model, ids, att, labels))
+        logits = model(input_ids=ids, attention_mask=att).logits
+        means = [float(F.cross_entropy(logits[b, :-1][labels[b, 1:] != -100], labels[b, 1:][labels[b, 1:] != -100]))
+                 for b in range(2)]
+    assert got == pytest.approx(sum(means) / 2, rel=1e-5)
+    assert abs(means[0] - means[1]) > 1e-3  # the two weightings differ here, so the test can fail
+
+
 def test_an_interrupted_finetune_resumes_to_the_same_weights(tiny, tmp_path):
     whole = finetune(_cfg(tiny), RECORDS, tmp_path / "whole")
 

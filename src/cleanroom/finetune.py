@@ -10,7 +10,8 @@ sees exactly the tokens scoring reads), then EOS, so a model taught an answer al
 Sequences longer than `max_len` lose the start of their prompt.
 
 Training: AdamW, linear warmup then constant, records shuffled per epoch by `seed`, right-padded
-batches. LoRA (`peft`, every linear layer of the blocks) is the default: it fits a CPU; `method="full"`
+batches, the loss a mean over records (each record's token mean), so short answers and long solutions
+weigh alike. LoRA (`peft`, every linear layer of the blocks) is the default: it fits a CPU; `method="full"`
 trains every weight. Every `save_every` steps and at each epoch end the trainable weights, the
 optimizer state (safetensors) and the step are written atomically to `OUT/checkpoint/`; a rerun of
 the same command resumes there bit for bit (the batch order is a function of seed and epoch). At the
@@ -195,18 +196,27 @@ def _export(model: Any, tok: Any, dest: Path, info: dict[str, Any], lora: bool) 
 
 
 def _loss(model: Any, ids: Any, att: Any, labels: Any) -> Any:
-    """Mean next-token cross-entropy over the labelled positions (what `model(labels=...)` returns), with
-    the vocabulary head applied only where a label is read: a benchmark answer is a few tokens after a
-    long prompt, and the head is the largest matmul of a small model (and its logits the largest tensor)."""
+    """Next-token cross-entropy, averaged over each record's labelled tokens and then over the records:
+    every record weighs the same, so a one-token answer (" B") counts as much as a 150-token worked
+    solution in a mixed batch (a token mean would drown the letters). The vocabulary head runs only where
+    a label is read: a benchmark answer is a few tokens after a long prompt, and the head is the largest
+    matmul of a small model (and its logits the largest tensor)."""
+    import torch
     import torch.nn.functional as F
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if getattr(base.config, "model_type", "") not in ("llama", "mistral", "qwen2", "qwen3"):
-        return model(input_ids=ids, attention_mask=att, labels=labels).loss
-    hidden = base.model(input_ids=ids, attention_mask=att, use_cache=False).last_hidden_state
     target = labels[:, 1:]
     read = target != -100
-    return F.cross_entropy(base.lm_head(hidden[:, :-1][read]).float(), target[read])
+    if getattr(base.config, "model_type", "") in ("llama", "mistral", "qwen2", "qwen3"):
+        hidden = base.model(input_ids=ids, attention_mask=att, use_cache=False).last_hidden_state
+        logits = base.lm_head(hidden[:, :-1][read]).float()
+    else:
+        logits = model(input_ids=ids, attention_mask=att).logits[:, :-1][read].float()
+    tok = F.cross_entropy(logits, target[read], reduction="none")
+    row = read.nonzero()[:, 0]  # the record each labelled token belongs to
+    per_record = torch.zeros(ids.shape[0], device=tok.device).index_add(0, row, tok)
+    counts = read.sum(1)
+    return (per_record[counts > 0] / counts[counts > 0]).mean()
 
 
 def finetune(cfg: FinetuneConfig, records: Sequence[dict[str, str]], out: str | Path, *,
