@@ -71,3 +71,39 @@ def test_compare_verdicts():
     rng = np.random.default_rng(2)
     noise = {f"s{k}": float(rng.integers(-1, 2)) for k in range(50)}
     assert verdict(*compare_gaps(noise, noise)[1:3]) == "inconclusive"
+
+
+def _lettered(golds: list[str], pick, n: int = 60) -> list[dict]:
+    """MMLU-letter rows: originals with gold letter `golds[k % len]` and three rotations; `pick(k, gold,
+    family, r)` is the model's letter for rotation r (0 = the original)."""
+    rows = []
+    for k in range(n):
+        g0 = golds[k % len(golds)]
+        for r in range(4):
+            gold = "ABCD"[("ABCD".index(g0) + r) % 4]
+            p = pick(k, gold, g0, r)
+            rows.append({"task": "mmlu", "variant": "letter", "source_id": f"s{k}", "kind": "choice",
+                         "family": "original" if r == 0 else "rot", "options": [" A", " B", " C", " D"],
+                         "target": gold, "pred": p, "pred_text": p, "correct": p == gold,
+                         "protocol": "loglikelihood", "correct_alt": None, "parsed": True})
+    return rows
+
+
+def test_the_letter_prior_is_taken_out_of_lettered_gaps():
+    """A content-blind model that always answers "B" on a sample whose golds are mostly B has a large raw rotation
+    gap and none beyond its letter prior; a model that memorised each original's gold letter keeps its gap."""
+    from cleanroom.audit.stats import pair_family
+
+    golds = ["B", "B", "A", "C", "D"]  # 40% B among the originals, 20% among the rotations
+    always_b = _lettered(golds, lambda k, gold, g0, r: "B")
+    pf = pair_family(always_b, "rot")
+    assert pf.raw.mean() > 0.15
+    g, low, high = pf.gap(500)
+    assert abs(g) < 1e-9 and low <= 0 <= high
+    res = [r for r in summarize_rows(always_b, n_boot=500)[1] if r.family == "rot"][0]
+    assert res.gap_verdict == "inconclusive" and res.gap_raw > 0.15 and res.gap_letter_prior == res.gap_raw
+    memorised = _lettered(golds, lambda k, gold, g0, r: g0)  # the original's letter, whatever the order
+    g, low, high = pair_family(memorised, "rot").gap(500)
+    assert g > 0.9 and low > 0.5
+    text = _rows([1, 0] * 30, [[1, 1, 1], [0, 0, 0]] * 30)  # option texts, not letters: no adjustment
+    assert pair_family(text, "rot").prior() is None

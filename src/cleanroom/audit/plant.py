@@ -36,7 +36,7 @@ import numpy as np
 from cleanroom.audit.items import ORIGINAL
 from cleanroom.audit.render import training_records
 from cleanroom.audit.run import TASKS, AuditConfig, run_audit
-from cleanroom.audit.stats import cluster_pairs, difference_of_means, paired_gap, verdict
+from cleanroom.audit.stats import difference_of_means, pair_family, verdict
 from cleanroom.audit.summary import load_rows
 from cleanroom.errors import ConfigError
 from cleanroom.store import write_json, write_text
@@ -62,13 +62,14 @@ def leaked_sources(source_ids: list[str], fraction: float, seed: int, task: str)
 
 
 def _gap(rows: list[dict], family: str, n_boot: int, seed: int) -> dict[str, Any]:
-    keys, o, t, _ = cluster_pairs([r["source_id"] for r in rows], [r["family"] for r in rows],
-                                  [bool(r["correct"]) for r in rows], family)
-    if not keys:
+    pf = pair_family(rows, family)
+    if not pf.keys:
         return {"n": 0}
-    g, lo, hi = paired_gap(o, t, n_boot, seed)
-    return {"n": len(keys), "gap": g, "ci_low": lo, "ci_high": hi, "verdict": verdict(lo, hi, expected_sign=1),
-            "bench_acc": float(np.mean(o)), "twin_acc": float(np.mean(t))}
+    g, lo, hi = pf.gap(n_boot, seed)
+    prior = pf.prior()
+    return {"n": len(pf.keys), "gap": g, "ci_low": lo, "ci_high": hi, "verdict": verdict(lo, hi, expected_sign=1),
+            "bench_acc": float(np.mean(pf.orig)), "twin_acc": float(np.mean(pf.twin)), "gap_raw": float(pf.raw.mean()),
+            "gap_letter_prior": None if prior is None else float(prior.mean())}
 
 
 def analyse(rows_by_exposure: dict[int, list[dict]], leaked: dict[str, set[str]], n_boot: int = 2000,

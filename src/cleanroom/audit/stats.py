@@ -7,6 +7,18 @@ clusters (`stats.paired_diff` on the cluster-level vectors: resampling cluster m
 cluster bootstrap with equal cluster weights), so the rotations of one question never count as
 independent evidence.
 
+**The letter prior.** In a lettered format a model that ignores the content and prefers a letter (SmolLM2
+answers "A" to 98% of MMLU questions; one epoch of letter-format fine-tuning turns that into "B") still
+shows a gap whenever the sample's gold letters sit unevenly: a constant "B" scores P(gold = B) on the
+originals and P(gold moved to B) on their rotations (measured: 19 of 50 untouched originals have gold B,
+31 of 150 rotations, so the raw rotation gap is +0.19 without any memorisation). `pair_family` therefore
+subtracts, per cluster, the gap a content-blind chooser with the model's own answer-letter frequencies q
+(over the originals and twins analysed) would show: e_c = q(gold letter of the original) - mean over
+twins of q(gold letter of the twin). The verdict reads d_c - e_c ("the gap beyond the letter prior"); the
+raw gap is kept beside it. q is held fixed in the bootstrap (it is estimated from every answer of the
+family, hundreds for a 100-item audit). Items scored by option text (cloze), numbers (GSM8K) or with
+non-letter options get no adjustment.
+
 **McNemar's exact test** for families with exactly one twin per source: among discordant pairs,
 b = original right / twin wrong, c = original wrong / twin right; p = two-sided binomial test of b in
 b + c at 1/2 (`scipy.stats.binomtest`).
@@ -19,14 +31,15 @@ A minus that of B, bootstrapped the same way; `stats.verdict` turns the CI into 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.stats import binomtest
 
 from cleanroom.stats import accuracy_ci, paired_diff, verdict
 
-__all__ = ["accuracy_ci", "cluster_pairs", "compare_gaps", "difference_of_means", "mcnemar", "paired_gap",
-           "verdict"]
+__all__ = ["PairedFamily", "accuracy_ci", "cluster_pairs", "compare_gaps", "difference_of_means", "mcnemar",
+           "pair_family", "paired_gap", "verdict"]
 
 
 def cluster_pairs(source_ids: Sequence[str], families: Sequence[str], correct: Sequence[bool], family: str,
@@ -43,6 +56,85 @@ def cluster_pairs(source_ids: Sequence[str], families: Sequence[str], correct: S
     o = np.array([orig[k] for k in keys])
     t = np.array([np.mean(twins[k]) for k in keys])
     return keys, o, t, all(len(twins[k]) == 1 for k in keys)
+
+
+def _letter(option: str) -> str | None:
+    o = option.strip()
+    return o if len(o) == 1 and o.isalpha() and o.isupper() else None
+
+
+@dataclass
+class PairedFamily:
+    """One twin family's clusters: original and mean-twin correctness and, for lettered items, what the
+    letter prior needs (module doc): per cluster the answer-letter counts and gold-letter offsets."""
+
+    keys: list[str]
+    orig: np.ndarray
+    twin: np.ndarray
+    one_to_one: bool
+    answers: np.ndarray | None = None  # [clusters, letters]: how often each letter was answered
+    golds: np.ndarray | None = None  # [clusters, letters]: 1[original's gold] - mean over twins of 1[twin's gold]
+
+    @property
+    def raw(self) -> np.ndarray:
+        return self.orig - self.twin
+
+    def prior(self, weights: np.ndarray | None = None) -> np.ndarray | None:
+        """Per cluster, the gap a content-blind chooser with the answer-letter frequencies of the (weighted)
+        clusters shows; rows of `weights` are bootstrap resamples ([B, clusters] -> [B, clusters])."""
+        if self.answers is None or self.golds is None:
+            return None
+        w = np.ones(len(self.keys)) if weights is None else weights
+        q = (w @ self.answers) / (w @ self.answers.sum(1))[..., None]
+        return q @ self.golds.T
+
+    @property
+    def gaps(self) -> np.ndarray:
+        """Per cluster: the raw gap, less the letter prior's where there is one."""
+        e = self.prior()
+        return self.raw if e is None else self.raw - e
+
+    def gap(self, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+        """(mean gap, 95% CI): the cluster bootstrap, re-estimating the letter frequencies in every resample."""
+        if self.answers is None:
+            return paired_gap(self.orig, self.twin, n_boot, seed)
+        k = len(self.keys)
+        w = np.random.default_rng(seed).multinomial(k, np.full(k, 1 / k), size=int(n_boot)).astype(float)
+        boot = ((w * (self.raw[None] - self.prior(w))).sum(1)) / w.sum(1)
+        low, high = np.percentile(boot, [2.5, 97.5])
+        return float(self.gaps.mean()), float(low), float(high)
+
+
+def pair_family(rows: Sequence[dict], family: str, original: str = "original") -> PairedFamily:
+    """`family`'s clusters from item rows (`source_id`, `family`, `correct`; and for the letter prior
+    `options`, `target`, `pred`), with the letter prior when every option of every paired row is a letter."""
+    keys, o, t, one = cluster_pairs([r["source_id"] for r in rows], [r["family"] for r in rows],
+                                    [bool(r["correct"]) for r in rows], family, original)
+    out = PairedFamily(keys, o, t, one)
+    used = [r for r in rows if r["family"] in (original, family) and r["source_id"] in set(keys)]
+    if not keys or not all(r.get("options") and all(_letter(x) for x in r["options"]) for r in used):
+        return out
+    letters = sorted({_letter(x) for r in used for x in r["options"]})
+    col = {letter: j for j, letter in enumerate(letters)}  # the last column: answers with no letter read
+    row = {k: i for i, k in enumerate(keys)}
+    answers = np.zeros((len(keys), len(letters) + 1))
+    orig_gold = np.zeros((len(keys), len(letters) + 1))
+    twin_gold = np.zeros((len(keys), len(letters) + 1))
+    n_twins = np.zeros(len(keys))
+    for r in used:
+        i = row[r["source_id"]]
+        answers[i, col.get((r.get("pred") or "").strip(), len(letters))] += 1
+        gold = col.get(str(r["target"]).strip())
+        if gold is None:
+            continue
+        if r["family"] == original:
+            orig_gold[i, gold] = 1.0
+        else:
+            twin_gold[i, gold] += 1.0
+            n_twins[i] += 1
+    out.answers = answers
+    out.golds = orig_gold - twin_gold / np.maximum(n_twins, 1)[:, None]
+    return out
 
 
 def paired_gap(orig: np.ndarray, twin: np.ndarray, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
 from cleanroom.audit.items import ORIGINAL
-from cleanroom.audit.stats import accuracy_ci, cluster_pairs, mcnemar, paired_gap, verdict
+from cleanroom.audit.stats import accuracy_ci, mcnemar, pair_family, verdict
 from cleanroom.errors import StoreError
 
 
@@ -30,11 +30,14 @@ class FamilyResult(BaseModel):
     alt_acc: float | None = None  # cloze: plain acc (primary is length-normalised); gsm8k: strict-match
     unparsed_rate: float = 0.0  # answers no letter / number could be read from (generation protocols)
     n_pairs: int = 0
-    gap: float | None = None  # accuracy of the originals minus the twins', over paired clusters
+    gap: float | None = None  # accuracy of the originals minus the twins', over paired clusters (beyond the
+    # letter prior for lettered items: `audit.stats` module doc)
+    gap_raw: float | None = None  # lettered items: the gap before the letter prior is taken out
+    gap_letter_prior: float | None = None  # lettered items: the gap the model's letter preferences alone give
     gap_ci_low: float | None = None
     gap_ci_high: float | None = None
     gap_verdict: str | None = None  # "supported" = the benchmark runs ahead of its twin
-    mcnemar_b: int | None = None  # original right, twin wrong (1:1 families)
+    mcnemar_b: int | None = None  # original right, twin wrong (1:1 families; raw pairs)
     mcnemar_c: int | None = None
     mcnemar_p: float | None = None
     consistency: float | None = None  # rot: share of items answered with the same option text in all rotations
@@ -86,9 +89,6 @@ def summarize_rows(rows: list[dict], n_boot: int = 2000, seed: int = 0) -> tuple
     tasks, results = [], []
     for (task, variant), rs in sorted(by_variant.items()):
         families = [ORIGINAL] + sorted({r["family"] for r in rs} - {ORIGINAL})
-        sources = [r["source_id"] for r in rs]
-        fams = [r["family"] for r in rs]
-        correct = [bool(r["correct"]) for r in rs]
         chance = _chance([r for r in rs if r["family"] == ORIGINAL])
         signal = False
         for k, fam in enumerate(families):
@@ -102,14 +102,17 @@ def summarize_rows(rows: list[dict], n_boot: int = 2000, seed: int = 0) -> tuple
             if fam == ORIGINAL:
                 signal = bool(low > chance) if chance else bool(low > 0)
             else:
-                keys, o, t, one_to_one = cluster_pairs(sources, fams, correct, fam)
-                res.n_pairs = len(keys)
-                if keys:
-                    g, gl, gh = paired_gap(o, t, n_boot, seed + k)
+                pf = pair_family(rs, fam)
+                res.n_pairs = len(pf.keys)
+                if pf.keys:
+                    g, gl, gh = pf.gap(n_boot, seed + k)
                     res.gap, res.gap_ci_low, res.gap_ci_high = g, gl, gh
                     res.gap_verdict = verdict(gl, gh, expected_sign=1)
-                if keys and one_to_one:
-                    res.mcnemar_b, res.mcnemar_c, res.mcnemar_p = mcnemar(o, t)
+                    prior = pf.prior()
+                    if prior is not None:
+                        res.gap_raw, res.gap_letter_prior = float(pf.raw.mean()), float(prior.mean())
+                if pf.keys and pf.one_to_one:
+                    res.mcnemar_b, res.mcnemar_c, res.mcnemar_p = mcnemar(pf.orig, pf.twin)
                 if fam == "rot":
                     res.consistency = _consistency(rs)
             results.append(res)
@@ -130,11 +133,10 @@ def _consistency(rows: list[dict]) -> float | None:
 
 
 def cluster_gaps(rows: list[dict], task: str, variant: str, family: str) -> dict[str, float]:
-    """{source id: original correctness - mean twin correctness} for one family (for `--compare`)."""
-    rs = [r for r in rows if r["task"] == task and r["variant"] == variant]
-    keys, o, t, _ = cluster_pairs([r["source_id"] for r in rs], [r["family"] for r in rs],
-                                  [bool(r["correct"]) for r in rs], family)
-    return {k: float(a - b) for k, a, b in zip(keys, o, t, strict=True)}
+    """{source id: original correctness - mean twin correctness (less the letter prior)} for one family
+    (for `--compare`)."""
+    pf = pair_family([r for r in rows if r["task"] == task and r["variant"] == variant], family)
+    return {k: float(d) for k, d in zip(pf.keys, pf.gaps, strict=True)}
 
 
 def load_rows(audit_dir: Path) -> list[dict]:
