@@ -166,7 +166,8 @@ def run_plant(cfg: AuditConfig, plant: PlantConfig) -> dict[str, Any]:
 def _ci(g: dict[str, Any]) -> str:
     if not g.get("n"):
         return "-"
-    return f"{g['gap']:+.3f} [{g['ci_low']:+.3f}, {g['ci_high']:+.3f}] {g['verdict']} (n={g['n']})"
+    raw = "" if g.get("gap_letter_prior") is None else f"; raw {g['gap_raw']:+.3f}"
+    return f"{g['gap']:+.3f} [{g['ci_low']:+.3f}, {g['ci_high']:+.3f}] {g['verdict']} (n={g['n']}{raw})"
 
 
 def render_plant(r: dict[str, Any]) -> str:
@@ -184,6 +185,8 @@ def render_plant(r: dict[str, Any]) -> str:
                      f"| {b['acc_untouched']:.3f} (n={b['n_untouched']}) | {b['leak_effect']:+.3f} "
                      f"[{b['ci_low']:+.3f}, {b['ci_high']:+.3f}] | {'yes' if b['detected'] else 'no'} |")
     lines += ["", "## Twin families: gap on the leaked part vs the untouched part (the null)", "",
+              "Lettered families: the gap beyond the model's letter prior (`audit.stats`), the raw gap beside it.",
+              "",
               "| exposure | task · format | family | leaked-part gap [95% CI] | untouched-part gap [95% CI] |",
               "| --- | --- | --- | --- | --- |"]
     for f in r["families"]:

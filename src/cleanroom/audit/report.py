@@ -72,6 +72,8 @@ def _row(r: FamilyResult) -> list[str]:
         extra.append(f"consistency {r.consistency:.3f}")
     if r.unparsed_rate:
         extra.append(f"unparsed {r.unparsed_rate:.1%}")
+    if r.gap_raw is not None:
+        extra.append(f"raw gap {r.gap_raw:+.3f}, letter prior {r.gap_letter_prior:+.3f}")
     return [r.family, str(r.n), f"{r.acc:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]", str(r.n_pairs or ""), gap, mc,
             ", ".join(extra)]
 
@@ -92,8 +94,11 @@ def build_sections(s: AuditSummary) -> list[Section]:
         + ", ".join(f"{k}={v}" for k, v in s.options.items() if k not in ("formulations",)) + ".",
         "Gap = accuracy on the benchmark items minus accuracy on their fresh twins, over paired source items, "
         "with a 95% cluster-bootstrap CI (cluster = source item). *supported* = the benchmark score runs ahead of "
-        "the twin; *not supported* = the twin scores higher; *inconclusive* = the CI contains 0. McNemar (exact) "
-        "for families with one twin per item. `alt` = plain acc for the cloze format (primary: "
+        "the twin; *not supported* = the twin scores higher; *inconclusive* = the CI contains 0. With lettered "
+        "options the gap is measured beyond the letter prior: less the gap a content-blind chooser with the "
+        "model's own answer-letter frequencies would show on the same items (the notes give the raw gap and "
+        "that prior). McNemar (exact, on the raw pairs) for families with one twin per item. `alt` = plain acc "
+        "for the cloze format (primary: "
         "length-normalised), strict `#### N` match for GSM8K (primary: last number)."])]
     for t in s.tasks:
         if t.task == "longtail":
