@@ -151,7 +151,13 @@ def test_compare_two_audits(tiny, tmp_path):
     assert results and all(c["effect"] == 0 and c["verdict"] == "inconclusive" for c in results)
     results = compare_audits([tmp_path / "a", tmp_path / "b"])
     assert {c["verdict"] for c in results} <= {"supported", "not supported", "inconclusive"}
-    assert {(c["task"], c["family"]) for c in results} >= {("mmlu", "rot"), ("gsm8k", "noop")}
+    assert {(c["task"], c["family"]) for c in results} >= {("mmlu", "rot"), ("gsm8k", "noop"),
+                                                           ("mmlu", "benchmark: A scores higher")}
+    key = ("mmlu", "letter", "benchmark: A scores higher")
+    bench = [c for c in results if (c["task"], c["variant"], c["family"]) == key][0]
+    acc = {d: [r.acc for r in AuditSummary.model_validate_json((tmp_path / d / "summary.json").read_text()).results
+               if (r.task, r.variant, r.family) == ("mmlu", "letter", "original")][0] for d in "ab"}
+    assert bench["effect"] == pytest.approx(acc["a"] - acc["b"])  # the same items on both sides
     r = CliRunner().invoke(app, ["audit", "--compare", str(tmp_path / "a"), str(tmp_path / "b")])
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "a" / "compare.json").read_text()) == json.loads(json.dumps(results))

@@ -294,7 +294,7 @@ def audit_cmd(
         target = out or dirs[0]
         write_compare(target, results)
         for c in results:
-            say(f"  {c['task']}/{c['variant']}/{c['family']}: {c['a']} gap - {c['b']} gap "
+            say(f"  {c['task']}/{c['variant']}/{c['family']}: {c['a']} - {c['b']} "
                 f"{c['effect']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}] -> {c['verdict']}")
         say(f"[bold]comparison:[/] {target / 'compare.md'}")
         return

@@ -170,8 +170,9 @@ def write_report(out: Path, summary: AuditSummary) -> None:
 
 
 def compare_audits(dirs: list[Path], n_boot: int = 2000) -> list[dict]:
-    """For the first audit (A) against each other (B): per task/formulation/twin family, A's gap minus B's
-    over the source items both answered, its CI, and the verdict on "A's gap is larger than B's"."""
+    """For the first audit (A) against each other (B): per task/formulation, A's benchmark accuracy minus B's
+    on the same items ("A scores higher"); per twin family, A's gap minus B's over the source items both
+    answered, its CI, and the verdict on "A's gap is larger than B's"; the long-tail comparisons."""
     loaded = [(d, load_rows(d), AuditSummary.model_validate_json((d / "summary.json").read_text())) for d in dirs]
     (da, rows_a, sa), others = loaded[0], loaded[1:]
     out = []
@@ -179,7 +180,10 @@ def compare_audits(dirs: list[Path], n_boot: int = 2000) -> list[dict]:
         fams_b = {(r.task, r.variant, r.family) for r in sb.results}
         for r in sa.results:
             key = (r.task, r.variant, r.family)
-            if r.family == ORIGINAL or key not in fams_b:
+            if key not in fams_b or r.task == "longtail":  # long-tail facts: `_compare_knowledge`
+                continue
+            if r.family == ORIGINAL and r.task != "longtail":  # the benchmark itself, on the items both answered
+                out += _compare_benchmark(sa, rows_a, sb, rows_b, str(da), str(db), r.task, r.variant, n_boot)
                 continue
             effect, low, high, n = compare_gaps(cluster_gaps(rows_a, *key), cluster_gaps(rows_b, *key), n_boot)
             out.append({"a": sa.model, "b": sb.model, "a_dir": str(da), "b_dir": str(db), "task": r.task,
@@ -187,6 +191,23 @@ def compare_audits(dirs: list[Path], n_boot: int = 2000) -> list[dict]:
                         "ci_high": high, "verdict": verdict(low, high, expected_sign=1)})
         out += _compare_knowledge(sa, rows_a, sb, rows_b, str(da), str(db), n_boot)
     return out
+
+
+def _compare_benchmark(sa: AuditSummary, rows_a: list[dict], sb: AuditSummary, rows_b: list[dict], da: str,
+                       db: str, task: str, variant: str, n_boot: int) -> list[dict]:
+    """A's benchmark accuracy minus B's on the original items both answered (paired), "A scores higher"."""
+    pick = {"task": task, "variant": variant, "family": ORIGINAL}
+    a = {r["id"]: r for r in rows_a if all(r[k] == v for k, v in pick.items())}
+    b = {r["id"]: r for r in rows_b if all(r[k] == v for k, v in pick.items())}
+    ids = sorted(set(a) & set(b))
+    if not ids:
+        return []
+    effect, low, high = paired_diff(np.array([float(a[i]["correct"]) for i in ids]),
+                                    np.array([float(b[i]["correct"]) for i in ids]), n_boot, 0,
+                                    [a[i]["source_id"] for i in ids])
+    return [{"a": sa.model, "b": sb.model, "a_dir": da, "b_dir": db, "task": task, "variant": variant,
+             "family": "benchmark: A scores higher", "n": len(ids), "effect": effect, "ci_low": low, "ci_high": high,
+             "verdict": verdict(low, high, 1)}]
 
 
 def _compare_knowledge(sa: AuditSummary, rows_a: list[dict], sb: AuditSummary, rows_b: list[dict], da: str,
@@ -235,6 +256,6 @@ def write_compare(out: Path, results: list[dict]) -> None:
     rows = [[c["a"], c["b"], c["task"], c["variant"], c["family"], str(c["n"]),
              f"{c['effect']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]", c["verdict"]] for c in results]
     sections = [Section("Verdicts", tables=[(["A", "B", "task", "formulation", "family", "pairs",
-                                              "A gap - B gap [95% CI]", "verdict"], rows)])]
-    write_text(out / "compare.md", markdown("Audit comparison: is model A's benchmark-twin gap larger than model B's?",
-                                            sections))
+                                              "A - B [95% CI]", "verdict"], rows)])]
+    write_text(out / "compare.md", markdown("Audit comparison: model A against model B (benchmark, twin gaps, "
+                                            "long-tail knowledge)", sections))
