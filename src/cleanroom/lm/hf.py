@@ -137,6 +137,7 @@ class HFKVDecoder(Decoder):
     """Decoding with the model's own KV cache (`reserved_cache`); finished rows are dropped from it."""
 
     room = 256  # positions reserved past the prompt before the first doubling
+    reserve = True  # False: transformers' own concatenating cache (the bench's comparison)
 
     def __init__(self, lm: HFLM, seqs: list[list[int]]):
         self.lm = lm
@@ -146,7 +147,7 @@ class HFKVDecoder(Decoder):
         self.next_pos = self.mask.sum(1)
         from cleanroom.lm.hf_cache import reserved_cache
 
-        self.cache = reserved_cache(lm.model, ids.shape[1] + self.room)
+        self.cache = reserved_cache(lm.model, ids.shape[1] + self.room) if self.reserve else None
         self.last = self._forward(ids.to(lm.device), positions)
 
     def _forward(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
