@@ -8,7 +8,7 @@ cluster bootstrap with equal cluster weights), so the rotations of one question 
 independent evidence.
 
 **The letter prior.** In a lettered format a model that ignores the content and prefers a letter (SmolLM2
-answers "A" to 98% of MMLU questions; one epoch of letter-format fine-tuning turns that into "B") still
+answers "A" to 99% of lettered MMLU questions; one epoch of letter-format fine-tuning turns that into "B") still
 shows a gap whenever the sample's gold letters sit unevenly: a constant "B" scores P(gold = B) on the
 originals and P(gold moved to B) on their rotations (measured: 19 of 50 untouched originals have gold B,
 31 of 150 rotations, so the raw rotation gap is +0.19 without any memorisation). `pair_family` therefore
