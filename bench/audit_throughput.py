@@ -6,9 +6,7 @@ log-likelihood and generation measured separately:
   `none_of_others`, `wicked`, and the option-text originals): prefix-tree packing shares the header,
   the question the twins repeat, and each context across its options;
 - generation: GSM8K originals (0-shot, the audit's stop strings, `--gen-tokens` new tokens): rows leave
-  the batch as they finish; lm-eval's `generate_until` (HF `generate`, `until` stop strings). Also the
-  audit's path with transformers' own (concatenating) KV cache instead of the reserved one
-  (`reserved_cache_speedup`).
+  the batch as they finish; lm-eval's `generate_until` (HF `generate`, `until` stop strings).
 
     python bench/audit_throughput.py --quick          # a small random Llama: seconds
     python bench/audit_throughput.py --model smollm2 --items 40 --gen-items 24
@@ -119,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
     from cleanroom.audit.items import TaskOptions
     from cleanroom.audit.tasks import GSM_STOP, GSM8KTask, MMLUTask
     from cleanroom.lm.api import GenerateRequest, LoglikelihoodRequest
-    from cleanroom.lm.hf import HFKVDecoder, LocalLM
+    from cleanroom.lm.hf import LocalLM
 
     n = args.items or (6 if args.quick else 40)
     items = MMLUTask().items(TaskOptions(limit=n, seed=0, formulations=("letter", "cloze")))
@@ -158,9 +156,6 @@ def main(argv: list[str] | None = None) -> dict:
         if lm_eval is not None:
             ref = timed("lm_eval_ll_s", lambda: lm_eval_hf(model, tok, requests, args.batch_size))
         texts = timed("audit_gen_s", lambda: audit.generate_until(gen_reqs))
-        HFKVDecoder.reserve = False  # the same path with transformers' concatenating KV cache
-        dyn_texts = timed("audit_gen_dynamic_cache_s", lambda: audit.generate_until(gen_reqs))
-        HFKVDecoder.reserve = True
         if lm_eval is not None:
             ref_texts = timed("lm_eval_gen_s", lambda: lm_eval_generate(model, tok, gen_reqs, args.batch_size))
     audit_s = best["audit_ll_s"]
@@ -168,9 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
                     "generations": len(gen_reqs), "gen_tokens": gen_tokens, "threads": torch.get_num_threads(),
                     "repeat": repeat, "load_avg": [round(x, 2) for x in os.getloadavg()],
                     "audit_ll_s": round(audit_s, 3), "audit_gen_s": round(best["audit_gen_s"], 3),
-                    "audit_gen_dynamic_cache_s": round(best["audit_gen_dynamic_cache_s"], 3),
-                    "reserved_cache_speedup": round(best["audit_gen_dynamic_cache_s"] / best["audit_gen_s"], 2),
-                    "identical_generations_reserved_vs_dynamic": texts == dyn_texts,
+
                     "audit_items_per_s": round(len(items) / audit_s, 2)}
     pred_audit = predictions(items, got)
     if lm_eval is None:

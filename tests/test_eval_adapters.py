@@ -111,26 +111,6 @@ def test_generation_stops_and_respects_max_tokens(tiny_hf):
     assert cut_at_stop("42.\nmore", ["\n", "."]) == "42" and cut_at_stop("abc", ["\n"]) == "abc"
 
 
-def test_hf_kv_decoding_with_reserved_room_equals_recomputation(tiny_hf, monkeypatch):
-    """The reserved-room cache (doubling when full, rows dropped as they stop) decodes exactly what rerunning
-    every prefix without a cache decodes."""
-    from cleanroom.lm.hf import HFKVDecoder
-    from cleanroom.lm.hf_cache import ReservedLayer
-
-    model, tok = tiny_hf
-    monkeypatch.setattr(HFKVDecoder, "room", 3)  # several doublings within 20 tokens
-    reqs = [GenerateRequest(it["prompt"], ("\n",) if i % 2 else (), 20) for i, it in enumerate(ITEMS)]
-    kv = HFLM(model, hf_tokenizer(tok), batch_size=8)
-    plain = HFLM(model, hf_tokenizer(tok), batch_size=8, kv_cache=False)
-    assert kv.generate_until(reqs) == plain.generate_until(reqs)
-    dec = HFKVDecoder(kv, [[1, 2, 3], [4, 5]])
-    assert all(isinstance(layer, ReservedLayer) for layer in dec.cache.layers)
-    for _ in range(6):
-        dec.step([0, 1], [7, 8])
-    dec.step([1], [9])  # a row leaves
-    assert dec.cache.layers[0].keys.shape[0] == 1 and dec.cache.get_seq_length() == 3 + 7
-
-
 def test_native_and_hf_agree_on_an_exported_model(exported):
     cfg, store = exported
     items = load_items(store, "bench") + load_items(store, "restricted")

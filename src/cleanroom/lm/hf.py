@@ -5,7 +5,7 @@ the `gguf` package), or an alias (`smollm2` = SmolLM2-135M-Instruct as Q4_1 GGUF
 
 Scoring uses `CausalLM`'s prefix-tree packing through the base model with a 4D boolean mask and
 position ids (the head applied only where read, for plain-head architectures); decoding uses the
-model's `DynamicCache` with room reserved (`hf_cache`), left-padded, rows dropped from the cache as they finish.
+model's own `DynamicCache`, left-padded, rows dropped from the cache as they finish.
 
 BOS: `HFLM.from_spec` prepends a BOS token only if the tokenizer adds one by itself (lm-evaluation-
 harness's convention; SmolLM2's does not), else cleanroom's `<|bos|>` if the tokenizer knows it (our
@@ -134,10 +134,8 @@ def _eos_ids(model: Any) -> list[int]:
 
 
 class HFKVDecoder(Decoder):
-    """Decoding with the model's own KV cache (`reserved_cache`); finished rows are dropped from it."""
+    """Decoding with the model's own KV cache; finished rows are dropped from it."""
 
-    room = 256  # positions reserved past the prompt before the first doubling
-    reserve = True  # False: transformers' own concatenating cache (the bench's comparison)
 
     def __init__(self, lm: HFLM, seqs: list[list[int]]):
         self.lm = lm
@@ -145,9 +143,7 @@ class HFKVDecoder(Decoder):
         self.mask = keep.long().to(lm.device)
         positions = (self.mask.cumsum(-1) - 1).clamp(min=0)
         self.next_pos = self.mask.sum(1)
-        from cleanroom.lm.hf_cache import reserved_cache
-
-        self.cache = reserved_cache(lm.model, ids.shape[1] + self.room) if self.reserve else None
+        self.cache = None
         self.last = self._forward(ids.to(lm.device), positions)
 
     def _forward(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
