@@ -136,7 +136,6 @@ def _eos_ids(model: Any) -> list[int]:
 class HFKVDecoder(Decoder):
     """Decoding with the model's own KV cache; finished rows are dropped from it."""
 
-
     def __init__(self, lm: HFLM, seqs: list[list[int]]):
         self.lm = lm
         ids, keep = left_padded(seqs, lm.codec.pad_id)
