@@ -7,6 +7,7 @@ Every stage command runs its missing prerequisites first and skips what is alrea
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
 import signal
 import sys
@@ -26,6 +27,10 @@ from cleanroom.ui import console, say
 
 if TYPE_CHECKING:
     from cleanroom.store import RunStore
+
+# Libraries' own tqdm bars (transformers' GGUF de-quantization, datasets) would interleave with ours;
+# tqdm reads this when it is first imported, which happens after this module loads.
+os.environ.setdefault("TQDM_DISABLE", "1")
 
 
 class _Group(TyperGroup):
@@ -303,11 +308,8 @@ def audit_cmd(
     if not model:
         raise CleanroomError("--model is required (a local model dir, .gguf, smollm2, "
                              "or the endpoint's model name)")
-    import os
-
     import torch
 
-    os.environ.setdefault("TQDM_DISABLE", "1")  # GGUF de-quantization bars; the audit has its own
     from cleanroom.audit.items import TaskOptions
     from cleanroom.audit.run import AuditConfig, run_audit
 
