@@ -234,6 +234,14 @@ def serve_cmd(
         raise CleanroomError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
 
 
+def parse_formulation(text: str) -> tuple[str, ...]:
+    """`--formulation` (MMLU/GPQA): letter | cloze | both."""
+    forms = {"letter": ("letter",), "cloze": ("cloze",), "both": ("letter", "cloze")}
+    if text not in forms:
+        raise CleanroomError(f"--formulation must be letter, cloze or both, got `{text}`")
+    return forms[text]
+
+
 def parse_limit(text: str | None, default: int | None) -> tuple[int | None, dict[str, int | None]]:
     """`--limit`: `N` for every task, `task=N` for one (`200,gsm8k=50`); 0 = all items."""
     n, per = default, {}
@@ -313,16 +321,13 @@ def audit_cmd(
     from cleanroom.audit.items import TaskOptions
     from cleanroom.audit.run import AuditConfig, run_audit
 
-    forms = {"letter": ("letter",), "cloze": ("cloze",), "both": ("letter", "cloze")}
-    if formulation not in forms:
-        raise CleanroomError(f"--formulation must be letter, cloze or both, got `{formulation}`")
     gpu = torch.cuda.is_available()
     n, task_limits = parse_limit(limit, None if gpu else 200)
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in Path(model).name)
     cfg = AuditConfig(
         model=model, tasks=[t.strip() for t in tasks.split(",") if t.strip()],
         out=out or Path("runs") / f"audit-{safe}", base_url=base_url, protocol=protocol,
-        options=TaskOptions(limit=n, seed=seed, shots=shots, formulations=forms[formulation],
+        options=TaskOptions(limit=n, seed=seed, shots=shots, formulations=parse_formulation(formulation),
                             max_gen_tokens=gen_tokens, task_limits=task_limits),
         chat_max_tokens=max_tokens, concurrency=concurrency, timeout=timeout, retries=retries,
         api_key_env=api_key_env, dtype=dtype, batch_size=batch_size, device="cuda" if gpu else "cpu",
@@ -388,15 +393,13 @@ def finetune_cmd(
         from cleanroom.audit.render import training_records
         from cleanroom.audit.run import TASKS
 
-        forms = {"letter": ("letter",), "cloze": ("cloze",), "both": ("letter", "cloze")}
-        if formulation not in forms:
-            raise CleanroomError(f"--formulation must be letter, cloze or both, got `{formulation}`")
         names = [t.strip() for t in benchmark.split(",") if t.strip()]
         for name in names:
             if name not in TASKS:
                 raise CleanroomError(f"unknown task `{name}` (choose from {', '.join(TASKS)})")
         n, task_limits = parse_limit(limit, None)
-        opts = TaskOptions(limit=n, seed=seed, formulations=forms[formulation], task_limits=task_limits)
+        opts = TaskOptions(limit=n, seed=seed, formulations=parse_formulation(formulation),
+                           task_limits=task_limits)
         if like:
             from cleanroom.audit.render import benchmark_like_records
 

@@ -66,10 +66,9 @@ def _gap(rows: list[dict], family: str, n_boot: int, seed: int) -> dict[str, Any
     if not pf.keys:
         return {"n": 0}
     g, lo, hi = pf.gap(n_boot, seed)
-    prior = pf.prior()
     return {"n": len(pf.keys), "gap": g, "ci_low": lo, "ci_high": hi, "verdict": verdict(lo, hi, expected_sign=1),
             "bench_acc": float(np.mean(pf.orig)), "twin_acc": float(np.mean(pf.twin)), "gap_raw": float(pf.raw.mean()),
-            "gap_letter_prior": None if prior is None else float(prior.mean())}
+            "gap_letter_prior": pf.prior_mean()}
 
 
 def analyse(rows_by_exposure: dict[int, list[dict]], leaked: dict[str, set[str]], n_boot: int = 2000,

@@ -182,7 +182,7 @@ def compare_audits(dirs: list[Path], n_boot: int = 2000) -> list[dict]:
             key = (r.task, r.variant, r.family)
             if key not in fams_b or r.task == "longtail":  # long-tail facts: `_compare_knowledge`
                 continue
-            if r.family == ORIGINAL and r.task != "longtail":  # the benchmark itself, on the items both answered
+            if r.family == ORIGINAL:  # the benchmark itself, on the items both answered
                 out += _compare_benchmark(sa, rows_a, sb, rows_b, str(da), str(db), r.task, r.variant, n_boot)
                 continue
             effect, low, high, n = compare_gaps(cluster_gaps(rows_a, *key), cluster_gaps(rows_b, *key), n_boot)

@@ -88,6 +88,11 @@ class PairedFamily:
         q = (w @ self.answers) / (w @ self.answers.sum(1))[..., None]
         return q @ self.golds.T
 
+    def prior_mean(self) -> float | None:
+        """The letter prior's gap over all clusters (None for items without letters)."""
+        e = self.prior()
+        return None if e is None else float(e.mean())
+
     @property
     def gaps(self) -> np.ndarray:
         """Per cluster: the raw gap, less the letter prior's where there is one."""
@@ -111,12 +116,12 @@ def pair_family(rows: Sequence[dict], family: str, original: str = "original") -
     keys, o, t, one = cluster_pairs([r["source_id"] for r in rows], [r["family"] for r in rows],
                                     [bool(r["correct"]) for r in rows], family, original)
     out = PairedFamily(keys, o, t, one)
-    used = [r for r in rows if r["family"] in (original, family) and r["source_id"] in set(keys)]
+    row = {k: i for i, k in enumerate(keys)}
+    used = [r for r in rows if r["family"] in (original, family) and r["source_id"] in row]
     if not keys or not all(r.get("options") and all(_letter(x) for x in r["options"]) for r in used):
         return out
     letters = sorted({_letter(x) for r in used for x in r["options"]})
     col = {letter: j for j, letter in enumerate(letters)}  # the last column: answers with no letter read
-    row = {k: i for i, k in enumerate(keys)}
     answers = np.zeros((len(keys), len(letters) + 1))
     orig_gold = np.zeros((len(keys), len(letters) + 1))
     twin_gold = np.zeros((len(keys), len(letters) + 1))

@@ -108,9 +108,9 @@ def summarize_rows(rows: list[dict], n_boot: int = 2000, seed: int = 0) -> tuple
                     g, gl, gh = pf.gap(n_boot, seed + k)
                     res.gap, res.gap_ci_low, res.gap_ci_high = g, gl, gh
                     res.gap_verdict = verdict(gl, gh, expected_sign=1)
-                    prior = pf.prior()
-                    if prior is not None:
-                        res.gap_raw, res.gap_letter_prior = float(pf.raw.mean()), float(prior.mean())
+                    res.gap_letter_prior = pf.prior_mean()
+                    if res.gap_letter_prior is not None:
+                        res.gap_raw = float(pf.raw.mean())
                 if pf.keys and pf.one_to_one:
                     res.mcnemar_b, res.mcnemar_c, res.mcnemar_p = mcnemar(pf.orig, pf.twin)
                 if fam == "rot":
