@@ -37,6 +37,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from cleanroom.errors import InputError, MissingDependencyError, StoreError
 from cleanroom.store import atomic_path, replace_dir, write_json
 
+LOSS = "record-mean"  # how `_loss` averages (in the fingerprint: an export made under another rule is not reused)
+
 
 class FinetuneConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -59,7 +61,7 @@ class FinetuneConfig(BaseModel):
 
     def fingerprint(self, data_digest: str) -> str:
         d = self.model_dump(exclude={"threads", "device", "save_every", "export_epochs"})
-        blob = json.dumps([d, data_digest], sort_keys=True)
+        blob = json.dumps([d, data_digest, LOSS], sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
