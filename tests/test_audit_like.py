@@ -40,3 +40,13 @@ def test_gsm8k_like_items_come_from_templates_whose_items_are_not_audited():
     assert all(r["completion"].startswith(" #### ") and r["prompt"].startswith("Question: ") for r in records)
     with pytest.raises(ConfigError, match="no template is left"):  # every templated item audited
         task.like_items(TaskOptions(limit=None, seed=0), 3)
+
+
+def test_a_like_item_that_repeats_an_audited_question_is_refused(monkeypatch):
+    """The overlap guard: a benchmark-like set that contains an audited question is a leak, not teaching to the test."""
+    need_benchmarks()
+    o = TaskOptions(limit=10, seed=0, formulations=("letter",))
+    audited = [it for it in MMLUTask().items(o) if it.family == "original"]
+    monkeypatch.setattr(MMLUTask, "like_items", lambda self, o, n: audited[:n])
+    with pytest.raises(ConfigError, match="repeat audited questions"):
+        benchmark_like_records(["mmlu"], o, 2)
