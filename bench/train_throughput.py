@@ -5,13 +5,15 @@
 
 One process, the same data: the token files of a run directory (`--run`; default: a fresh run of
 `--preset` built in a temporary directory), the first `--models` recipes, each model on its recipe's
-tokens in the trainer's seeded order. Both sides use the preset's `train` schedule (warmup + cosine
-over `train.steps`, AdamW, grad clipping) and stop a model once its validation loss (the trainer's
-`val_batches`, every `--eval-every` steps) is at or below `--target`:
+tokens in the trainer's seeded order. Both sides train on the preset's token budget with its lr, warmup
+share and cosine schedule, AdamW and grad clipping, and stop a model once its validation loss (the
+trainer's `val_batches`, every `--eval-every` x 16 sequences) is at or below `--target`:
 
 - baseline: nanoGPT's GPT (learned positions, LayerNorm with biases, GELU MLP with the parameter count
   of our SwiGLU, fused-QKV attention, tied embeddings, nanoGPT's init and AdamW groups) in fp32 eager,
-  the models one after another, each on every core;
+  the models one after another, each on every core, in steps of 16 sequences (`BASELINE_BATCH`: the
+  trainer's batch when this bench was set; the preset's batch size is one of our levers, not the
+  baseline's);
 - ours: the trainer's step (`cleanroom.train.batched.train_step`) on the models batched as the pipeline
   batches them (`runtime.jobs` groups, the cores split between them), in `--dtype` (default `auto`:
   bf16 where this machine's bf16 GEMMs are faster, as `train.dtype = auto` decides).
@@ -53,7 +55,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from benchlib import emit, log, parser
 
-from cleanroom.config import ExperimentConfig, load_config, resolve, saved_config
+from cleanroom.config import ExperimentConfig, TrainConfig, load_config, resolve, saved_config
 from cleanroom.malloc import tune_malloc
 from cleanroom.pipeline import Pipeline
 from cleanroom.runtime import autocast, cpu_model, parallel_jobs, resolve_dtype
@@ -63,6 +65,21 @@ from cleanroom.train.data import TrainBatches, open_tokens, val_batches
 from cleanroom.train.trainer import evaluate, lr_at, train_optimizer
 
 DEFAULT_TARGET = {"default": 1.6, "smoke": 5.5}  # reached within the schedule by both sides
+BASELINE_BATCH = 16  # the baseline's sequences per step, fixed: the trainer's batch when this bench was set
+
+
+def baseline_schedule(t: TrainConfig) -> TrainConfig:
+    """The baseline's schedule: the preset's tokens and warmup share in steps of `BASELINE_BATCH` sequences,
+    its lr, decay and betas (for the default preset: 160 steps of 16, warmup 20, the default before 2026-12-05)."""
+    scale = t.batch_size / BASELINE_BATCH
+    return t.model_copy(update={"batch_size": BASELINE_BATCH, "steps": max(1, round(t.steps * scale)),
+                                "warmup_steps": round(t.warmup_steps * scale)})
+
+
+def every(eval_every: int, t: TrainConfig) -> int:
+    """Steps between validations: `eval_every` x 16 sequences in steps of `t.batch_size`, so that every side
+    checks the target at the same token counts."""
+    return max(1, round(eval_every * BASELINE_BATCH / t.batch_size))
 
 
 class NanoGPTBlock(nn.Module):
@@ -181,8 +198,9 @@ class Side:
 
 
 def baseline(cfg, data: dict, vocab: int, side: Side, eval_every: int, threads: int) -> Iterator[None]:
-    """nanoGPT fp32 eager, one model after another on `threads` threads."""
-    m, t = cfg.model, cfg.train
+    """nanoGPT fp32 eager, one model after another on `threads` threads, on `baseline_schedule`."""
+    m, t = cfg.model, baseline_schedule(cfg.train)
+    eval_every = every(eval_every, t)
     for name, (batches, val, seed) in data.items():
         torch.set_num_threads(threads)
         torch.manual_seed(seed)
@@ -211,6 +229,7 @@ def ours(cfg, data: dict, vocab: int, side: Side, eval_every: int, groups: int, 
     """cleanroom's batched trainer step: `groups` batched groups at once, `threads` torch threads each, with
     `cfg`'s optimizer, schedule, batch size and `runtime.compile`."""
     m, t = cfg.model, cfg.train
+    eval_every = every(eval_every, t)
     names = list(data)
     parts = [names[i::groups] for i in range(groups)]
     models = [BatchedTransformer(m, vocab, [data[n][2] for n in part]) for part in parts]
@@ -375,8 +394,9 @@ def main() -> None:
     p.add_argument("--run", default=None, help="run directory with token files (default: build one)")
     p.add_argument("--models", type=int, default=0, help="recipes' models to train (default: all)")
     p.add_argument("--target", type=float, default=None, help="validation loss to reach (default per preset)")
-    p.add_argument("--eval-every", type=int, default=10)
-    p.add_argument("--max-steps", type=int, default=0, help="give up after this many steps (default: train.steps)")
+    p.add_argument("--eval-every", type=int, default=10, help="validate every this many x 16 sequences per model")
+    p.add_argument("--max-steps", type=int, default=0,
+                   help="give up after this many x 16 sequences per model (default: each side's schedule)")
     p.add_argument("--baseline-threads", type=int, default=0,
                    help="torch threads of the baseline (default: runtime.threads, else every core)")
     p.add_argument("--plans", type=int, nargs="*", default=None,
@@ -397,7 +417,9 @@ def main() -> None:
     cfg, root = load_data(args)
     m, t = cfg.model, cfg.train
     target = args.target if args.target is not None else DEFAULT_TARGET.get(cfg.name, DEFAULT_TARGET["default"])
-    max_steps = args.max_steps or t.steps
+
+    def max_steps(tc: TrainConfig) -> int:  # each side's own schedule (--max-steps counts steps of 16 sequences)
+        return round(args.max_steps * BASELINE_BATCH / tc.batch_size) if args.max_steps else tc.steps
     recipes = cfg.recipes.names[: args.models or None]
     cores = os.cpu_count() or 1
     load_before = os.getloadavg()[0]
@@ -416,11 +438,12 @@ def main() -> None:
     jobs, threads_each = parallel_jobs(cfg.runtime.model_copy(update={"device": "cpu"}), len(recipes))
     base_threads = args.baseline_threads or cfg.runtime.threads or cores  # a model's threads, as the preset says
     lever_cfg = lever_config(cfg, args.lever)
-    sides = {"baseline": Side("baseline", target, max_steps), "ours": Side("ours", target, max_steps)}
+    sides = {"baseline": Side("baseline", target, max_steps(baseline_schedule(t))),
+             "ours": Side("ours", target, max_steps(lever_cfg.train))}
     runners = {"baseline": baseline(cfg, data, vocab, sides["baseline"], args.eval_every, base_threads),
                "ours": ours(lever_cfg, data, vocab, sides["ours"], args.eval_every, jobs, threads_each, dtype)}
     if args.lever:  # the current path, raced in the same process
-        sides["current"] = Side("current", target, max_steps)
+        sides["current"] = Side("current", target, max_steps(t))
         runners["current"] = ours(cfg, data, vocab, sides["current"], args.eval_every, jobs, threads_each, dtype)
     if args.no_baseline:
         if not args.lever:
