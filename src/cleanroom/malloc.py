@@ -2,7 +2,7 @@
 
 PyTorch's CPU allocator takes each tensor from `malloc`. glibc serves requests above its mmap threshold
 (32 MiB at most) with a fresh `mmap` and gives them back with `munmap`, and per-thread arenas are mmap'd
-heaps of their own. The default model's logits and their gradients (16 x 128 x 4096 fp32 = 33.5 MB
+heaps of their own. A step's logits and their gradients (16 sequences x 128 x 4096 fp32 = 33.5 MB
 each) therefore arrive as untouched pages on every step: ~38k minor page faults per step, and ~12% of a
 one-thread step spent in the kernel zeroing pages on the 2-vCPU EPYC VM. Three `mallopt` settings keep
 freed memory in one heap for reuse:
