@@ -163,7 +163,6 @@ def main(argv: list[str] | None = None) -> dict:
                     "generations": len(gen_reqs), "gen_tokens": gen_tokens, "threads": torch.get_num_threads(),
                     "repeat": repeat, "load_avg": [round(x, 2) for x in os.getloadavg()],
                     "audit_ll_s": round(audit_s, 3), "audit_gen_s": round(best["audit_gen_s"], 3),
-
                     "audit_items_per_s": round(len(items) / audit_s, 2)}
     pred_audit = predictions(items, got)
     if lm_eval is None:

@@ -68,6 +68,11 @@ DEFAULT_TARGET = {"default": 1.6, "smoke": 5.5}  # reached within the schedule b
 BASELINE_BATCH = 16  # the baseline's sequences per step, fixed: the trainer's batch when this bench was set
 
 
+def steps_of(n: int, t: TrainConfig) -> int:
+    """`n` steps of `BASELINE_BATCH` sequences, in steps of `t.batch_size` (at least one)."""
+    return max(1, round(n * BASELINE_BATCH / t.batch_size))
+
+
 def baseline_schedule(t: TrainConfig) -> TrainConfig:
     """The baseline's schedule: the preset's tokens and warmup share in steps of `BASELINE_BATCH` sequences,
     its lr, decay and betas (for the default preset: 160 steps of 16, warmup 20, the default before 2026-12-05)."""
@@ -79,7 +84,7 @@ def baseline_schedule(t: TrainConfig) -> TrainConfig:
 def every(eval_every: int, t: TrainConfig) -> int:
     """Steps between validations: `eval_every` x 16 sequences in steps of `t.batch_size`, so that every side
     checks the target at the same token counts."""
-    return max(1, round(eval_every * BASELINE_BATCH / t.batch_size))
+    return steps_of(eval_every, t)
 
 
 class NanoGPTBlock(nn.Module):
@@ -419,7 +424,8 @@ def main() -> None:
     target = args.target if args.target is not None else DEFAULT_TARGET.get(cfg.name, DEFAULT_TARGET["default"])
 
     def max_steps(tc: TrainConfig) -> int:  # each side's own schedule (--max-steps counts steps of 16 sequences)
-        return round(args.max_steps * BASELINE_BATCH / tc.batch_size) if args.max_steps else tc.steps
+        return steps_of(args.max_steps, tc) if args.max_steps else tc.steps
+
     recipes = cfg.recipes.names[: args.models or None]
     cores = os.cpu_count() or 1
     load_before = os.getloadavg()[0]
